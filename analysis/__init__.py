@@ -1,0 +1,1 @@
+"""Reads a study back from MLflow (never from Ray's result folders) to rank, report and register."""

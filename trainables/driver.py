@@ -1,0 +1,50 @@
+"""The trial driver: a Ray Tune function trainable that runs one trial as a Ray Train V2 TorchTrainer.
+
+Tune calls run_trial(config) with one flat TrialConfig dict from Optuna; the TorchTrainer's
+TuneReportCallback forwards rank 0's per-epoch report to Tune, where ASHA decides to go on or stop.
+"""
+from __future__ import annotations
+
+import ray.tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from trainables import tracking
+from trainables.config import RunSettings, TrialConfig
+from trainables.metrics import MODE, OBJECTIVE
+
+
+def train_loop(config: dict) -> None:
+    """Entry of every Train worker. The import is deferred so the trial driver and the Train controller,
+    which only pass this function along, do not pay the workers' ~8 s of torch/timm/sklearn imports."""
+    from trainables.worker import train_loop_per_worker
+    train_loop_per_worker(config)
+
+
+def train_storage(s: RunSettings) -> str:
+    """Where Ray Train keeps each trial's checkpoints: beside Tune's experiment folder."""
+    return f"{s.storage.rstrip('/')}/{s.experiment}/train"
+
+
+def run_trial(config: dict, settings: RunSettings) -> None:
+    cfg = TrialConfig.from_dict(config)  # rejects keys a search space made up
+    ctx = ray.tune.get_context()
+    trial_id = ctx.get_trial_id()
+    run_id = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id,
+                                     trial_id, ctx.get_trial_name(), cfg.to_dict())
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"trial": cfg.to_dict(), "settings": settings.to_dict(), "run_id": run_id},
+        scaling_config=ScalingConfig(num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu,
+                                     resources_per_worker={"CPU": settings.cpus_per_worker}),
+        run_config=RunConfig(
+            name=f"trial-{trial_id}",
+            storage_path=train_storage(settings),
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=OBJECTIVE,
+                                               checkpoint_score_order=MODE),
+            failure_config=FailureConfig(max_failures=0),  # a crashed trial fails; the study goes on
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,90 @@
+"""The per-worker training loop of one trial: Ray Train glue around the pure-torch engine.
+
+Runs in every DDP worker of a trial's TorchTrainer. Every rank reports every epoch (the report is a
+barrier); rank 0 also writes the MLflow child run and the best checkpoint.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from torch.utils.data import DataLoader
+
+from search_spaces import get_family
+from trainables import data, engine
+from trainables.config import RunSettings, TrialConfig
+from trainables.metrics import OBJECTIVE, PG_KEY
+from trainables.tracking import EpochLogger
+
+
+
+def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, rank: int, world: int):
+    per_worker_batch = max(1, cfg.batch_size // world)
+    sampler = data.WeightedShardSampler(splits.labels[splits.train], cfg.sampler_power, world, rank, s.seed,
+                                        num_samples=s.max_train_images or None)
+    per_worker_batch = min(per_worker_batch, len(sampler))
+    train_ds = data.ImageFiles([splits.paths[i] for i in splits.train], splits.labels[splits.train],
+                               data.build_transform(s.image_size, True, cfg.aug_strength))
+    val_idx = splits.val[rank::world]  # disjoint shards; metrics are gathered over all of them
+    val_ds = data.ImageFiles([splits.paths[i] for i in val_idx], splits.labels[val_idx],
+                             data.build_transform(s.image_size, False))
+    common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
+    train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
+    val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
+    return sampler, train, val
+
+
+def _save_checkpoint(model, classes, cfg: TrialConfig, s: RunSettings, epoch: int, values: dict) -> Path:
+    d = Path(tempfile.mkdtemp(prefix="ckpt-"))
+    torch.save({"model": model.state_dict(), "classes": classes, "trial_config": cfg.to_dict(),
+                "image_size": s.image_size, "epoch": epoch, "metrics": values}, d / "model.pt")
+    return d
+
+
+def train_loop_per_worker(config: dict) -> None:
+    t0 = time.perf_counter()
+    cfg, s = TrialConfig.from_dict(config["trial"]), RunSettings(**config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, round(s.cpus_per_worker)))
+    torch.manual_seed(s.seed)
+    device = ray.train.torch.get_device()
+
+    splits = data.load_splits(s.data_dir, s.val_fraction, s.test_fraction, s.seed)
+    sampler, train_loader, val_loader = _loaders(splits, cfg, s, rank, world)
+    model = get_family(cfg.family).build_model(cfg, len(splits.classes), s.image_size)
+    ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
+    optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay)
+    scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
+    amp_dtype, scaler = engine.amp_setup(s.amp, device)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    logger = EpochLogger(s.mlflow_uri, config["run_id"]) if rank == 0 else None
+    pg = ray.get_runtime_context().get_placement_group_id() or ""
+    best, step = -1.0, 0
+    setup_s = time.perf_counter() - t0
+
+    for epoch in range(s.max_epochs):
+        t_epoch = time.perf_counter()
+        sampler.set_epoch(epoch)
+        values, step = engine.train_one_epoch(ddp_model, train_loader, optimizer, scheduler, loss_fn, device,
+                                              amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
+                                              step=step)
+        t_train = time.perf_counter() - t_epoch
+        values.update(engine.evaluate(model, val_loader, device, amp_dtype))
+        values.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], time_train_s=t_train,
+                      time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
+        checkpoint = None
+        improved = values[OBJECTIVE] > best
+        best = max(best, values[OBJECTIVE])
+        if logger is not None:
+            logger.log_epoch(values, epoch + 1)
+            if improved:
+                ckpt_dir = _save_checkpoint(model, splits.classes, cfg, s, epoch + 1, values)
+                logger.log_checkpoint(ckpt_dir / "model.pt", epoch + 1)
+                checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
+        ray.train.report({**values, PG_KEY: pg}, checkpoint=checkpoint)

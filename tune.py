@@ -1,0 +1,156 @@
+"""artsweep: search hyper-parameters and train the best image classifier the budget allows.
+
+  python tune.py                                     # demo: scratch CNNs on the built-in dataset
+  python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15
+  python tune.py --smoke                             # a tiny study to check the wiring (about a minute)
+  mlflow ui --backend-store-uri sqlite:///mlflow.db  # browse every trial afterwards
+
+Ray Tune proposes configurations with Optuna (TPE) and stops poor trials early with ASHA on
+val_macro_f1; each trial is a Ray Train DDP run; MLflow records every trial, stopped ones included.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from trainables.metrics import OBJECTIVE
+
+SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
+DEMO = dict(num_samples=8, max_epochs=5, builtin_image_size=32)                  # plain defaults
+# Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
+# waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, like every other input error here
+        self.exit(2, f"tune.py: error: {message} (see python tune.py --help)\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from search_spaces import FAMILIES
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="scratch", help=f"model family to search: {', '.join(FAMILIES)} (default: scratch)")
+    p.add_argument("--arch", default=None, help="pin one architecture of the family instead of searching it")
+    p.add_argument("--data", default=None, help="folder with one sub-folder of images per class "
+                   "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)")
+    p.add_argument("--num-samples", type=int, default=None, help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']})")
+    p.add_argument("--max-epochs", type=int, default=None, help=f"epoch budget per trial = ASHA max_t (default {DEMO['max_epochs']}, smoke {SMOKE['max_epochs']})")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per trial: GPUs on a cluster, CPU processes (gloo) otherwise (default 1)")
+    p.add_argument("--image-size", type=int, default=None, help="input side in px (default: the family's; 32 on the built-in set)")
+    p.add_argument("--experiment", default=None, help="MLflow experiment name, also the Ray run name (default artsweep-FAMILY)")
+    p.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: sqlite:///./mlflow.db; a server: http://host:5000)")
+    p.add_argument("--storage", default=None, help="Ray results and checkpoints folder or URI (default ./ray_results)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the sampler, model init and TPE (default 0)")
+    p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port) instead of starting one")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 where supported, fp16 on older GPUs)")
+    p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch (explicit flags win)")
+    return p.parse_args(argv)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"tune.py: error: {message}\n")
+    raise SystemExit(2)
+
+
+def resolve(a: argparse.Namespace):
+    """Validate everything that can be checked before Ray starts; returns (family, data_dir, budget)."""
+    from search_spaces import get_family
+    from trainables import data
+    from trainables.builtin_dataset import ensure_builtin_dataset
+    try:
+        family = get_family(a.family)
+    except ValueError as e:
+        _fail(str(e))
+    if a.arch is not None and a.arch not in family.ARCHS:
+        _fail(f"--arch {a.arch!r} is not in family {a.family!r}: {', '.join(family.ARCHS)}")
+    mode = SMOKE if a.smoke else DEMO
+    budget = {"num_samples": a.num_samples or mode["num_samples"], "max_epochs": a.max_epochs or mode["max_epochs"],
+              "workers_per_trial": a.workers_per_trial}
+    for flag in ("num_samples", "max_epochs", "workers_per_trial", "image_size"):
+        value = getattr(a, flag)
+        if value is not None and value <= 0:
+            _fail(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    data_dir = Path(a.data).expanduser().resolve() if a.data else ensure_builtin_dataset()
+    try:
+        classes, paths, _ = data.scan_folder(data_dir)
+    except data.DataError as e:
+        _fail(str(e))
+    budget["image_size"] = a.image_size or (SMOKE["image_size"] if a.smoke else
+                                            DEMO["builtin_image_size"] if a.data is None else family.IMAGE_SIZE)
+    return family, data_dir, budget, len(classes), len(paths)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    family, data_dir, budget, n_classes, n_images = resolve(a)
+    from trainables import tracking
+    workdir = Path.cwd()
+    uri = a.mlflow_uri or tracking.default_uri(workdir)
+    try:
+        tracking.check_reachable(uri)
+    except ConnectionError as e:
+        _fail(str(e))
+    storage = a.storage or str(workdir / "ray_results")
+    experiment = a.experiment or f"artsweep-{a.family}"
+    print(f"artsweep: {a.family} on {data_dir} ({n_images} images, {n_classes} classes), "
+          f"{budget['num_samples']} trials x <= {budget['max_epochs']} epochs, {budget['image_size']} px", flush=True)
+
+    import ray
+    from trainables.config import RunSettings
+    from trainables.study import build_tuner, plan_resources
+    os.environ.update(RAY_ENV)
+    t0 = time.perf_counter()
+    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV},
+             logging_level="WARNING", log_to_driver=True)
+    plan = plan_resources(ray.cluster_resources(), budget["workers_per_trial"])
+    exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
+                                                            "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
+                                                            "max_concurrent_trials": plan.max_concurrent},
+                                          artifact_root=workdir / "mlartifacts")
+    settings = RunSettings(
+        data_dir=str(data_dir), image_size=budget["image_size"], max_epochs=budget["max_epochs"],
+        workers_per_trial=budget["workers_per_trial"], cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu,
+        seed=a.seed, experiment=experiment, mlflow_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,
+        storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0)
+    print(f"artsweep: {plan.max_concurrent} trial(s) at a time, {budget['workers_per_trial']} worker(s) each "
+          f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}", flush=True)
+    status = "FAILED"
+    try:
+        build_tuner(settings, family, a.arch, budget["num_samples"], plan).fit()
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        killed = tracking.close_study(uri, exp_id, parent, status)
+        if killed:
+            print(f"artsweep: marked {len(killed)} unfinished trial run(s) KILLED")
+        ray.shutdown()
+    return summarize(uri, experiment, exp_id, parent, time.perf_counter() - t0)
+
+
+def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float) -> int:
+    from mlflow.tracking import MlflowClient
+    from analysis.runs import trial_rows
+    rows = trial_rows(MlflowClient(uri), exp_id, parent)
+    done = [r for r in rows if r.epochs]
+    stopped = sum(r.stopped_early for r in rows)
+    print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early by ASHA, "
+          f"{sum(r.status == 'FAILED' for r in rows)} failed)")
+    if not done:
+        print("artsweep: no trial reported a result; see the errors above")
+        return 1
+    best = done[0]
+    print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE}={best.best:.4f} "
+          f"(epoch {best.best_epoch} of {best.epochs})")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())))
+    print(f"browse the study:  mlflow ui --backend-store-uri {uri}   (experiment {experiment!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
