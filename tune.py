@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the sampler, model init and TPE (default 0)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port) instead of starting one")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 where supported, fp16 on older GPUs)")
+    p.add_argument("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on "
+                   "small machines; artsweep still frees the workers of trials ASHA stops)")
     p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch (explicit flags win)")
     return p.parse_args(argv)
 
@@ -104,7 +106,7 @@ def main(argv=None) -> int:
     from trainables.study import build_tuner, plan_resources
     os.environ.update(RAY_ENV)
     t0 = time.perf_counter()
-    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV},
+    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV}, include_dashboard=False if a.no_dashboard else None,
              logging_level="WARNING", log_to_driver=True)
     plan = plan_resources(ray.cluster_resources(), budget["workers_per_trial"])
     exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
