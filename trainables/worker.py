@@ -39,11 +39,11 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, rank: int, w
     return sampler, train, val
 
 
-def _save_checkpoint(model, classes, cfg: TrialConfig, s: RunSettings, epoch: int, values: dict) -> Path:
-    d = Path(tempfile.mkdtemp(prefix="ckpt-"))
+def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, s: RunSettings, epoch: int, values: dict) -> Path:
+    path = folder / "model.pt"
     torch.save({"model": model.state_dict(), "classes": classes, "trial_config": cfg.to_dict(),
-                "image_size": s.image_size, "epoch": epoch, "metrics": values}, d / "model.pt")
-    return d
+                "image_size": s.image_size, "epoch": epoch, "metrics": values}, path)
+    return path
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -58,6 +58,7 @@ def train_loop_per_worker(config: dict) -> None:
     splits = data.load_splits(s.data_dir, s.val_fraction, s.test_fraction, s.seed)
     sampler, train_loader, val_loader = _loaders(splits, cfg, s, rank, world)
     model = get_family(cfg.family).build_model(cfg, len(splits.classes), s.image_size)
+    torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
     optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
@@ -78,13 +79,14 @@ def train_loop_per_worker(config: dict) -> None:
         values.update(engine.evaluate(model, val_loader, device, amp_dtype))
         values.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], time_train_s=t_train,
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
-        checkpoint = None
-        improved = values[OBJECTIVE] > best
-        best = max(best, values[OBJECTIVE])
+        report = {**values, PG_KEY: pg}
         if logger is not None:
             logger.log_epoch(values, epoch + 1)
-            if improved:
-                ckpt_dir = _save_checkpoint(model, splits.classes, cfg, s, epoch + 1, values)
-                logger.log_checkpoint(ckpt_dir / "model.pt", epoch + 1)
-                checkpoint = ray.train.Checkpoint.from_directory(str(ckpt_dir))
-        ray.train.report({**values, PG_KEY: pg}, checkpoint=checkpoint)
+        if logger is not None and values[OBJECTIVE] > best:  # rank 0 keeps the best checkpoint
+            with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
+                path = _save_checkpoint(Path(folder), model, splits.classes, cfg, s, epoch + 1, values)
+                logger.log_checkpoint(path, epoch + 1)
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(report)  # every rank reports: it is a barrier
+        best = max(best, values[OBJECTIVE])
