@@ -31,9 +31,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from search_spaces import FAMILIES
+    from search_spaces import ALL, FAMILIES
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", default="scratch", help=f"model family to search: {', '.join(FAMILIES)} (default: scratch)")
+    p.add_argument("--family", default="scratch", help=f"model family to search: {', '.join(FAMILIES)}, or {ALL} to let every family compete "
+                   "in one study (default: scratch)")
     p.add_argument("--arch", default=None, help="pin one architecture of the family instead of searching it")
     p.add_argument("--data", default=None, help="folder with one sub-folder of images per class "
                    "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)")
@@ -47,9 +48,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the sampler, model init and TPE (default 0)")
     p.add_argument("--address", default=None, help="join a running Ray cluster ('auto' or host:port) instead of starting one")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 where supported, fp16 on older GPUs)")
+    p.add_argument("--pretrained", default=None, choices=["timm", "none"], help="timm: start from pretrained "
+                   "weights (downloaded, from the HF cache, or from --weights-dir); none: random init (default timm; "
+                   "none with --smoke)")
+    p.add_argument("--weights-dir", default=None, help="offline weights: DIR/<timm name>.safetensors (or .pth/.bin) per model")
+    p.add_argument("--standins", action="store_true", help="search each family's CPU-sized stand-in architectures "
+                   "(timm test models) instead of the real ones; implied by --smoke; logged as the arch")
     p.add_argument("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on "
                    "small machines; artsweep still frees the workers of trials ASHA stops)")
-    p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch (explicit flags win)")
+    p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch, CPU-sized "
+                   "stand-in architectures, no pretrained weights (explicit flags win)")
     return p.parse_args(argv)
 
 
@@ -60,15 +68,30 @@ def _fail(message: str) -> None:
 
 def resolve(a: argparse.Namespace):
     """Validate everything that can be checked before Ray starts; returns (family, data_dir, budget)."""
-    from search_spaces import get_family
+    from search_spaces import ALL, FAMILIES, arch_choices, get_family
+    from trainables.pretrained import WeightsError, weight_file
     from trainables import data
     from trainables.builtin_dataset import ensure_builtin_dataset
+    a.standins = a.standins or a.smoke
+    a.pretrained = a.pretrained or ("none" if a.smoke else "timm")
     try:
-        family = get_family(a.family)
+        families = list(FAMILIES.values()) if a.family == ALL else [get_family(a.family)]
     except ValueError as e:
         _fail(str(e))
-    if a.arch is not None and a.arch not in family.ARCHS:
-        _fail(f"--arch {a.arch!r} is not in family {a.family!r}: {', '.join(family.ARCHS)}")
+    if a.arch is not None:
+        if a.family == ALL:
+            _fail("--arch pins an architecture of one --family; it cannot be used with --family all")
+        known = {**families[0].ARCHS, **families[0].STANDINS}
+        if a.arch not in known:
+            _fail(f"--arch {a.arch!r} is not in family {a.family!r}: {', '.join(known)}")
+    if a.pretrained == "timm" and a.weights_dir:  # check the offline files now, not in every trial
+        for fam in (f for f in families if f.PRETRAINED):
+            for arch, name in arch_choices(fam, a.standins).items():
+                if a.arch in (None, arch):
+                    try:
+                        weight_file(a.weights_dir, name)
+                    except WeightsError as e:
+                        _fail(str(e))
     mode = SMOKE if a.smoke else DEMO
     budget = {"num_samples": a.num_samples or mode["num_samples"], "max_epochs": a.max_epochs or mode["max_epochs"],
               "workers_per_trial": a.workers_per_trial}
@@ -81,14 +104,15 @@ def resolve(a: argparse.Namespace):
         classes, paths, _ = data.scan_folder(data_dir)
     except data.DataError as e:
         _fail(str(e))
+    # 0 = each family's own default, so `--family all` gives every family its usual input size
     budget["image_size"] = a.image_size or (SMOKE["image_size"] if a.smoke else
-                                            DEMO["builtin_image_size"] if a.data is None else family.IMAGE_SIZE)
-    return family, data_dir, budget, len(classes), len(paths)
+                                            DEMO["builtin_image_size"] if a.data is None else 0)
+    return data_dir, budget, len(classes), len(paths)
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    family, data_dir, budget, n_classes, n_images = resolve(a)
+    data_dir, budget, n_classes, n_images = resolve(a)
     from trainables import tracking
     workdir = Path.cwd()
     uri = a.mlflow_uri or tracking.default_uri(workdir)
@@ -99,7 +123,8 @@ def main(argv=None) -> int:
     storage = a.storage or str(workdir / "ray_results")
     experiment = a.experiment or f"artsweep-{a.family}"
     print(f"artsweep: {a.family} on {data_dir} ({n_images} images, {n_classes} classes), "
-          f"{budget['num_samples']} trials x <= {budget['max_epochs']} epochs, {budget['image_size']} px", flush=True)
+          f"{budget['num_samples']} trials x <= {budget['max_epochs']} epochs, {budget['image_size'] or 'family default'} px, "
+          f"{'stand-in' if a.standins else 'real'} architectures, pretrained={a.pretrained}", flush=True)
 
     import ray
     from trainables.config import RunSettings
@@ -117,12 +142,13 @@ def main(argv=None) -> int:
         data_dir=str(data_dir), image_size=budget["image_size"], max_epochs=budget["max_epochs"],
         workers_per_trial=budget["workers_per_trial"], cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu,
         seed=a.seed, experiment=experiment, mlflow_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,
-        storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0)
+        storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0,
+        pretrained=a.pretrained, weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "")
     print(f"artsweep: {plan.max_concurrent} trial(s) at a time, {budget['workers_per_trial']} worker(s) each "
           f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}", flush=True)
     status = "FAILED"
     try:
-        build_tuner(settings, family, a.arch, budget["num_samples"], plan).fit()
+        build_tuner(settings, a.family, a.arch, a.standins, budget["num_samples"], plan).fit()
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -150,6 +176,13 @@ def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float
     print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE}={best.best:.4f} "
           f"(epoch {best.best_epoch} of {best.epochs})")
     print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())))
+    families = {}
+    for r in done:  # rows are sorted best first, so the first row of a family is its best
+        families.setdefault(r.family, r)
+    if len(families) > 1:
+        print("families ranked by their best trial:")
+        for i, (fam, r) in enumerate(families.items(), 1):
+            print(f"  {i}. {fam:<13} {OBJECTIVE}={r.best:.4f}  ({r.arch}, {r.name})")
     print(f"browse the study:  mlflow ui --backend-store-uri {uri}   (experiment {experiment!r})")
     return 0
 

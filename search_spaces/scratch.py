@@ -13,18 +13,18 @@ import optuna
 from trainables.config import TrialConfig
 from trainables.models import DeepCNN, SimpleCNN
 
-ARCHS = ("simple_cnn", "deep_cnn")
+ARCHS = {"simple_cnn": SimpleCNN, "deep_cnn": DeepCNN}
+STANDINS: dict = {}    # already CPU-sized: --smoke / --standins search ARCHS
 IMAGE_SIZE = 64        # px; scratch CNNs see small inputs (the seeds used 224 on a GPU)
-GRACE_EPOCHS = 1       # a scratch CNN's first epoch already separates good from bad learning rates
+GRACE_EPOCHS = 1       # one epoch already separates good from bad learning rates
+PRETRAINED = False     # trained from random init; --pretrained does not apply
 
-_MODELS = {"simple_cnn": SimpleCNN, "deep_cnn": DeepCNN}
 
-
-def space(trial: optuna.Trial, arch: Optional[str] = None) -> dict:
+def space(trial: optuna.Trial, arch: Optional[str] = None, standins: bool = False) -> dict:
     """Define-by-run space; `arch` pins the architecture instead of searching it."""
     return {
         "family": "scratch",
-        "arch": arch or trial.suggest_categorical("arch", ARCHS),
+        "arch": arch or trial.suggest_categorical("arch", list(ARCHS)),
         "lr": trial.suggest_float("lr", 1e-4, 3e-3, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128]),
         "weight_decay": trial.suggest_float("weight_decay", 1e-5, 5e-2, log=True),
@@ -36,5 +36,5 @@ def space(trial: optuna.Trial, arch: Optional[str] = None) -> dict:
     }
 
 
-def build_model(cfg: TrialConfig, num_classes: int, image_size: int):
-    return _MODELS[cfg.arch](num_classes, image_size, dropout=cfg.dropout, width=cfg.width)
+def build_model(cfg: TrialConfig, num_classes: int, image_size: int, weights=None):  # weights: unused, from scratch
+    return ARCHS[cfg.arch](num_classes, image_size, dropout=cfg.dropout, width=cfg.width)

@@ -23,6 +23,10 @@ class TrialConfig:
     sampler_power: float = 0.5       # sample weight ∝ class_count^-power: 0 natural, 0.5 = 1/sqrt(n), 1 balanced
     dropout: float = 0.3             # dropout before the classifier head (0..0.6)
     width: float = 1.0               # scratch CNN channel multiplier (1.0 = the seeds' exact layers)
+    backbone_lr_scale: float = 1.0   # pretrained backbone LR = lr x this; new head/modules get lr (0.01..1)
+    layer_decay: float = 0.0         # timm layer-wise LR decay per block towards the input (0 = off; 0.6..0.9)
+    freeze_epochs: int = 0           # epochs with the pretrained backbone frozen (LR 0) while the head learns
+    drop_path: float = 0.0           # stochastic depth rate for transformers (0..0.2)
     warmup_epochs: float = 0.5       # linear LR warm-up length in epochs, then cosine decay to ~0
     grad_clip: float = 1.0           # clip the global gradient norm at this value; 0 disables
 
@@ -43,7 +47,7 @@ class TrialConfig:
 class RunSettings:
     """Per-study settings handed to every trial; the worker loop takes only the fields it needs."""
     data_dir: str                    # folder of class sub-folders (absolute path)
-    image_size: int                  # square input side in pixels fed to the model
+    image_size: int                  # square input side in pixels; 0 = each family's own default
     max_epochs: int                  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int           # DDP workers in each trial's gang
     cpus_per_worker: float           # logical CPUs reserved per worker (torch threads = round of it)
@@ -55,6 +59,8 @@ class RunSettings:
     parent_run_id: str               # the study's MLflow parent run
     storage: str                     # Ray storage_path for results and checkpoints
     amp: str = "auto"                # auto | bf16 | fp16 | off (see engine.amp_setup)
+    pretrained: str = "timm"         # timm: pretrained weights (online, HF cache or weights_dir); none: random init
+    weights_dir: str = ""            # offline weight files named after the timm model ("" = let timm fetch)
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     val_fraction: float = 0.1275     # share of each class held out for validation (WikiArt study: 12.75 %)
     test_fraction: float = 0.1525    # share held out for the final test, never used for selection

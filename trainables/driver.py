@@ -1,6 +1,6 @@
 """The trial driver: a Ray Tune function trainable that runs one trial as a Ray Train V2 TorchTrainer.
 
-Tune calls run_trial(config) with one flat TrialConfig dict from Optuna; the TorchTrainer's
+Tune calls run_trial(config) with the TrialConfig fields Optuna proposed under config["trial"]; the TorchTrainer's
 TuneReportCallback forwards rank 0's per-epoch report to Tune, where ASHA decides to go on or stop.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def train_storage(s: RunSettings) -> str:
 
 
 def run_trial(config: dict, settings: RunSettings) -> None:
-    cfg = TrialConfig.from_dict(config)  # rejects keys a search space made up
+    cfg = TrialConfig.from_dict(config["trial"])  # rejects keys a search space made up
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
     run_id = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id,

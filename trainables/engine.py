@@ -47,9 +47,39 @@ def amp_setup(mode: str, device: torch.device):
     return torch.bfloat16, None
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float):
-    """AdamW via timm (no weight decay on norms and biases)."""
-    return timm.optim.create_optimizer_v2(model, opt="adamw", lr=lr, weight_decay=weight_decay)
+def head_parameters(model: nn.Module) -> list:
+    """Parameters that are new for this dataset (full LR): a hybrid's added modules, a timm classifier."""
+    if hasattr(model, "new_parameters"):
+        return list(model.new_parameters())
+    if hasattr(model, "get_classifier"):
+        return list(model.get_classifier().parameters())
+    return []
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, layer_decay: float = 0.0,
+                   backbone_lr_scale: float = 1.0):
+    """AdamW over timm's parameter groups (no weight decay on norms and biases; layer-wise LR decay when
+    layer_decay > 0), each split into head and backbone. Every group carries `lr_scale`, which timm's
+    scheduler applies: backbone groups are scaled by backbone_lr_scale (and zeroed by set_backbone_frozen)."""
+    if layer_decay > 0:
+        groups = timm.optim.param_groups_layer_decay(model, weight_decay, layer_decay=layer_decay)
+    else:
+        groups = timm.optim.param_groups_weight_decay(model, weight_decay)
+    head = {id(p) for p in head_parameters(model)}
+    out = []
+    for g in groups:
+        for is_head in (True, False):
+            params = [p for p in g["params"] if (id(p) in head) == is_head]
+            if params:
+                scale = g.get("lr_scale", 1.0) * (1.0 if is_head or not head else backbone_lr_scale)
+                out.append({**g, "params": params, "is_head": is_head, "base_lr_scale": scale, "lr_scale": scale})
+    return torch.optim.AdamW(out, lr=lr)
+
+
+def set_backbone_frozen(optimizer, frozen: bool) -> None:
+    """Freeze (LR 0) or release the backbone groups; takes effect at the next scheduler.step_update."""
+    for g in optimizer.param_groups:
+        g["lr_scale"] = 0.0 if frozen and not g["is_head"] else g["base_lr_scale"]
 
 
 def make_scheduler(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: float):
@@ -71,6 +101,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, *, amp
     model.train()
     loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of loss * n, n]
     for x, y in loader:
+        scheduler.step_update(step)  # LR for this update (also applies lr_scale, e.g. a frozen backbone)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = loss_fn(model(x), y)
@@ -88,7 +119,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, *, amp
         else:
             optimizer.step()
         step += 1
-        scheduler.step_update(step)
         loss_sum += torch.tensor([loss.item() * len(y), len(y)], dtype=torch.float64)
     if _is_dist():
         dist.all_reduce(loss_sum)

@@ -62,3 +62,60 @@ class DeepCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class _AttentionPool(nn.Module):
+    """Softmax-weighted mean over a sequence: [B, T, D] -> [B, D]."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        return (self.score(seq).softmax(1) * seq).sum(1)
+
+
+class _SequenceBranch(nn.Module):
+    """2-layer bidirectional GRU over a sequence of map positions; mean + attention pooling -> 4*hidden."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gru = nn.GRU(dim, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.attn = _AttentionPool(2 * hidden)
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(seq)
+        return torch.cat([out.mean(1), self.attn(out)], 1)
+
+
+class HybridCNNRNN(nn.Module):
+    """The CNN-RNN of seed 003: a CNN feature map (ResNet-50: 2048 x 7 x 7 at 224 px), global average pool
+    (2048-d), 1x1 projection to 320 channels read row by row and column by column through two separate
+    2-layer bidirectional GRUs (hidden 128, mean + attention pooling -> 512-d each), concatenated to
+    2048 + 512 + 512 = 3072-d, dropout, linear head."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.3, proj_dim: int = 320,
+                 hidden: int = 128):
+        super().__init__()
+        self.backbone = backbone            # a timm model built with num_classes=0, global_pool=""
+        self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})  # normalisation follows the backbone
+        c = backbone.num_features
+        self.proj = nn.Conv2d(c, proj_dim, 1)
+        self.rows, self.cols = _SequenceBranch(proj_dim, hidden), _SequenceBranch(proj_dim, hidden)
+        self.num_features = c + 8 * hidden
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone.forward_features(x)                        # [B, C, H, W]
+        p = self.proj(fmap)                                             # [B, 320, H, W]
+        rows = p.flatten(2).transpose(1, 2)                             # [B, H*W, 320], row-major
+        cols = p.transpose(2, 3).flatten(2).transpose(1, 2)             # [B, W*H, 320], column-major
+        return torch.cat([fmap.mean((2, 3)), self.rows(rows), self.cols(cols)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.pooled(x)))
+
+    def new_parameters(self):
+        """Everything but the pretrained backbone (gets the full LR; the backbone is scaled or frozen)."""
+        return [p for m in (self.proj, self.rows, self.cols, self.head) for p in m.parameters()]

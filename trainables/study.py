@@ -6,7 +6,6 @@ Also the two Tune callbacks that keep the study sound when a trial ends, however
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -20,6 +19,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
+from search_spaces import ALL, FAMILIES, make_space
 from trainables import tracking
 from trainables.config import RunSettings
 from trainables.driver import run_trial
@@ -115,12 +115,16 @@ class CloseTrialRuns(tune.Callback):
         self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
 
 
-def build_tuner(settings: RunSettings, family, arch: str | None, num_samples: int, plan: ResourcePlan) -> tune.Tuner:
+def build_tuner(settings: RunSettings, family: str, arch: str | None, standins: bool, num_samples: int,
+                plan: ResourcePlan) -> tune.Tuner:
+    families = FAMILIES.values() if family == ALL else [FAMILIES[family]]
     search = OptunaSearch(
-        space=functools.partial(family.space, arch=arch), metric=OBJECTIVE, mode=MODE,
+        space=make_space(family, arch, standins), metric=OBJECTIVE, mode=MODE,
+        # `all`: the first trials take one family each, so every family enters the race before TPE narrows it
+        points_to_evaluate=[{"family": f} for f in FAMILIES] if family == ALL else None,
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=max(3, min(10, num_samples // 2))))
     asha = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs,
-                         grace_period=min(family.GRACE_EPOCHS, settings.max_epochs), reduction_factor=2)
+                         grace_period=min(min(f.GRACE_EPOCHS for f in families), settings.max_epochs), reduction_factor=2)
     driver = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"CPU": DRIVER_CPUS})
     return tune.Tuner(
         driver,

@@ -12,6 +12,7 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
+import timm.data
 import torch
 from torch.utils.data import DataLoader
 
@@ -19,30 +20,33 @@ from search_spaces import get_family
 from trainables import data, engine
 from trainables.config import RunSettings, TrialConfig
 from trainables.metrics import OBJECTIVE, PG_KEY
+from trainables.pretrained import Weights
 from trainables.tracking import EpochLogger
 
 
 
-def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, rank: int, world: int):
+def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: int, norm: dict, rank: int,
+             world: int):
     per_worker_batch = max(1, cfg.batch_size // world)
     sampler = data.WeightedShardSampler(splits.labels[splits.train], cfg.sampler_power, world, rank, s.seed,
                                         num_samples=s.max_train_images or None)
     per_worker_batch = min(per_worker_batch, len(sampler))
     train_ds = data.ImageFiles([splits.paths[i] for i in splits.train], splits.labels[splits.train],
-                               data.build_transform(s.image_size, True, cfg.aug_strength))
+                               data.build_transform(image_size, True, cfg.aug_strength, **norm))
     val_idx = splits.val[rank::world]  # disjoint shards; metrics are gathered over all of them
     val_ds = data.ImageFiles([splits.paths[i] for i in val_idx], splits.labels[val_idx],
-                             data.build_transform(s.image_size, False))
+                             data.build_transform(image_size, False, **norm))
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
     train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
     val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
     return sampler, train, val
 
 
-def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, s: RunSettings, epoch: int, values: dict) -> Path:
+def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, image_size: int, norm: dict, epoch: int,
+                     values: dict) -> Path:
     path = folder / "model.pt"
     torch.save({"model": model.state_dict(), "classes": classes, "trial_config": cfg.to_dict(),
-                "image_size": s.image_size, "epoch": epoch, "metrics": values}, path)
+                "image_size": image_size, "normalization": norm, "epoch": epoch, "metrics": values}, path)
     return path
 
 
@@ -56,11 +60,16 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
 
     splits = data.load_splits(s.data_dir, s.val_fraction, s.test_fraction, s.seed)
-    sampler, train_loader, val_loader = _loaders(splits, cfg, s, rank, world)
-    model = get_family(cfg.family).build_model(cfg, len(splits.classes), s.image_size)
+    family = get_family(cfg.family)
+    image_size = s.image_size or family.IMAGE_SIZE
+    model = family.build_model(cfg, len(splits.classes), image_size, Weights(s.pretrained, s.weights_dir or None))
+    data_cfg = timm.data.resolve_model_data_config(model)  # the normalisation the weights were trained with
+    norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
+    sampler, train_loader, val_loader = _loaders(splits, cfg, s, image_size, norm, rank, world)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
-    optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                      backbone_lr_scale=cfg.backbone_lr_scale)
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -72,6 +81,7 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(s.max_epochs):
         t_epoch = time.perf_counter()
         sampler.set_epoch(epoch)
+        engine.set_backbone_frozen(optimizer, epoch < cfg.freeze_epochs)
         values, step = engine.train_one_epoch(ddp_model, train_loader, optimizer, scheduler, loss_fn, device,
                                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
                                               step=step)
@@ -84,7 +94,8 @@ def train_loop_per_worker(config: dict) -> None:
             logger.log_epoch(values, epoch + 1)
         if logger is not None and values[OBJECTIVE] > best:  # rank 0 keeps the best checkpoint
             with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
-                path = _save_checkpoint(Path(folder), model, splits.classes, cfg, s, epoch + 1, values)
+                path = _save_checkpoint(Path(folder), model, splits.classes, cfg, image_size, norm, epoch + 1,
+                                        values)
                 logger.log_checkpoint(path, epoch + 1)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
