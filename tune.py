@@ -101,18 +101,18 @@ def resolve(a: argparse.Namespace):
             _fail(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
     data_dir = Path(a.data).expanduser().resolve() if a.data else ensure_builtin_dataset()
     try:
-        classes, paths, _ = data.scan_folder(data_dir)
+        source = data.scan(data_dir)
     except data.DataError as e:
         _fail(str(e))
     # 0 = each family's own default, so `--family all` gives every family its usual input size
     budget["image_size"] = a.image_size or (SMOKE["image_size"] if a.smoke else
                                             DEMO["builtin_image_size"] if a.data is None else 0)
-    return data_dir, budget, len(classes), len(paths)
+    return data_dir, source, budget
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    data_dir, budget, n_classes, n_images = resolve(a)
+    data_dir, source, budget = resolve(a)
     from trainables import tracking
     workdir = Path.cwd()
     uri = a.mlflow_uri or tracking.default_uri(workdir)
@@ -122,7 +122,16 @@ def main(argv=None) -> int:
         _fail(str(e))
     storage = a.storage or str(workdir / "ray_results")
     experiment = a.experiment or f"artsweep-{a.family}"
-    print(f"artsweep: {a.family} on {data_dir} ({n_images} images, {n_classes} classes), "
+    from trainables import data
+    splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, a.seed)
+    for w in source.warnings:
+        print(f"artsweep: warning: {w}")
+    for path, reason in source.skipped[:20]:
+        print(f"artsweep: skipped {path}: {reason}")
+    if len(source.skipped) > 20:
+        print(f"artsweep: ... {len(source.skipped) - 20} more skipped files listed in the MLflow parent run")
+    print(f"artsweep: {a.family} on {data_dir} ({len(source.paths)} images, {len(source.classes)} classes; "
+          f"split {len(splits.train)}/{len(splits.val)}/{len(splits.test)}; {len(source.skipped)} skipped), "
           f"{budget['num_samples']} trials x <= {budget['max_epochs']} epochs, {budget['image_size'] or 'family default'} px, "
           f"{'stand-in' if a.standins else 'real'} architectures, pretrained={a.pretrained}", flush=True)
 
@@ -138,8 +147,11 @@ def main(argv=None) -> int:
                                                             "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
                                                             "max_concurrent_trials": plan.max_concurrent},
                                           artifact_root=workdir / "mlartifacts")
+    manifest = data.write_manifest(splits, Path(storage) / experiment / f"splits-{parent}.csv")
+    tracking.log_dataset(uri, parent, manifest, source.skipped, source.warnings)
     settings = RunSettings(
-        data_dir=str(data_dir), image_size=budget["image_size"], max_epochs=budget["max_epochs"],
+        data_dir=str(data_dir), split_manifest=str(manifest), classes=tuple(splits.classes),
+        image_size=budget["image_size"], max_epochs=budget["max_epochs"],
         workers_per_trial=budget["workers_per_trial"], cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu,
         seed=a.seed, experiment=experiment, mlflow_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,
         storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0,

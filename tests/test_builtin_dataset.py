@@ -7,7 +7,9 @@ from trainables.builtin_dataset import CLASS_COUNTS, STYLES, ensure_builtin_data
 
 def test_written_as_real_image_files_in_class_folders(tmp_path):
     root = ensure_builtin_dataset(tmp_path / "ps")
-    classes, paths, labels = data.scan_folder(root)
+    source = data.scan(root)
+    classes, paths, labels = source.classes, source.paths, source.labels
+    assert not source.skipped
     assert classes == sorted(CLASS_COUNTS) and len(classes) >= 8
     counts = np.bincount(labels)
     assert counts.max() / counts.min() >= 10

@@ -34,7 +34,7 @@ def _rank_main(rank, root, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
-    splits = data.load_splits(root, 0.25, 0.0, seed=0)
+    splits = data.make_splits(data.scan(root), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     ddp = DDP(model)
     sampler = data.WeightedShardSampler(splits.labels[splits.train], 1.0, WORLD, rank, seed=0)
@@ -81,7 +81,7 @@ def test_weights_identical_across_ranks_after_training(ddp_run):
 def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder):
     reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert reports[0] == reports[1]                     # every rank reports the same all-reduced dict
-    splits = data.load_splits(tiny_folder, 0.25, 0.0, seed=0)
+    splits = data.make_splits(data.scan(tiny_folder), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     model.load_state_dict(torch.load(ddp_run / "rank0.pt"))
     single = engine.evaluate(model, _val_loader(splits), torch.device("cpu"))

@@ -46,7 +46,9 @@ class TrialConfig:
 @dataclass(frozen=True)
 class RunSettings:
     """Per-study settings handed to every trial; the worker loop takes only the fields it needs."""
-    data_dir: str                    # folder of class sub-folders (absolute path)
+    data_dir: str                    # what --data pointed at (a folder or CSV manifest), for the record
+    split_manifest: str              # CSV path,label,split written once per study; every trial reads it
+    classes: tuple                   # class names in label order, shared by every trial and the logged model
     image_size: int                  # square input side in pixels; 0 = each family's own default
     max_epochs: int                  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int           # DDP workers in each trial's gang
@@ -62,8 +64,6 @@ class RunSettings:
     pretrained: str = "timm"         # timm: pretrained weights (online, HF cache or weights_dir); none: random init
     weights_dir: str = ""            # offline weight files named after the timm model ("" = let timm fetch)
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
-    val_fraction: float = 0.1275     # share of each class held out for validation (WikiArt study: 12.75 %)
-    test_fraction: float = 0.1525    # share held out for the final test, never used for selection
     loader_workers: int = 0          # DataLoader worker processes per Train worker (0 = decode inline)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,22 +1,27 @@
-"""Labelled image folders -> fixed splits -> augmented tensors, and a class-weighted DDP sampler.
+"""Labelled images -> fixed splits -> augmented tensors, and a class-weighted DDP sampler.
 
-Pure torch/torchvision: no Ray, no MLflow. A folder dataset is `root/<class>/<...>/image`, class names
-sorted so every trial, evaluation and logged model shares one order.
+Pure torch/torchvision: no Ray, no MLflow. --data is a folder `root/<class>/<...>/image` or a CSV manifest
+(path,label[,split]). Class names are sorted so every trial, evaluation and logged model shares one order;
+the split is written once as a manifest (write_manifest) that every trial reads.
 """
 from __future__ import annotations
 
+import csv
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+from trainables import decode
+
+VAL_FRACTION = 0.1275   # share of each class held out for validation (WikiArt study: 12.75 %)
+TEST_FRACTION = 0.1525  # share held out for the final test, never used for selection (15.25 %)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -34,26 +39,85 @@ class Splits:
     test: np.ndarray
 
 
-def scan_folder(root: str | Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(classes, paths, labels) of a folder with one sub-folder per class, files at any depth."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"--data {root}: no such folder; pass a folder with one sub-folder per class")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    paths, labels = [], []
-    for ci, c in enumerate(classes):
-        files = sorted(p for p in (root / c).rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
-        paths += [str(p) for p in files]
-        labels += [ci] * len(files)
-    if len([c for c in set(labels)]) < 2:
-        raise DataError(f"--data {root}: found {len(set(labels))} class sub-folder(s) with images; "
-                        "need at least 2 (layout: DATA/<class name>/<image files>)")
-    return classes, paths, np.asarray(labels, dtype=np.int64)
+@dataclass(frozen=True)
+class Source:
+    """What a --data path holds after the scan: usable images, the files skipped and why."""
+    classes: list[str]
+    paths: list[str]
+    labels: np.ndarray
+    given_split: list[str] | None                       # a CSV manifest's own split column, if any
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _usable(path: Path, skipped: list) -> bool:
+    try:
+        decode.check(path)
+        return True
+    except (decode.BadImage, OSError) as e:
+        skipped.append((str(path), str(e)))
+        return False
+
+
+def _hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(root).parts)  # .DS_Store, ._x, .git/...
+
+
+def scan_folder(root: Path) -> Source:
+    """One sub-folder per class, image files at any depth; format checked by content, not extension."""
+    classes, paths, labels, skipped, warnings = [], [], [], [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = [p for p in sorted(d.rglob("*")) if p.is_file() and not _hidden(p, root)]
+        good = [str(p) for p in files if _usable(p, skipped)]
+        if not good:
+            warnings.append(f"class folder {d.name!r} holds no usable image; left out")
+            continue
+        labels += [len(classes)] * len(good)
+        classes.append(d.name)
+        paths += good
+    return Source(classes, paths, np.asarray(labels, dtype=np.int64), None, skipped, warnings)
+
+
+def scan_csv(csv_path: Path) -> Source:
+    """A CSV manifest with `path,label` columns (paths relative to the CSV) and optionally `split`."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"--data {csv_path}: a CSV manifest needs 'path' and 'label' columns")
+    has_split = "split" in rows[0]
+    skipped, keep = [], []
+    for r in rows:
+        p = (csv_path.parent / r["path"]).resolve()
+        if p.is_file() and _usable(p, skipped):
+            keep.append((str(p), r["label"], r.get("split", "").strip().lower()))
+        elif not p.is_file():
+            skipped.append((str(p), "listed in the CSV but missing"))
+    classes = sorted({label for _, label, _ in keep})
+    index = {c: i for i, c in enumerate(classes)}
+    bad_split = {s for _, _, s in keep} - {"train", "val", "test"}
+    if has_split and bad_split:
+        raise DataError(f"--data {csv_path}: split column values must be train/val/test, found {sorted(bad_split)}")
+    return Source(classes, [k[0] for k in keep], np.asarray([index[k[1]] for k in keep], dtype=np.int64),
+                  [k[2] for k in keep] if has_split else None, skipped)
+
+
+def scan(data: str | Path) -> Source:
+    """Scan a class-folder tree or a CSV manifest; DataError says what is wrong and what to do."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"--data {data}: no such folder or file; pass a folder with one sub-folder per class "
+                        "or a CSV manifest with path,label columns")
+    source = scan_csv(data) if data.is_file() else scan_folder(data)
+    if len(source.classes) < 2:
+        what = "classes" if data.is_file() else "class sub-folder(s)"
+        raise DataError(f"--data {data}: found {len(source.classes)} {what} with usable images; need at least 2 "
+                        "(layout: DATA/<class name>/<image files>, or a CSV with path,label)")
+    return source
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
-    """Per-class (stratified) deterministic split; every class with >= 3 images keeps one in each part."""
+    """Per-class (stratified) deterministic split; every class with >= 3 images keeps one in each part.
+    Smaller classes go to train only (the caller warns)."""
     rng = np.random.default_rng(seed)
     parts = ([], [], [])
     for c in np.unique(labels):
@@ -67,10 +131,38 @@ def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float,
     return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
-def load_splits(root: str | Path, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-    classes, paths, labels = scan_folder(root)
-    train, val, test = split_indices(labels, val_fraction, test_fraction, seed)
-    return Splits(classes, paths, labels, train, val, test)
+def make_splits(source: Source, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+    if source.given_split is not None:
+        names = np.asarray(source.given_split)
+        parts = [np.flatnonzero(names == n) for n in ("train", "val", "test")]
+    else:
+        parts = split_indices(source.labels, val_fraction, test_fraction, seed)
+        small = [source.classes[c] for c, n in enumerate(np.bincount(source.labels)) if n < 3]
+        if small:
+            source.warnings.append(f"classes with fewer than 3 images go to train only (no val/test): {small}")
+    return Splits(source.classes, source.paths, source.labels, *parts)
+
+
+def write_manifest(splits: Splits, path: Path) -> Path:
+    """The split every trial and the final evaluation read: path,label,split (label = class name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = np.empty(len(splits.paths), dtype=object)
+    for name, idx in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        names[idx] = name
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        w.writerows((p, splits.classes[l], n) for p, l, n in zip(splits.paths, splits.labels, names) if n)
+    return path
+
+
+def read_manifest(path: str | Path, classes: list[str]) -> Splits:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    index = {c: i for i, c in enumerate(classes)}
+    names = np.asarray([r["split"] for r in rows])
+    return Splits(classes, [r["path"] for r in rows], np.asarray([index[r["label"]] for r in rows], dtype=np.int64),
+                  *(np.flatnonzero(names == n) for n in ("train", "val", "test")))
 
 
 def build_transform(image_size: int, train: bool, aug_strength: float = 0.0,
@@ -88,7 +180,8 @@ def build_transform(image_size: int, train: bool, aug_strength: float = 0.0,
 
 
 class ImageFiles(Dataset):
-    """Decodes by content (JPEG/PNG/WebP/GIF) with torchvision.io, converts to RGB, then transforms."""
+    """Decodes by content (trainables.decode), RGB, then transforms. A file that passed the scan but
+    fails to decode is replaced by the next file of the list, with a warning naming it."""
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], transform):
         self.paths, self.labels, self.transform = list(paths), [int(x) for x in labels], transform
@@ -97,8 +190,13 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        img = decode_image(self.paths[i], mode=ImageReadMode.RGB)
-        return self.transform(img), self.labels[i]
+        for j in range(len(self.paths)):
+            k = (i + j) % len(self.paths)
+            try:
+                return self.transform(decode.decode_rgb(self.paths[k])), self.labels[k]
+            except decode.BadImage as e:
+                warnings.warn(f"skipping {self.paths[k]}: {e}")
+        raise decode.BadImage("no decodable image left in this split")
 
 
 class WeightedShardSampler(Sampler[int]):

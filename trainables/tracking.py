@@ -58,6 +58,14 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
     return exp_id, run.info.run_id
 
 
+def log_dataset(uri: str, parent_run_id: str, manifest: Path, skipped, warnings) -> None:
+    """The split manifest every trial reads, and the files the scan skipped with their reasons."""
+    client = MlflowClient(uri)
+    client.log_artifact(parent_run_id, str(manifest), artifact_path="dataset")
+    client.log_dict(parent_run_id, {"skipped": [{"path": p, "reason": r} for p, r in skipped],
+                                    "warnings": list(warnings)}, "dataset/scan.json")
+
+
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
                    params: Mapping) -> str:
     client = MlflowClient(uri)

@@ -59,11 +59,13 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(s.seed)
     device = ray.train.torch.get_device()
 
-    splits = data.load_splits(s.data_dir, s.val_fraction, s.test_fraction, s.seed)
+    splits = data.read_manifest(s.split_manifest, list(s.classes))
     family = get_family(cfg.family)
     image_size = s.image_size or family.IMAGE_SIZE
     model = family.build_model(cfg, len(splits.classes), image_size, Weights(s.pretrained, s.weights_dir or None))
     data_cfg = timm.data.resolve_model_data_config(model)  # the normalisation the weights were trained with
+    if not s.image_size and family.PRETRAINED:  # ... and their input size (EfficientNetV2-S 300, Xception 299)
+        image_size = data_cfg["input_size"][-1]
     norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
     sampler, train_loader, val_loader = _loaders(splits, cfg, s, image_size, norm, rank, world)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
