@@ -54,6 +54,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights-dir", default=None, help="offline weights: DIR/<timm name>.safetensors (or .pth/.bin) per model")
     p.add_argument("--standins", action="store_true", help="search each family's CPU-sized stand-in architectures "
                    "(timm test models) instead of the real ones; implied by --smoke; logged as the arch")
+    p.add_argument("--resize", default="crop", choices=["crop", "letterbox"], help="resize policy: aspect-preserving "
+                   "resize + centre crop (default) or letterbox padding; the decode cache keeps one copy per policy")
     p.add_argument("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on "
                    "small machines; artsweep still frees the workers of trials ASHA stops)")
     p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch, CPU-sized "
@@ -155,7 +157,13 @@ def main(argv=None) -> int:
         workers_per_trial=budget["workers_per_trial"], cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu,
         seed=a.seed, experiment=experiment, mlflow_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,
         storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0,
-        pretrained=a.pretrained, weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "")
+        pretrained=a.pretrained, weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "",
+        resize_policy=a.resize)
+    if settings.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
+        from trainables import cache
+        _, meta, built = cache.open_or_build(splits.paths, settings.image_size, a.resize)
+        print(f"artsweep: decode cache {'built' if built else 'reused'} ({meta['n']} images, {meta['side']} px, "
+              f"{len(meta['bad'])} undecodable)", flush=True)
     print(f"artsweep: {plan.max_concurrent} trial(s) at a time, {budget['workers_per_trial']} worker(s) each "
           f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}", flush=True)
     status = "FAILED"

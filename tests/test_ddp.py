@@ -3,6 +3,8 @@ validation metrics they report equal those computed on the whole split in one pr
 import json
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +14,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from search_spaces import get_family
-from trainables import data, engine
+from trainables import cache, data, engine
 from trainables.config import TrialConfig
 
 SIZE, WORLD = 32, 2
+CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
 CFG = TrialConfig(family="scratch", arch="simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)
 
 
@@ -24,9 +27,13 @@ def _model(n_classes):
     return get_family(CFG.family).build_model(CFG, n_classes, SIZE)
 
 
+def _images(splits):
+    return cache.open_or_build(splits.paths, SIZE, root=CACHE)[0]
+
+
 def _val_loader(splits, rank=0, world=1):
     idx = splits.val[rank::world]
-    ds = data.ImageFiles([splits.paths[i] for i in idx], splits.labels[idx], data.build_transform(SIZE, False))
+    ds = cache.CachedImages(_images(splits), idx, splits.labels[idx], data.build_transform(SIZE, False))
     return DataLoader(ds, batch_size=8)
 
 
@@ -38,8 +45,8 @@ def _rank_main(rank, root, port, out):
     model = _model(len(splits.classes))
     ddp = DDP(model)
     sampler = data.WeightedShardSampler(splits.labels[splits.train], 1.0, WORLD, rank, seed=0)
-    ds = data.ImageFiles([splits.paths[i] for i in splits.train], splits.labels[splits.train],
-                         data.build_transform(SIZE, True, 0.5))
+    ds = cache.CachedImages(_images(splits), splits.train, splits.labels[splits.train],
+                            data.build_transform(SIZE, True, 0.5))
     loader = DataLoader(ds, CFG.batch_size // WORLD, sampler=sampler, drop_last=True)
     opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
     sched = engine.make_scheduler(opt, len(loader), 2, 0.5)

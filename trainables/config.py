@@ -63,6 +63,7 @@ class RunSettings:
     amp: str = "auto"                # auto | bf16 | fp16 | off (see engine.amp_setup)
     pretrained: str = "timm"         # timm: pretrained weights (online, HF cache or weights_dir); none: random init
     weights_dir: str = ""            # offline weight files named after the timm model ("" = let timm fetch)
+    resize_policy: str = "crop"      # crop: aspect-preserving resize + centre crop; letterbox: resize + pad
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     loader_workers: int = 0          # DataLoader worker processes per Train worker (0 = decode inline)
 

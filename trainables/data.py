@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 from torchvision.transforms import v2
 
 from trainables import decode
@@ -177,26 +176,6 @@ def build_transform(image_size: int, train: bool, aug_strength: float = 0.0,
     else:  # validation: resize 1.14x then centre crop, as in the WikiArt study
         ops = [v2.Resize(int(round(image_size * 1.14)), antialias=True), v2.CenterCrop(image_size)]
     return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-
-
-class ImageFiles(Dataset):
-    """Decodes by content (trainables.decode), RGB, then transforms. A file that passed the scan but
-    fails to decode is replaced by the next file of the list, with a warning naming it."""
-
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], transform):
-        self.paths, self.labels, self.transform = list(paths), [int(x) for x in labels], transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        for j in range(len(self.paths)):
-            k = (i + j) % len(self.paths)
-            try:
-                return self.transform(decode.decode_rgb(self.paths[k])), self.labels[k]
-            except decode.BadImage as e:
-                warnings.warn(f"skipping {self.paths[k]}: {e}")
-        raise decode.BadImage("no decodable image left in this split")
 
 
 class WeightedShardSampler(Sampler[int]):

@@ -12,12 +12,13 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
+import numpy as np
 import timm.data
 import torch
 from torch.utils.data import DataLoader
 
 from search_spaces import get_family
-from trainables import data, engine
+from trainables import cache, data, engine
 from trainables.config import RunSettings, TrialConfig
 from trainables.metrics import OBJECTIVE, PG_KEY
 from trainables.pretrained import Weights
@@ -27,15 +28,16 @@ from trainables.tracking import EpochLogger
 
 def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: int, norm: dict, rank: int,
              world: int):
-    per_worker_batch = max(1, cfg.batch_size // world)
-    sampler = data.WeightedShardSampler(splits.labels[splits.train], cfg.sampler_power, world, rank, s.seed,
+    images, meta, _ = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
+    bad = {b["index"] for b in meta["bad"]}
+    train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
+    val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
+    sampler = data.WeightedShardSampler(splits.labels[train_idx], cfg.sampler_power, world, rank, s.seed,
                                         num_samples=s.max_train_images or None)
-    per_worker_batch = min(per_worker_batch, len(sampler))
-    train_ds = data.ImageFiles([splits.paths[i] for i in splits.train], splits.labels[splits.train],
-                               data.build_transform(image_size, True, cfg.aug_strength, **norm))
-    val_idx = splits.val[rank::world]  # disjoint shards; metrics are gathered over all of them
-    val_ds = data.ImageFiles([splits.paths[i] for i in val_idx], splits.labels[val_idx],
-                             data.build_transform(image_size, False, **norm))
+    train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx],
+                                  data.build_transform(image_size, True, cfg.aug_strength, **norm))
+    val_ds = cache.CachedImages(images, val_idx, splits.labels[val_idx], data.build_transform(image_size, False, **norm))
+    per_worker_batch = min(max(1, cfg.batch_size // world), len(sampler))
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
     train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
     val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
