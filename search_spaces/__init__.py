@@ -6,6 +6,7 @@ Each family module provides:
   IMAGE_SIZE: int              default input side in pixels
   GRACE_EPOCHS: int            ASHA grace period: epochs every trial gets before it can be stopped
   PRETRAINED: bool             whether build_model loads pretrained weights (--pretrained / --weights-dir)
+  AUGMENT: str                 augmentation recipe that aug_strength scales (trainables.data.RECIPES)
   space(trial, arch=None, standins=False) -> dict      define-by-run Optuna space -> TrialConfig fields
   build_model(cfg, num_classes, image_size, weights)   -> torch.nn.Module
 Tests are parametrised over FAMILIES, so a new entry is covered without a new test.

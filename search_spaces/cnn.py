@@ -24,6 +24,7 @@ STANDINS = {"test_resnet": "test_resnet", "test_efficientnet": "test_efficientne
 IMAGE_SIZE = 224
 GRACE_EPOCHS = 1       # one epoch already separates good from bad learning rates
 PRETRAINED = True
+AUGMENT = "strong"     # data.build_transform recipe
 
 
 def space(trial, arch: Optional[str] = None, standins: bool = False) -> dict:
@@ -36,6 +37,8 @@ def space(trial, arch: Optional[str] = None, standins: bool = False) -> dict:
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
         "aug_strength": trial.suggest_float("aug_strength", 0.2, 1.0),
         "sampler_power": trial.suggest_float("sampler_power", 0.0, 1.0),
+        "loss_weight_power": trial.suggest_float("loss_weight_power", 0.0, 1.0),
+        "mixup_prob": trial.suggest_float("mixup_prob", 0.0, 0.5),
         "dropout": trial.suggest_float("dropout", 0.0, 0.5),
         "backbone_lr_scale": trial.suggest_float("backbone_lr_scale", 0.03, 1.0, log=True),
         "freeze_epochs": trial.suggest_int("freeze_epochs", 0, 2),

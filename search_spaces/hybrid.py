@@ -17,6 +17,7 @@ STANDINS = {"test_resnet_bigru": "test_resnet"}   # CPU-sized backbone, only wit
 IMAGE_SIZE = 224
 GRACE_EPOCHS = 1       # one epoch already separates good from bad learning rates
 PRETRAINED = True
+AUGMENT = "strong"     # data.build_transform recipe
 
 
 def space(trial, arch: Optional[str] = None, standins: bool = False) -> dict:
@@ -29,6 +30,8 @@ def space(trial, arch: Optional[str] = None, standins: bool = False) -> dict:
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.1),
         "aug_strength": trial.suggest_float("aug_strength", 0.2, 1.0),
         "sampler_power": trial.suggest_float("sampler_power", 0.0, 1.0),
+        "loss_weight_power": trial.suggest_float("loss_weight_power", 0.0, 1.0),
+        "mixup_prob": trial.suggest_float("mixup_prob", 0.0, 0.5),
         "dropout": trial.suggest_float("dropout", 0.1, 0.5),
         "backbone_lr_scale": trial.suggest_float("backbone_lr_scale", 0.05, 0.5, log=True),
         "freeze_epochs": trial.suggest_int("freeze_epochs", 0, 2),

@@ -18,6 +18,7 @@ STANDINS: dict = {}    # already CPU-sized: --smoke / --standins search ARCHS
 IMAGE_SIZE = 64        # px; scratch CNNs see small inputs (the seeds used 224 on a GPU)
 GRACE_EPOCHS = 1       # one epoch already separates good from bad learning rates
 PRETRAINED = False     # trained from random init; --pretrained does not apply
+AUGMENT = "strong"     # data.build_transform recipe
 
 
 def space(trial: optuna.Trial, arch: Optional[str] = None, standins: bool = False) -> dict:
@@ -31,6 +32,8 @@ def space(trial: optuna.Trial, arch: Optional[str] = None, standins: bool = Fals
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
         "aug_strength": trial.suggest_float("aug_strength", 0.0, 1.0),
         "sampler_power": trial.suggest_float("sampler_power", 0.0, 1.0),
+        "loss_weight_power": trial.suggest_float("loss_weight_power", 0.0, 1.0),
+        "mixup_prob": trial.suggest_float("mixup_prob", 0.0, 0.5),
         "dropout": trial.suggest_float("dropout", 0.1, 0.6),
         "width": trial.suggest_categorical("width", [0.25, 0.5, 1.0]),
     }

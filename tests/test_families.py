@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from search_spaces import ALL, FAMILIES, get_family, make_space
-from trainables import engine
+from trainables import data, engine
 from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 
@@ -49,6 +49,15 @@ def test_all_families_share_one_tpe_study():
         seen.add(cfg.family)
         study.tell(trial, float(i % 5))
     assert seen == set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_declares_its_budget_weights_and_augmentation(name):
+    family = FAMILIES[name]
+    assert family.AUGMENT in data.RECIPES and family.IMAGE_SIZE > 0 and family.GRACE_EPOCHS >= 1
+    assert isinstance(family.PRETRAINED, bool)
+    transform = data.build_transform(32, True, 1.0, family.AUGMENT)
+    assert transform(torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8)).shape == (3, 32, 32)
 
 
 def test_unknown_config_keys_are_rejected():

@@ -66,3 +66,12 @@ def test_shares_change_between_epochs_and_are_reproducible():
 def test_num_samples_caps_an_epoch():
     s = WeightedShardSampler(LABELS, 1.0, num_replicas=2, rank=1, num_samples=101)
     assert len(s) == len(list(s)) == 51
+
+
+def test_loss_class_weights_follow_the_power():
+    from trainables.data import class_weights
+    w0, w1, wh = (class_weights(LABELS, 4, p) for p in (0.0, 1.0, 0.5))
+    assert np.allclose(w0, 1) and np.isclose(w1.mean(), 1) and np.isclose(wh.mean(), 1)
+    counts = np.bincount(LABELS)
+    assert np.allclose(w1 * counts / (w1 * counts)[0], 1)          # power 1: every class weighs the same in total
+    assert np.isclose(float(wh[3] / wh[0]), np.sqrt(counts[0] / counts[3]))   # 1/sqrt(n)

@@ -21,6 +21,8 @@ class TrialConfig:
     label_smoothing: float = 0.1     # cross-entropy label smoothing (0..0.2; seeds used 0.03-0.1)
     aug_strength: float = 0.5        # 0 = resize+crop only .. 1 = strongest crop/flip/colour jitter
     sampler_power: float = 0.5       # sample weight ∝ class_count^-power: 0 natural, 0.5 = 1/sqrt(n), 1 balanced
+    loss_weight_power: float = 0.0   # cross-entropy class weight ∝ class_count^-power (the study: 0.5 with sampler 0.5)
+    mixup_prob: float = 0.0          # probability a batch gets MixUp (alpha 0.3) or CutMix (alpha 1.0), as in seed 003
     dropout: float = 0.3             # dropout before the classifier head (0..0.6)
     width: float = 1.0               # scratch CNN channel multiplier (1.0 = the seeds' exact layers)
     backbone_lr_scale: float = 1.0   # pretrained backbone LR = lr x this; new head/modules get lr (0.01..1)

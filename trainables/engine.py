@@ -96,13 +96,16 @@ def _is_dist() -> bool:
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, *, amp_dtype=None, scaler=None,
-                    grad_clip: float = 0.0, step: int = 0) -> tuple[dict, int]:
-    """One pass over `loader`. Returns ({"train_loss": mean over all ranks' images}, next global step)."""
+                    grad_clip: float = 0.0, step: int = 0, mix=None) -> tuple[dict, int]:
+    """One pass over `loader`. Returns ({"train_loss": mean over all ranks' images}, next global step).
+    `mix(x, y) -> (x, soft targets)` (e.g. timm's Mixup) runs on each batch before the forward pass."""
     model.train()
     loss_sum = torch.zeros(2, dtype=torch.float64)  # [sum of loss * n, n]
     for x, y in loader:
         scheduler.step_update(step)  # LR for this update (also applies lr_scale, e.g. a frozen backbone)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mix is not None:
+            x, y = mix(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)

@@ -35,7 +35,7 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
     sampler = data.WeightedShardSampler(splits.labels[train_idx], cfg.sampler_power, world, rank, s.seed,
                                         num_samples=s.max_train_images or None)
     train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx],
-                                  data.build_transform(image_size, True, cfg.aug_strength, **norm))
+                                  data.build_transform(image_size, True, cfg.aug_strength, get_family(cfg.family).AUGMENT, **norm))
     val_ds = cache.CachedImages(images, val_idx, splits.labels[val_idx], data.build_transform(image_size, False, **norm))
     per_worker_batch = min(max(1, cfg.batch_size // world), len(sampler))
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
@@ -76,7 +76,12 @@ def train_loop_per_worker(config: dict) -> None:
                                       backbone_lr_scale=cfg.backbone_lr_scale)
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    weights = data.class_weights(splits.labels[splits.train], len(splits.classes), cfg.loss_weight_power).to(device)
+    mix = None
+    if cfg.mixup_prob > 0 and train_loader.batch_size % 2 == 0:  # timm's Mixup pairs samples within a batch
+        mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob, label_smoothing=cfg.label_smoothing,
+                              num_classes=len(splits.classes))  # soft targets carry the smoothing then
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing)
     logger = EpochLogger(s.mlflow_uri, config["run_id"]) if rank == 0 else None
     pg = ray.get_runtime_context().get_placement_group_id() or ""
     best, step = -1.0, 0
@@ -88,7 +93,7 @@ def train_loop_per_worker(config: dict) -> None:
         engine.set_backbone_frozen(optimizer, epoch < cfg.freeze_epochs)
         values, step = engine.train_one_epoch(ddp_model, train_loader, optimizer, scheduler, loss_fn, device,
                                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
-                                              step=step)
+                                              step=step, mix=mix)
         t_train = time.perf_counter() - t_epoch
         values.update(engine.evaluate(model, val_loader, device, amp_dtype))
         values.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], time_train_s=t_train,
