@@ -112,6 +112,25 @@ def resolve(a: argparse.Namespace):
     return data_dir, source, budget
 
 
+def describe_data(a: argparse.Namespace, data_dir: Path, source, budget: dict):
+    """Split once (seeded) and print the dataset report before anything starts."""
+    from trainables import data
+    from trainables.report import dataset_report, summary_lines
+    splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, a.seed)
+    report = dataset_report(source, splits)
+    for w in source.warnings:
+        print(f"artsweep: warning: {w}")
+    for path, reason in source.skipped[:20]:
+        print(f"artsweep: skipped {path}: {reason}")
+    if len(source.skipped) > 20:
+        print(f"artsweep: ... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
+    print(f"artsweep: data {data_dir}: " + "; ".join(summary_lines(report)))
+    print(f"artsweep: {a.family}: {budget['num_samples']} trials x <= {budget['max_epochs']} epochs, "
+          f"{budget['image_size'] or 'family default'} px, {'stand-in' if a.standins else 'real'} architectures, "
+          f"pretrained={a.pretrained}", flush=True)
+    return splits, report
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     data_dir, source, budget = resolve(a)
@@ -124,18 +143,7 @@ def main(argv=None) -> int:
         _fail(str(e))
     storage = a.storage or str(workdir / "ray_results")
     experiment = a.experiment or f"artsweep-{a.family}"
-    from trainables import data
-    splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, a.seed)
-    for w in source.warnings:
-        print(f"artsweep: warning: {w}")
-    for path, reason in source.skipped[:20]:
-        print(f"artsweep: skipped {path}: {reason}")
-    if len(source.skipped) > 20:
-        print(f"artsweep: ... {len(source.skipped) - 20} more skipped files listed in the MLflow parent run")
-    print(f"artsweep: {a.family} on {data_dir} ({len(source.paths)} images, {len(source.classes)} classes; "
-          f"split {len(splits.train)}/{len(splits.val)}/{len(splits.test)}; {len(source.skipped)} skipped), "
-          f"{budget['num_samples']} trials x <= {budget['max_epochs']} epochs, {budget['image_size'] or 'family default'} px, "
-          f"{'stand-in' if a.standins else 'real'} architectures, pretrained={a.pretrained}", flush=True)
+    splits, report = describe_data(a, data_dir, source, budget)
 
     import ray
     from trainables.config import RunSettings
@@ -149,8 +157,10 @@ def main(argv=None) -> int:
                                                             "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
                                                             "max_concurrent_trials": plan.max_concurrent},
                                           artifact_root=workdir / "mlartifacts")
+    from trainables import data
+    from trainables.report import plot
     manifest = data.write_manifest(splits, Path(storage) / experiment / f"splits-{parent}.csv")
-    tracking.log_dataset(uri, parent, manifest, source.skipped, source.warnings)
+    tracking.log_dataset(uri, parent, manifest, report, plot(report, manifest.parent / f"report-{parent}"))
     settings = RunSettings(
         data_dir=str(data_dir), split_manifest=str(manifest), classes=tuple(splits.classes),
         image_size=budget["image_size"], max_epochs=budget["max_epochs"],

@@ -104,3 +104,14 @@ def test_bad_csv_is_a_clear_error(tmp_path):
     (tmp_path / "m.csv").write_text("file,class\na.jpg,x\n")
     with pytest.raises(data.DataError, match="'path' and 'label' columns"):
         data.scan(tmp_path / "m.csv")
+
+
+def test_dataset_report_and_plots(messy, tmp_path):
+    from trainables.report import dataset_report, plot, summary_lines
+    source = data.scan(messy)
+    report = dataset_report(source, data.make_splits(source, 0.2, 0.2, seed=0))
+    assert report["formats"] == {"WEBP": 1, "JPEG": 3, "PNG": 4} and len(report["skipped"]) == 3
+    assert np.allclose(report["sampled_share"]["1.0"], 0.5) and "3 skipped" in summary_lines(report)[0]
+    for png in plot(report, tmp_path):
+        with Image.open(png) as im:
+            assert im.size[0] > 100 and im.size[1] > 100 and np.asarray(im).std() > 0

@@ -76,7 +76,8 @@ def _build(folder: Path, paths: Sequence[str], side: int, policy: str) -> None:
     mm.flush()
     del mm
     tmp.rename(folder / "images.npy")
-    (folder / "meta.json").write_text(json.dumps({"side": side, "policy": policy, "n": len(paths), "bad": bad}))
+    meta = {"key": folder.name, "side": side, "policy": policy, "n": len(paths), "bad": bad}
+    (folder / "meta.json").write_text(json.dumps(meta))
 
 
 def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", root: Path = ROOT):

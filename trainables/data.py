@@ -47,11 +47,12 @@ class Source:
     given_split: list[str] | None                       # a CSV manifest's own split column, if any
     skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
     warnings: list[str] = field(default_factory=list)
+    info: list[tuple[str, int, int]] = field(default_factory=list)  # (format, width, height) per usable path
 
 
-def _usable(path: Path, skipped: list) -> bool:
+def _usable(path: Path, skipped: list, info: list) -> bool:
     try:
-        decode.check(path)
+        info.append(decode.check(path))
         return True
     except (decode.BadImage, OSError) as e:
         skipped.append((str(path), str(e)))
@@ -64,17 +65,17 @@ def _hidden(p: Path, root: Path) -> bool:
 
 def scan_folder(root: Path) -> Source:
     """One sub-folder per class, image files at any depth; format checked by content, not extension."""
-    classes, paths, labels, skipped, warnings = [], [], [], [], []
+    classes, paths, labels, skipped, warnings, info = [], [], [], [], [], []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = [p for p in sorted(d.rglob("*")) if p.is_file() and not _hidden(p, root)]
-        good = [str(p) for p in files if _usable(p, skipped)]
+        good = [str(p) for p in files if _usable(p, skipped, info)]
         if not good:
             warnings.append(f"class folder {d.name!r} holds no usable image; left out")
             continue
         labels += [len(classes)] * len(good)
         classes.append(d.name)
         paths += good
-    return Source(classes, paths, np.asarray(labels, dtype=np.int64), None, skipped, warnings)
+    return Source(classes, paths, np.asarray(labels, dtype=np.int64), None, skipped, warnings, info)
 
 
 def scan_csv(csv_path: Path) -> Source:
@@ -84,10 +85,10 @@ def scan_csv(csv_path: Path) -> Source:
     if not rows or not {"path", "label"} <= set(rows[0]):
         raise DataError(f"--data {csv_path}: a CSV manifest needs 'path' and 'label' columns")
     has_split = "split" in rows[0]
-    skipped, keep = [], []
+    skipped, keep, info = [], [], []
     for r in rows:
         p = (csv_path.parent / r["path"]).resolve()
-        if p.is_file() and _usable(p, skipped):
+        if p.is_file() and _usable(p, skipped, info):
             keep.append((str(p), r["label"], r.get("split", "").strip().lower()))
         elif not p.is_file():
             skipped.append((str(p), "listed in the CSV but missing"))
@@ -97,7 +98,7 @@ def scan_csv(csv_path: Path) -> Source:
     if has_split and bad_split:
         raise DataError(f"--data {csv_path}: split column values must be train/val/test, found {sorted(bad_split)}")
     return Source(classes, [k[0] for k in keep], np.asarray([index[k[1]] for k in keep], dtype=np.int64),
-                  [k[2] for k in keep] if has_split else None, skipped)
+                  [k[2] for k in keep] if has_split else None, skipped, info=info)
 
 
 def scan(data: str | Path) -> Source:

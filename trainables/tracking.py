@@ -58,12 +58,12 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
     return exp_id, run.info.run_id
 
 
-def log_dataset(uri: str, parent_run_id: str, manifest: Path, skipped, warnings) -> None:
-    """The split manifest every trial reads, and the files the scan skipped with their reasons."""
+def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plots) -> None:
+    """The split manifest every trial reads, the dataset report (skipped files included) and its plots."""
     client = MlflowClient(uri)
-    client.log_artifact(parent_run_id, str(manifest), artifact_path="dataset")
-    client.log_dict(parent_run_id, {"skipped": [{"path": p, "reason": r} for p, r in skipped],
-                                    "warnings": list(warnings)}, "dataset/scan.json")
+    for path in (manifest, *plots):
+        client.log_artifact(parent_run_id, str(path), artifact_path="dataset")
+    client.log_dict(parent_run_id, report, "dataset/report.json")
 
 
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
@@ -87,6 +87,9 @@ class EpochLogger:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, float(v), now, epoch) for k, v in values.items() if isinstance(v, (int, float))])
+
+    def tag(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_checkpoint(self, path: Path, epoch: int) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoint")

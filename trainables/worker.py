@@ -28,7 +28,7 @@ from trainables.tracking import EpochLogger
 
 def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: int, norm: dict, rank: int,
              world: int):
-    images, meta, _ = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
+    images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
     bad = {b["index"] for b in meta["bad"]}
     train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
     val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
@@ -41,7 +41,8 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
     train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
     val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
-    return sampler, train, val
+    return sampler, train, val, {"split_manifest": s.split_manifest, "decode_cache": meta["key"],
+                                 "decode_cache_built_by_trial": str(built).lower()}
 
 
 def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, image_size: int, norm: dict, epoch: int,
@@ -69,7 +70,7 @@ def train_loop_per_worker(config: dict) -> None:
     if not s.image_size and family.PRETRAINED:  # ... and their input size (EfficientNetV2-S 300, Xception 299)
         image_size = data_cfg["input_size"][-1]
     norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
-    sampler, train_loader, val_loader = _loaders(splits, cfg, s, image_size, norm, rank, world)
+    sampler, train_loader, val_loader, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
     optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay=cfg.layer_decay,
@@ -83,6 +84,8 @@ def train_loop_per_worker(config: dict) -> None:
                               num_classes=len(splits.classes))  # soft targets carry the smoothing then
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing)
     logger = EpochLogger(s.mlflow_uri, config["run_id"]) if rank == 0 else None
+    if logger is not None:
+        logger.tag(data_tags)
     pg = ray.get_runtime_context().get_placement_group_id() or ""
     best, step = -1.0, 0
     setup_s = time.perf_counter() - t0
