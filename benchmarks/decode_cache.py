@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets, transforms
+from torchvision import datasets
+from torchvision.transforms import v2 as transforms
 
 from trainables import cache, data
 
@@ -47,6 +48,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--recipe", default="conservative", choices=data.RECIPES)
+    p.add_argument("--aug-strength", type=float, default=0.5)
     p.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "artsweep-bench"))
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -54,21 +57,25 @@ def main() -> None:
     sides = sorted(max(Image.open(x).size) for x in paths)
     print(f"{len(paths)} JPEGs, long side median {sides[len(sides) // 2]} px (min {sides[0]}, max {sides[-1]})")
     s = a.image_size
-    folder = datasets.ImageFolder(a.dir, transform=transforms.Compose([   # the plain baseline
-        transforms.Resize(cache.cached_side(s)), transforms.RandomResizedCrop(s, scale=(0.5, 1.0)),
-        transforms.RandomHorizontalFlip(), transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(),
-        transforms.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]))
+    augment = data.build_transform(s, True, a.aug_strength, a.recipe)     # the same per-sample augmentation
+    folder = datasets.ImageFolder(a.dir, transform=transforms.Compose([   # the plain baseline: decode with Pillow
+        transforms.Resize(cache.cached_side(s)), transforms.PILToTensor(), augment]))
     pil = rate(folder, len(folder))
     print(f"Pillow ImageFolder decode+resize+augment: {pil:8.1f} images/s")
+    plain = datasets.ImageFolder(a.dir, transform=transforms.Compose([transforms.Resize(cache.cached_side(s)),
+                                                                       transforms.PILToTensor()]))
+    pil_decode = rate(plain, len(plain))
+    print(f"Pillow ImageFolder decode+resize only:    {pil_decode:8.1f} images/s")
     t0 = time.perf_counter()
     images, meta, built = cache.open_or_build([x for x, _ in folder.imgs], s, root=Path(a.dir + "-cache"))
     print(f"cache {'build' if built else 'reuse'}: {time.perf_counter() - t0:8.1f} s (one-off per node, "
           f"{images.nbytes / 2**20:.0f} MiB on disk)")
-    cached = cache.CachedImages(images, np.arange(len(images)), np.zeros(len(images), int),
-                                data.build_transform(s, True, 0.5))
+    cached = cache.CachedImages(images, np.arange(len(images)), np.zeros(len(images), int), augment)
     fast = rate(cached, len(cached))
     print(f"decode cache read+augment:                {fast:8.1f} images/s")
-    print(f"speed-up: {fast / pil:.1f}x")
+    read = rate(cache.CachedImages(images, np.arange(len(images)), np.zeros(len(images), int), lambda x: x), len(images))
+    print(f"decode cache read only:                   {read:8.1f} images/s")
+    print(f"speed-up with augmentation: {fast / pil:.1f}x; decode alone: {read / pil_decode:.0f}x")
 
 
 if __name__ == "__main__":

@@ -109,5 +109,5 @@ class CachedImages(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        img = torch.from_numpy(np.ascontiguousarray(self.images[self.indices[i]])).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(self.images[self.indices[i]])).permute(2, 0, 1)  # copy out of the mmap
         return self.transform(img), self.labels[i]
