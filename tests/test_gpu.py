@@ -1,0 +1,59 @@
+"""CUDA code paths: AMP (bf16, fp16 + GradScaler) and NCCL DDP. Skipped on machines without a GPU."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from search_spaces import FAMILIES
+from trainables import engine
+from trainables.config import TrialConfig
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _model():
+    torch.manual_seed(0)
+    return FAMILIES["scratch"].build_model(TrialConfig(family="scratch", arch="simple_cnn", width=0.5), 4, 32)
+
+
+@pytest.mark.parametrize("mode", ["auto", "bf16", "fp16"])
+def test_amp_training_steps_on_cuda(mode):
+    device = torch.device("cuda")
+    model = _model().to(device)
+    dtype, scaler = engine.amp_setup(mode, device)
+    assert (scaler is not None) == (dtype == torch.float16)
+    opt = engine.make_optimizer(model, 1e-3, 0.0)
+    loader = [(torch.randn(16, 3, 32, 32), torch.randint(0, 4, (16,)))] * 4
+    sched = engine.make_scheduler(opt, len(loader), 1, 0)
+    out, step = engine.train_one_epoch(model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device,
+                                       amp_dtype=dtype, scaler=scaler, grad_clip=1.0)
+    assert step == 4 and out["train_loss"] == out["train_loss"]
+
+
+def _nccl_rank(rank, port, world):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("nccl", rank=rank, world_size=world)
+    torch.cuda.set_device(rank)
+    model = _model().cuda()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = engine.make_optimizer(model, 1e-3, 0.0)
+    loader = [(torch.randn(8, 3, 32, 32) + rank, torch.randint(0, 4, (8,)))] * 2
+    engine.train_one_epoch(ddp, loader, opt, engine.make_scheduler(opt, 2, 1, 0), torch.nn.CrossEntropyLoss(),
+                           torch.device("cuda"), amp_dtype=torch.bfloat16)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    assert all(torch.equal(gathered[0], g) for g in gathered)
+    dist.destroy_process_group()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
+def test_nccl_ddp_keeps_ranks_identical():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    world = torch.cuda.device_count()
+    mp.spawn(_nccl_rank, args=(port, world), nprocs=world, join=True)
