@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -147,11 +148,17 @@ def main(argv=None) -> int:
 
     import ray
     from trainables.config import RunSettings
+    from trainables.cluster import shared_storage_problems
     from trainables.study import build_tuner, plan_resources
     os.environ.update(RAY_ENV)
     t0 = time.perf_counter()
-    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV}, include_dashboard=False if a.no_dashboard else None,
-             logging_level="WARNING", log_to_driver=True)
+    local = {} if a.address else {"include_dashboard": False if a.no_dashboard else None}  # joining: the cluster's
+    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
+    machines = len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
+    problems = shared_storage_problems(machines, uri, storage)
+    if problems:
+        ray.shutdown()
+        _fail(" | ".join(problems))
     plan = plan_resources(ray.cluster_resources(), budget["workers_per_trial"])
     exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
                                                             "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
@@ -159,10 +166,11 @@ def main(argv=None) -> int:
                                           artifact_root=workdir / "mlartifacts")
     from trainables import data
     from trainables.report import plot
-    manifest = data.write_manifest(splits, Path(storage) / experiment / f"splits-{parent}.csv")
-    tracking.log_dataset(uri, parent, manifest, report, plot(report, manifest.parent / f"report-{parent}"))
+    with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
+        manifest = data.write_manifest(splits, Path(tmp) / tracking.SPLIT_MANIFEST.split("/")[-1])
+        tracking.log_dataset(uri, parent, manifest, report, plot(report, Path(tmp)))
     settings = RunSettings(
-        data_dir=str(data_dir), split_manifest=str(manifest), classes=tuple(splits.classes),
+        data_dir=str(data_dir), split_manifest=tracking.SPLIT_MANIFEST, classes=tuple(splits.classes),
         image_size=budget["image_size"], max_epochs=budget["max_epochs"],
         workers_per_trial=budget["workers_per_trial"], cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu,
         seed=a.seed, experiment=experiment, mlflow_uri=uri, mlflow_experiment_id=exp_id, parent_run_id=parent,

@@ -49,7 +49,7 @@ class TrialConfig:
 class RunSettings:
     """Per-study settings handed to every trial; the worker loop takes only the fields it needs."""
     data_dir: str                    # what --data pointed at (a folder or CSV manifest), for the record
-    split_manifest: str              # CSV path,label,split written once per study; every trial reads it
+    split_manifest: str              # parent-run artifact (path,label,split) written once; every trial reads it
     classes: tuple                   # class names in label order, shared by every trial and the logged model
     image_size: int                  # square input side in pixels; 0 = each family's own default
     max_epochs: int                  # epoch budget per trial (ASHA max_t)

@@ -28,11 +28,13 @@ from trainables.metrics import MODE, OBJECTIVE, PG_KEY
 log = logging.getLogger("artsweep")
 
 DRIVER_CPUS = 0.01   # a trial driver only waits on its TorchTrainer; Tune rejects 0 ("empty head bundle")
+DRIVER_RESOURCE = "artsweep_driver"   # custom resource only the head declares (cluster/*.yaml): drivers stay there
 
 
 @dataclass(frozen=True)
 class ResourcePlan:
     max_concurrent: int        # trials running at once
+    driver: dict               # resources of one trial driver
     cpus_per_worker: float     # logical CPUs per Train worker
     use_gpu: bool              # one GPU per Train worker
 
@@ -41,13 +43,15 @@ def plan_resources(cluster: Mapping[str, float], workers_per_trial: int) -> Reso
     """Concurrency from the cluster's resources and each trial's gang (driver + N workers), so waiting
     trials never hold resources that running trials' workers need."""
     cpus, gpus = float(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
+    driver = {"CPU": DRIVER_CPUS, **({DRIVER_RESOURCE: 0.001} if cluster.get(DRIVER_RESOURCE) else {})}
     if gpus >= workers_per_trial:
         concurrent = gpus // workers_per_trial
         cpus_per_worker = max(1.0, math.floor((cpus - DRIVER_CPUS * concurrent) / (concurrent * workers_per_trial)))
-        return ResourcePlan(concurrent, cpus_per_worker, use_gpu=True)
+        return ResourcePlan(concurrent, driver, cpus_per_worker, use_gpu=True)
     concurrent = max(1, int(cpus // workers_per_trial))
-    per_trial = cpus / concurrent
-    return ResourcePlan(concurrent, round((per_trial - DRIVER_CPUS) / workers_per_trial, 3), use_gpu=False)
+    # all drivers may sit on one node (the head), so each gang leaves room for every driver there
+    per_trial = cpus / concurrent - concurrent * DRIVER_CPUS
+    return ResourcePlan(concurrent, driver, round(per_trial / workers_per_trial, 3), use_gpu=False)
 
 
 class ReleaseTrainWorkers(tune.Callback):
@@ -125,7 +129,7 @@ def build_tuner(settings: RunSettings, family: str, arch: str | None, standins: 
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=max(3, min(10, num_samples // 2))))
     asha = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs,
                          grace_period=min(min(f.GRACE_EPOCHS for f in families), settings.max_epochs), reduction_factor=2)
-    driver = tune.with_resources(tune.with_parameters(run_trial, settings=settings), {"CPU": DRIVER_CPUS})
+    driver = tune.with_resources(tune.with_parameters(run_trial, settings=settings), plan.driver)
     return tune.Tuner(
         driver,
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=MODE, search_alg=search, scheduler=asha,

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 STUDY_TAG = "artsweep.study"          # "1" on the parent run
+SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
 TRIAL_ID_TAG = "trial_id"
 
 # Fail fast on an unreachable server instead of retrying for minutes.
@@ -87,6 +88,10 @@ class EpochLogger:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, float(v), now, epoch) for k, v in values.items() if isinstance(v, (int, float))])
+
+    def fetch(self, run_id: str, artifact: str, folder: str) -> str:
+        """Download an artifact (e.g. the parent run's split manifest) into `folder`; returns its path."""
+        return self.client.download_artifacts(run_id, artifact, folder)
 
     def tag(self, tags: Mapping[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -41,7 +41,7 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
     train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
     val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
-    return sampler, train, val, {"split_manifest": s.split_manifest, "decode_cache": meta["key"],
+    return sampler, train, val, {"split_manifest": f"{s.parent_run_id}/{s.split_manifest}", "decode_cache": meta["key"],
                                  "decode_cache_built_by_trial": str(built).lower()}
 
 
@@ -62,7 +62,9 @@ def train_loop_per_worker(config: dict) -> None:
     torch.manual_seed(s.seed)
     device = ray.train.torch.get_device()
 
-    splits = data.read_manifest(s.split_manifest, list(s.classes))
+    client = EpochLogger(s.mlflow_uri, config["run_id"])  # every rank fetches the split; rank 0 logs
+    with tempfile.TemporaryDirectory() as tmp:
+        splits = data.read_manifest(client.fetch(s.parent_run_id, s.split_manifest, tmp), list(s.classes))
     family = get_family(cfg.family)
     image_size = s.image_size or family.IMAGE_SIZE
     model = family.build_model(cfg, len(splits.classes), image_size, Weights(s.pretrained, s.weights_dir or None))
@@ -83,9 +85,9 @@ def train_loop_per_worker(config: dict) -> None:
         mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob, label_smoothing=cfg.label_smoothing,
                               num_classes=len(splits.classes))  # soft targets carry the smoothing then
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing)
-    logger = EpochLogger(s.mlflow_uri, config["run_id"]) if rank == 0 else None
+    logger = client if rank == 0 else None
     if logger is not None:
-        logger.tag(data_tags)
+        logger.tag({**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
     pg = ray.get_runtime_context().get_placement_group_id() or ""
     best, step = -1.0, 0
     setup_s = time.perf_counter() - t0

@@ -1,0 +1,36 @@
+"""Checks for studies on a multi-machine Ray cluster: every node must reach the same tracking server
+and storage, so node-local ones are refused before anything starts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainables.tracking import is_local_uri
+
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "fuse.")
+
+
+def on_network_fs(path: str, mounts: str = "/proc/mounts") -> bool:
+    """Whether `path` lies on a network filesystem (longest matching mount point in /proc/mounts)."""
+    try:
+        table = [line.split()[1:3] for line in Path(mounts).read_text().splitlines()]
+    except OSError:
+        return False
+    target = str(Path(path).resolve())
+    best = max((m for m in table if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
+               key=lambda m: len(m[0]), default=None)
+    return bool(best) and best[1].startswith(NETWORK_FS)
+
+
+def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> list[str]:
+    """What stops a study on `machines` distinct hosts (empty when fine or on one machine)."""
+    if machines <= 1:
+        return []
+    problems = []
+    if is_local_uri(mlflow_uri):
+        problems.append(f"--mlflow-uri {mlflow_uri} is a node-local store, but the cluster spans {machines} machines: "
+                        "start `mlflow server --host 0.0.0.0 --port 5000` on the head (cluster/gpu.yaml does) and "
+                        "pass --mlflow-uri http://HEAD_IP:5000")
+    if "://" not in storage and not on_network_fs(storage):
+        problems.append(f"--storage {storage} is on this node's local disk, but the cluster spans {machines} machines: "
+                        "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount")
+    return problems
