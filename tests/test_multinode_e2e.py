@@ -2,11 +2,13 @@
 the study submitted with `ray job submit`: trials run on both nodes and reach MLflow over HTTP only.
 Everything started here is stopped at the end."""
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -32,13 +34,20 @@ def wait_http(url, timeout=90):
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
+        except urllib.error.HTTPError:  # answering, e.g. 401 without the token: up
+            return
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(url)
 
 
+# Ray 2.60 authenticates every connection with a token: one per cluster, given to every node and client.
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 def ray(*args, **kw):
-    return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=300, **kw)
+    return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **AUTH}, **kw)
 
 
 @pytest.fixture(scope="module")

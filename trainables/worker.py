@@ -25,7 +25,6 @@ from trainables.pretrained import Weights
 from trainables.tracking import EpochLogger
 
 
-
 def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: int, norm: dict, rank: int,
              world: int):
     images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
@@ -34,8 +33,8 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
     val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
     sampler = data.WeightedShardSampler(splits.labels[train_idx], cfg.sampler_power, world, rank, s.seed,
                                         num_samples=s.max_train_images or None)
-    train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx],
-                                  data.build_transform(image_size, True, cfg.aug_strength, get_family(cfg.family).AUGMENT, **norm))
+    augment = data.build_transform(image_size, True, cfg.aug_strength, get_family(cfg.family).AUGMENT, **norm)
+    train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx], augment)
     val_ds = cache.CachedImages(images, val_idx, splits.labels[val_idx], data.build_transform(image_size, False, **norm))
     per_worker_batch = min(max(1, cfg.batch_size // world), len(sampler))
     common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
@@ -43,6 +42,16 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
     val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
     return sampler, train, val, {"split_manifest": f"{s.parent_run_id}/{s.split_manifest}", "decode_cache": meta["key"],
                                  "decode_cache_built_by_trial": str(built).lower()}
+
+
+def _loss(cfg: TrialConfig, splits: data.Splits, batch_size: int, device):
+    """Class-weighted cross-entropy, and timm's MixUp/CutMix (soft targets then carry the smoothing)."""
+    weights = data.class_weights(splits.labels[splits.train], len(splits.classes), cfg.loss_weight_power).to(device)
+    mix = None
+    if cfg.mixup_prob > 0 and batch_size % 2 == 0:  # Mixup pairs samples within a batch
+        mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob,
+                              label_smoothing=cfg.label_smoothing, num_classes=len(splits.classes))
+    return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing), mix
 
 
 def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, image_size: int, norm: dict, epoch: int,
@@ -79,12 +88,7 @@ def train_loop_per_worker(config: dict) -> None:
                                       backbone_lr_scale=cfg.backbone_lr_scale)
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
-    weights = data.class_weights(splits.labels[splits.train], len(splits.classes), cfg.loss_weight_power).to(device)
-    mix = None
-    if cfg.mixup_prob > 0 and train_loader.batch_size % 2 == 0:  # timm's Mixup pairs samples within a batch
-        mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob, label_smoothing=cfg.label_smoothing,
-                              num_classes=len(splits.classes))  # soft targets carry the smoothing then
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing)
+    loss_fn, mix = _loss(cfg, splits, train_loader.batch_size, device)
     logger = client if rank == 0 else None
     if logger is not None:
         logger.tag({**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
@@ -101,7 +105,7 @@ def train_loop_per_worker(config: dict) -> None:
                                               step=step, mix=mix)
         t_train = time.perf_counter() - t_epoch
         values.update(engine.evaluate(model, val_loader, device, amp_dtype))
-        values.update(epoch=epoch + 1, lr=optimizer.param_groups[0]["lr"], time_train_s=t_train,
+        values.update(epoch=epoch + 1, lr=max(g["lr"] for g in optimizer.param_groups), time_train_s=t_train,
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
         report = {**values, PG_KEY: pg}
         if logger is not None:
