@@ -148,7 +148,7 @@ def main(argv=None) -> int:
 
     import ray
     from trainables.config import RunSettings
-    from trainables.cluster import shared_storage_problems
+    from trainables.cluster import node_capacity, shared_storage_problems
     from trainables.study import build_tuner, plan_resources
     os.environ.update(RAY_ENV)
     t0 = time.perf_counter()
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     if problems:
         ray.shutdown()
         _fail(" | ".join(problems))
-    plan = plan_resources(ray.cluster_resources(), budget["workers_per_trial"])
+    plan = plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), budget["workers_per_trial"])
     exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
                                                             "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
                                                             "max_concurrent_trials": plan.max_concurrent},

@@ -1,5 +1,10 @@
-"""A multi-machine cluster is refused node-local tracking stores and storage; one machine is fine."""
-from trainables.cluster import on_network_fs, shared_storage_problems
+"""Cluster planning: node-local stores refused on several machines; concurrency from the nodes, including
+those the autoscaler may add."""
+import shutil
+from pathlib import Path
+
+from trainables.cluster import node_capacity, on_network_fs, shared_storage_problems
+from trainables.study import DRIVER_CPUS, DRIVER_RESOURCE, plan_resources
 
 
 def test_one_machine_accepts_local_everything():
@@ -18,3 +23,21 @@ def test_network_mounts_count_as_shared(tmp_path):
     assert on_network_fs("/mnt/shared/artsweep", str(mounts))
     assert not on_network_fs("/home/me/artsweep", str(mounts))
     assert not on_network_fs("/mnt/sharedish", str(mounts))
+
+
+def test_concurrency_counts_gpu_nodes_the_autoscaler_may_add(tmp_path):
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "cluster" / "gpu.yaml", bootstrap)
+    head_only = [{"CPU": 8.0, DRIVER_RESOURCE: 1000.0}]                # no GPU worker up yet
+    nodes = node_capacity(head_only, bootstrap)
+    assert len(nodes) == 1 + 8 and sum(n.get("GPU", 0) for n in nodes) == 8
+    plan = plan_resources(nodes, workers_per_trial=2)
+    assert plan.use_gpu and plan.max_concurrent == 4 and plan.cpus_per_worker == 4
+    assert plan.driver[DRIVER_RESOURCE] > 0                              # drivers stay on the head
+    assert node_capacity(head_only, tmp_path / "absent.yaml") == head_only
+
+
+def test_local_cpu_plan_leaves_room_for_every_driver():
+    plan = plan_resources([{"CPU": 2.0}], workers_per_trial=1)
+    assert plan.max_concurrent == 2 and not plan.use_gpu and "artsweep_driver" not in plan.driver
+    assert 2 * DRIVER_CPUS + 2 * plan.cpus_per_worker <= 2.0

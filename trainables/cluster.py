@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from trainables.tracking import is_local_uri
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "fuse.")
@@ -34,3 +36,20 @@ def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> lis
         problems.append(f"--storage {storage} is on this node's local disk, but the cluster spans {machines} machines: "
                         "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount")
     return problems
+
+
+BOOTSTRAP = Path.home() / "ray_bootstrap_config.yaml"   # what `ray up` gives the head's autoscaler
+
+
+def node_capacity(alive: list[dict], bootstrap: Path = BOOTSTRAP) -> list[dict]:
+    """Resources per node the study can count on: the nodes alive now, and on an autoscaling cluster
+    every worker the autoscaler may add (node types x max_workers), so concurrency covers GPU nodes that
+    do not exist yet; their trials' pending placement groups are what makes the autoscaler add them."""
+    if not bootstrap.is_file():
+        return alive
+    config = yaml.safe_load(bootstrap.read_text())
+    types = config.get("available_node_types", {})
+    head = [n for n in alive if n.get("artsweep_driver")] or alive[:1]
+    workers = [dict(t.get("resources", {})) for name, t in types.items() if name != config.get("head_node_type")
+               for _ in range(int(t.get("max_workers", 0)))]
+    return head + workers

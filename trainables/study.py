@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import optuna
 import ray
@@ -39,14 +39,18 @@ class ResourcePlan:
     use_gpu: bool              # one GPU per Train worker
 
 
-def plan_resources(cluster: Mapping[str, float], workers_per_trial: int) -> ResourcePlan:
-    """Concurrency from the cluster's resources and each trial's gang (driver + N workers), so waiting
-    trials never hold resources that running trials' workers need."""
-    cpus, gpus = float(cluster.get("CPU", 0)), int(cluster.get("GPU", 0))
-    driver = {"CPU": DRIVER_CPUS, **({DRIVER_RESOURCE: 0.001} if cluster.get(DRIVER_RESOURCE) else {})}
+def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int) -> ResourcePlan:
+    """Concurrency from the nodes' resources (those running and those the autoscaler may add, see
+    cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
+    resources that running trials' workers need."""
+    cpus = sum(float(n.get("CPU", 0)) for n in nodes)
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
+    gpus = int(sum(n["GPU"] for n in gpu_nodes))
+    driver = {"CPU": DRIVER_CPUS, **({DRIVER_RESOURCE: 0.001} if any(n.get(DRIVER_RESOURCE) for n in nodes) else {})}
     if gpus >= workers_per_trial:
         concurrent = gpus // workers_per_trial
-        cpus_per_worker = max(1.0, math.floor((cpus - DRIVER_CPUS * concurrent) / (concurrent * workers_per_trial)))
+        # a worker takes one GPU and the CPUs that go with it on the leanest GPU node type
+        cpus_per_worker = max(1.0, math.floor(min(n.get("CPU", 1) / n["GPU"] for n in gpu_nodes)))
         return ResourcePlan(concurrent, driver, cpus_per_worker, use_gpu=True)
     concurrent = max(1, int(cpus // workers_per_trial))
     # all drivers may sit on one node (the head), so each gang leaves room for every driver there
