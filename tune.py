@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         _fail(" | ".join(problems))
     plan = plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), budget["workers_per_trial"])
     exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
-                                                            "data": str(data_dir), "seed": a.seed, "smoke": a.smoke,
+                                                            "data": str(data_dir), "seed": a.seed, "smoke": a.smoke, "resize": a.resize,
                                                             "max_concurrent_trials": plan.max_concurrent},
                                           artifact_root=workdir / "mlartifacts")
     from trainables import data

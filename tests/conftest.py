@@ -1,11 +1,18 @@
-"""Shared fixtures: small real image folders written by the tests themselves."""
+"""Shared fixtures: small real image folders written by the tests themselves, and one real study."""
 from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from trainables.builtin_dataset import render
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_COUNTS = {"impressionism": 40, "pointillism": 24, "cubism": 12, "pop_art": 8}  # 5:1, 84 images
 
 
@@ -21,3 +28,27 @@ def write_folder(root, counts, seed=0):
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("tiny"), TINY_COUNTS)
+
+
+@dataclass
+class Study:
+    out: str                 # tune.py's stdout + stderr
+    client: MlflowClient
+    uri: str                 # MLflow tracking URI (SQLite)
+    work: Path               # tune.py's working directory (mlruns, ray_results)
+    experiment: str = "e2e"
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Study:
+    """One real smoke study for every test that needs one: local Ray, Optuna + ASHA, 6 trials of 2-worker
+    gloo DDP, 4 epochs, SQLite MLflow. The analysis tests read its runs and checkpoints."""
+    work = tmp_path_factory.mktemp("study")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--num-samples", "6", "--max-epochs", "4",
+           "--workers-per-trial", "2", "--smoke", "--experiment", "e2e", "--mlflow-uri", uri,
+           "--storage", str(work / "ray_results"), "--no-dashboard"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=840)
+    (work / "out.txt").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return Study(proc.stdout + proc.stderr, MlflowClient(uri), uri, work)

@@ -4,40 +4,21 @@ The dashboard is off, so Ray's own PlacementGroupCleaner cannot free the workers
 stopped: without artsweep's ReleaseTrainWorkers the second trial waits for resources forever and this
 test hits its timeout (ray-project/ray#54305).
 """
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    work = tmp_path_factory.mktemp("study")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--num-samples", "6", "--max-epochs", "4",
-           "--workers-per-trial", "2", "--smoke", "--experiment", "e2e", "--mlflow-uri", uri,
-           "--storage", str(work / "ray_results"), "--no-dashboard"]
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=840)
-    (work / "out.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return proc.stdout + proc.stderr, MlflowClient(uri)
-
-
 def test_study_completes_without_worker_startup_timeouts(study):
-    out, _ = study
+    out = study.out
     assert "WorkerGroupStartupTimeoutError" not in out
     assert "best trial" in out and "mlflow ui --backend-store-uri" in out
 
 
 def test_mlflow_holds_parent_and_every_trial_none_running(study):
-    _, client = study
+    client = study.client
     exp, parent = latest_study(client, "e2e")
     assert parent.info.status == "FINISHED"
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)

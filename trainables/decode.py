@@ -1,6 +1,6 @@
 """Decoding images as real collections need: format by content, RGB out, EXIF orientation, bad files named.
 
-decode_rgb(path) -> uint8 [3, H, W]; raises BadImage with a reason. torchvision.io decodes JPEG, PNG,
+decode_rgb(path) / decode_bytes(data) -> uint8 [3, H, W]; raise BadImage with a reason. torchvision.io decodes JPEG, PNG,
 WebP and GIF (faster than Pillow for JPEG/PNG); Pillow takes the rest (BMP, TIFF, very large images).
 check(path) is the cheap scan-time test: header (by content, not extension) plus a truncation check.
 """
@@ -67,8 +67,12 @@ def _pillow(data: bytes, max_side: int | None) -> torch.Tensor:
 
 def decode_rgb(path: str | Path, max_side: int | None = 1024) -> torch.Tensor:
     """uint8 RGB [3, H, W]. `max_side` bounds only decompression-bomb-sized inputs (see above)."""
+    return decode_bytes(Path(path).read_bytes(), max_side)
+
+
+def decode_bytes(data: bytes, max_side: int | None = 1024) -> torch.Tensor:
+    """decode_rgb for a file's bytes (an upload to the served model); BadImage with the reason otherwise."""
     from torchvision.io import ImageReadMode, decode_image
-    data = Path(path).read_bytes()
     if not data:
         raise BadImage("zero-byte file")
     try:

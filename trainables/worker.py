@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from search_spaces import get_family
-from trainables import cache, data, engine
+from trainables import cache, checkpoint, data, engine
 from trainables.config import RunSettings, TrialConfig
 from trainables.metrics import OBJECTIVE, PG_KEY
 from trainables.pretrained import Weights
@@ -52,14 +52,6 @@ def _loss(cfg: TrialConfig, splits: data.Splits, batch_size: int, device):
         mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob,
                               label_smoothing=cfg.label_smoothing, num_classes=len(splits.classes))
     return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing), mix
-
-
-def _save_checkpoint(folder: Path, model, classes, cfg: TrialConfig, image_size: int, norm: dict, epoch: int,
-                     values: dict) -> Path:
-    path = folder / "model.pt"
-    torch.save({"model": model.state_dict(), "classes": classes, "trial_config": cfg.to_dict(),
-                "image_size": image_size, "normalization": norm, "epoch": epoch, "metrics": values}, path)
-    return path
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -112,8 +104,8 @@ def train_loop_per_worker(config: dict) -> None:
             logger.log_epoch(values, epoch + 1)
         if logger is not None and values[OBJECTIVE] > best:  # rank 0 keeps the best checkpoint
             with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
-                path = _save_checkpoint(Path(folder), model, splits.classes, cfg, image_size, norm, epoch + 1,
-                                        values)
+                path = checkpoint.save(Path(folder), model, splits.classes, cfg, image_size, norm,
+                                       s.resize_policy, epoch + 1, values)
                 logger.log_checkpoint(path, epoch + 1)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:

@@ -1,0 +1,115 @@
+"""A trial's checkpoint (`checkpoint/model.pt` in its MLflow run) and the classifier it rebuilds.
+
+save() is called by worker rank 0 at each new best epoch; load() rebuilds the model from its family
+(random init, then the saved weights: no download) with the exact validation preprocessing of training:
+decode (torchvision.io / Pillow) -> cache.fit to the cached side with the study's resize policy ->
+validation transform (1.14x resize, centre crop, the weights' normalisation). Evaluation, the
+registered MLflow model and analysis.predict all go through Classifier, so they agree with training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables import cache, data, decode
+from trainables.config import TrialConfig
+
+FILENAME = "model.pt"
+ARTIFACT = f"checkpoint/{FILENAME}"   # where each trial's best checkpoint sits in its MLflow child run
+
+
+def save(folder: Path, model: nn.Module, classes: Sequence[str], cfg: TrialConfig, image_size: int, norm: dict,
+         resize_policy: str, epoch: int, values: dict) -> Path:
+    path = Path(folder) / FILENAME
+    torch.save({"model": model.state_dict(), "classes": list(classes), "trial_config": cfg.to_dict(),
+                "image_size": image_size, "normalization": norm, "resize_policy": resize_policy, "epoch": epoch,
+                "metrics": values}, path)
+    return path
+
+
+def classifier_layer(model: nn.Module) -> nn.Module:
+    """The final linear layer: its input is the embedding (pre-logits) every family shares."""
+    if hasattr(model, "get_classifier"):          # timm models
+        return model.get_classifier()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1]                             # scratch CNNs' head[-1], the hybrid's head
+
+
+@dataclass
+class Classifier:
+    model: nn.Module                  # eval mode, on CPU unless moved
+    classes: list[str]
+    image_size: int                   # model input side, px
+    resize_policy: str                # crop | letterbox, as in training's decode cache
+    normalization: dict               # mean / std the weights were trained with
+    trial_config: dict
+    epoch: int                        # epoch (1-based) the checkpoint was taken at
+    metrics: dict = field(default_factory=dict)   # validation metrics at that epoch
+
+    def __post_init__(self):
+        self.transform = data.build_transform(self.image_size, False, **self.normalization)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fit(self, image) -> np.ndarray:
+        """bytes | path | uint8 array [H, W, 3] or [H, W] -> uint8 [side, side, 3] as the decode cache holds it.
+        Raises decode.BadImage for bytes or files that are not an image."""
+        side = cache.cached_side(self.image_size)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            img = decode.decode_bytes(bytes(image), max_side=side * 2)
+        elif isinstance(image, (str, Path)):
+            img = decode.decode_rgb(image, max_side=side * 2)
+        else:
+            arr = np.asarray(image)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.dtype != np.uint8:
+                raise decode.BadImage(f"an image array must be uint8 [H, W, 3], got {arr.dtype} {list(arr.shape)}")
+            img = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(2, 0, 1)
+        return cache.fit(img, side, self.resize_policy)
+
+    def preprocess(self, image) -> torch.Tensor:
+        """One image -> float [3, S, S], exactly as validation saw it."""
+        return self.transform(torch.tensor(self.fit(image)).permute(2, 0, 1))  # copy: fit() may be read-only
+
+    @torch.no_grad()
+    def logits(self, images: Iterable, batch_size: int = 64) -> np.ndarray:
+        self.model.eval()
+        batch, out = [], []
+        for img in images:
+            batch.append(self.preprocess(img))
+            if len(batch) == batch_size:
+                out.append(self.model(torch.stack(batch).to(self.device)).float().cpu())
+                batch = []
+        if batch:
+            out.append(self.model(torch.stack(batch).to(self.device)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def probabilities(self, images: Iterable) -> np.ndarray:
+        return torch.from_numpy(self.logits(images)).softmax(1).numpy()
+
+    def top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image: the k most probable (class, probability), most probable first."""
+        probs = self.probabilities(images)
+        k = min(k, len(self.classes))
+        return [[(self.classes[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
+
+
+def load(path: str | Path, map_location: str = "cpu") -> Classifier:
+    """Rebuild the model of a checkpoint written by save(); no pretrained weights are fetched."""
+    from search_spaces import get_family
+    from trainables.pretrained import Weights
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    cfg = TrialConfig.from_dict(ckpt["trial_config"])
+    model = get_family(cfg.family).build_model(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return Classifier(model, list(ckpt["classes"]), int(ckpt["image_size"]), ckpt.get("resize_policy", "crop"),
+                      dict(ckpt["normalization"]), ckpt["trial_config"], int(ckpt["epoch"]), ckpt.get("metrics", {}))
