@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "(timm test models) instead of the real ones; implied by --smoke; logged as the arch")
     p.add_argument("--resize", default="crop", choices=["crop", "letterbox"], help="resize policy: aspect-preserving "
                    "resize + centre crop (default) or letterbox padding; the decode cache keeps one copy per policy")
+    p.add_argument("--resume", action="store_true", help="continue the stopped study of --experiment (same "
+                   "--storage and --mlflow-uri): finished trials stay, interrupted ones start again, the rest of "
+                   "its --num-samples run, all in the same MLflow parent run; other flags are taken from the study")
     p.add_argument("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on "
                    "small machines; artsweep still frees the workers of trials ASHA stops)")
     p.add_argument("--smoke", action="store_true", help="tiny budget for a quick check: 4 trials, 2 epochs, 32 px, 256 images/epoch, CPU-sized "
@@ -134,6 +137,8 @@ def describe_data(a: argparse.Namespace, data_dir: Path, source, budget: dict):
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.resume:
+        return resume(a)
     data_dir, source, budget = resolve(a)
     from trainables import tracking
     workdir = Path.cwd()
@@ -148,27 +153,16 @@ def main(argv=None) -> int:
 
     import ray
     from trainables.config import RunSettings
-    from trainables.cluster import node_capacity, shared_storage_problems
-    from trainables.study import build_tuner, plan_resources
+    from trainables.study import build_tuner
     os.environ.update(RAY_ENV)
     t0 = time.perf_counter()
-    local = {} if a.address else {"include_dashboard": False if a.no_dashboard else None}  # joining: the cluster's
-    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
-    machines = len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
-    problems = shared_storage_problems(machines, uri, storage)
-    if problems:
-        ray.shutdown()
-        _fail(" | ".join(problems))
-    plan = plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), budget["workers_per_trial"])
+    plan = start_ray(a, uri, storage, budget["workers_per_trial"])
     exp_id, parent = tracking.setup_study(uri, experiment, {**budget, "family": a.family, "arch": a.arch or "searched",
                                                             "data": str(data_dir), "seed": a.seed, "smoke": a.smoke, "resize": a.resize,
                                                             "max_concurrent_trials": plan.max_concurrent},
                                           artifact_root=workdir / "mlartifacts")
     from trainables import data
     from trainables.report import plot
-    with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
-        manifest = data.write_manifest(splits, Path(tmp) / tracking.SPLIT_MANIFEST.split("/")[-1])
-        tracking.log_dataset(uri, parent, manifest, report, plot(report, Path(tmp)))
     settings = RunSettings(
         data_dir=str(data_dir), split_manifest=tracking.SPLIT_MANIFEST, classes=tuple(splits.classes),
         image_size=budget["image_size"], max_epochs=budget["max_epochs"],
@@ -177,6 +171,10 @@ def main(argv=None) -> int:
         storage=storage, amp=a.amp, max_train_images=SMOKE["max_train_images"] if a.smoke else 0,
         pretrained=a.pretrained, weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "",
         resize_policy=a.resize)
+    with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
+        manifest = data.write_manifest(splits, Path(tmp) / tracking.SPLIT_MANIFEST.split("/")[-1])
+        tracking.log_dataset(uri, parent, manifest, report, plot(report, Path(tmp)))
+    tracking.log_settings(uri, parent, settings.to_dict())   # what --resume rebuilds the study from
     if settings.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
         from trainables import cache
         _, meta, built = cache.open_or_build(splits.paths, settings.image_size, a.resize)
@@ -184,10 +182,36 @@ def main(argv=None) -> int:
               f"{len(meta['bad'])} undecodable)", flush=True)
     print(f"artsweep: {plan.max_concurrent} trial(s) at a time, {budget['workers_per_trial']} worker(s) each "
           f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}", flush=True)
-    status = "FAILED"
+    tuner = build_tuner(settings, a.family, a.arch, a.standins, budget["num_samples"], plan)
+    return run_study(tuner, settings, budget["num_samples"], t0)
+
+
+def start_ray(a: argparse.Namespace, uri: str, storage: str, workers_per_trial: int):
+    """Start or join Ray, refuse node-local stores on a multi-machine cluster, and plan concurrency."""
+    import ray
+    from trainables.cluster import node_capacity, shared_storage_problems
+    from trainables.study import plan_resources
+    local = {} if a.address else {"include_dashboard": False if a.no_dashboard else None}  # joining: the cluster's
+    ray.init(address=a.address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
+    machines = len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
+    problems = shared_storage_problems(machines, uri, storage)
+    if problems:
+        ray.shutdown()
+        _fail(" | ".join(problems))
+    return plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), workers_per_trial)
+
+
+def run_study(tuner, settings, num_samples: int, t0: float) -> int:
+    """Fit, then end the MLflow parent run however the study ended. Ctrl-C (or `ray job stop`) makes Tune
+    save its state and return early: the study is marked KILLED and can be continued with --resume."""
+    import ray
+    from trainables import tracking
+    uri, exp_id, parent = settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id
+    status, done = "FAILED", 0
     try:
-        build_tuner(settings, a.family, a.arch, a.standins, budget["num_samples"], plan).fit()
-        status = "FINISHED"
+        results = tuner.fit()
+        done = results.num_terminated + results.num_errors
+        status = "FINISHED" if done >= num_samples else "KILLED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -196,7 +220,44 @@ def main(argv=None) -> int:
         if killed:
             print(f"artsweep: marked {len(killed)} unfinished trial run(s) KILLED")
         ray.shutdown()
-    return summarize(uri, experiment, exp_id, parent, time.perf_counter() - t0)
+        if status == "KILLED":
+            print(f"artsweep: study stopped after {done} of {num_samples} trials; continue it with:\n"
+                  f"  python tune.py --resume --experiment {settings.experiment} --storage {settings.storage} "
+                  f"--mlflow-uri {uri}", flush=True)
+    return summarize(uri, settings.experiment, exp_id, parent, time.perf_counter() - t0)
+
+
+def resume(a: argparse.Namespace) -> int:
+    """--resume: continue the latest study of --experiment where Tune's saved state left it. Finished
+    trials are kept, interrupted or errored ones start again, the remaining samples are proposed by the
+    restored Optuna searcher; all of it lands in the same MLflow parent run."""
+    from ray import tune as ray_tune
+    from trainables import tracking
+    from trainables.config import RunSettings
+    from trainables.study import trainable
+    uri = a.mlflow_uri or tracking.default_uri(Path.cwd())
+    try:
+        tracking.check_reachable(uri)
+    except ConnectionError as e:
+        _fail(str(e))
+    experiment = a.experiment or f"artsweep-{a.family}"
+    storage = a.storage or str(Path.cwd() / "ray_results")
+    path = f"{storage.rstrip('/')}/{experiment}"
+    if not ray_tune.Tuner.can_restore(path):
+        _fail(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the study to "
+              "continue (tune.py prints them when a study stops)")
+    try:
+        settings = RunSettings(**tracking.read_settings(uri, experiment))
+    except LookupError as e:
+        _fail(f"--resume: {e}")
+    os.environ.update(RAY_ENV)
+    t0 = time.perf_counter()
+    plan = start_ray(a, uri, storage, settings.workers_per_trial)
+    tracking.reopen_study(uri, settings.parent_run_id)
+    print(f"artsweep: resuming study {path} (MLflow run {settings.parent_run_id})", flush=True)
+    tuner = ray_tune.Tuner.restore(path, trainable=trainable(settings, plan), resume_unfinished=True,
+                                   restart_errored=True)
+    return run_study(tuner, settings, int(tracking.read_param(uri, settings.parent_run_id, "num_samples")), t0)
 
 
 def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 OBJECTIVE = "val_macro_f1"   # the one metric Optuna, ASHA, checkpoints and the leaderboard rank by
 MODE = "max"
+BEST = f"best_{OBJECTIVE}"     # running best per trial, logged to MLflow beside the per-epoch values
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
 
 

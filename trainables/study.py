@@ -123,6 +123,11 @@ class CloseTrialRuns(tune.Callback):
         self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
 
 
+def trainable(settings: RunSettings, plan: ResourcePlan):
+    """The trial driver with the study's settings bound and its (tiny) resources; --resume rebuilds it."""
+    return tune.with_resources(tune.with_parameters(run_trial, settings=settings), plan.driver)
+
+
 def build_tuner(settings: RunSettings, family: str, arch: str | None, standins: bool, num_samples: int,
                 plan: ResourcePlan) -> tune.Tuner:
     families = FAMILIES.values() if family == ALL else [FAMILIES[family]]
@@ -133,9 +138,8 @@ def build_tuner(settings: RunSettings, family: str, arch: str | None, standins: 
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=max(3, min(10, num_samples // 2))))
     asha = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs,
                          grace_period=min(min(f.GRACE_EPOCHS for f in families), settings.max_epochs), reduction_factor=2)
-    driver = tune.with_resources(tune.with_parameters(run_trial, settings=settings), plan.driver)
     return tune.Tuner(
-        driver,
+        trainable(settings, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=MODE, search_alg=search, scheduler=asha,
                                     num_samples=num_samples, max_concurrent_trials=plan.max_concurrent),
         run_config=tune.RunConfig(

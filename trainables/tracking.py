@@ -8,7 +8,9 @@ Tags on child runs: family, arch, trial_id, stopped_early, epochs_reached. Nothi
 """
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +26,7 @@ TRIAL_ID_TAG = "trial_id"
 # Fail fast on an unreachable server instead of retrying for minutes.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods logs
 
 
 def default_uri(workdir: Path) -> str:
@@ -67,6 +70,45 @@ def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plot
     client.log_dict(parent_run_id, report, "dataset/report.json")
 
 
+SETTINGS = "study/settings.json"   # artifact of the parent run: the RunSettings --resume rebuilds
+
+
+def log_settings(uri: str, parent_run_id: str, settings: Mapping) -> None:
+    MlflowClient(uri).log_dict(parent_run_id, dict(settings), SETTINGS)
+
+
+def latest_study(client: MlflowClient, experiment: str):
+    """(experiment, parent run) of the newest study in `experiment`; LookupError naming what is missing."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"no MLflow experiment named {experiment!r}")
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '1'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        raise LookupError(f"experiment {experiment!r} holds no artsweep study")
+    return exp, runs[0]
+
+
+def read_settings(uri: str, experiment: str) -> dict:
+    """RunSettings fields of the latest study in `experiment`; LookupError when there is none."""
+    client = MlflowClient(uri)
+    _, parent = latest_study(client, experiment)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(client.download_artifacts(parent.info.run_id, SETTINGS, tmp)) as f:
+            settings = json.load(f)
+    settings["classes"] = tuple(settings["classes"])
+    return settings
+
+
+def read_param(uri: str, run_id: str, key: str) -> str:
+    return MlflowClient(uri).get_run(run_id).data.params[key]
+
+
+def reopen_study(uri: str, parent_run_id: str) -> None:
+    """A resumed study writes into its old parent run again."""
+    MlflowClient(uri).update_run(parent_run_id, status="RUNNING")
+
+
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
                    params: Mapping) -> str:
     client = MlflowClient(uri)
@@ -102,8 +144,10 @@ class EpochLogger:
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The trial's newest child run: a trial restarted by --resume has a KILLED run from before the stop."""
     runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"))
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"),
+        order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from search_spaces import get_family
 from trainables import cache, checkpoint, data, engine
 from trainables.config import RunSettings, TrialConfig
-from trainables.metrics import OBJECTIVE, PG_KEY
+from trainables.metrics import BEST, OBJECTIVE, PG_KEY
 from trainables.pretrained import Weights
 from trainables.tracking import EpochLogger
 
@@ -101,7 +101,8 @@ def train_loop_per_worker(config: dict) -> None:
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
         report = {**values, PG_KEY: pg}
         if logger is not None:
-            logger.log_epoch(values, epoch + 1)
+            # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
+            logger.log_epoch({**values, BEST: max(best, values[OBJECTIVE])}, epoch + 1)
         if logger is not None and values[OBJECTIVE] > best:  # rank 0 keeps the best checkpoint
             with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
                 path = checkpoint.save(Path(folder), model, splits.classes, cfg, image_size, norm,

@@ -1,0 +1,200 @@
+"""Final evaluation of a study's winner(s) on the held-out test split (never used for selection).
+
+python -m analysis.evaluate --experiment artsweep-scratch [--mlflow-uri sqlite:///mlflow.db] [--top 1]
+
+For each of the top trials: its best checkpoint from MLflow, the study's split manifest (parent run,
+dataset/splits.csv), predictions through the same decode cache and validation transform training used,
+then accuracy / top-5 / macro and weighted F1 with bootstrap 95 % intervals, the per-class report, the
+confusion matrix, calibration (ECE, reliability diagram, confidence buckets), the most confused pairs,
+embedding outliers and Grad-CAM / attention overlays. Everything goes to the parent run under
+evaluation/<trial>/ (report.html opens in a browser or MLflow's artifact view); the winner's test_*
+metrics are also logged on the parent run itself.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from torch.utils.data import DataLoader
+
+from analysis import evaluation_plots, scores
+from analysis.runs import TrialRow, latest_study, trial_rows
+from trainables import cache, checkpoint, data, engine, tracking
+
+ARTIFACT_DIR = "evaluation"
+
+
+@dataclass
+class Predictions:
+    logits: np.ndarray        # [N, C]
+    targets: np.ndarray       # [N]
+    embeddings: np.ndarray    # [N, D]: the classifier layer's input (pre-logits)
+    paths: list[str]          # [N] image files, in the same order
+
+
+def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "test",
+                  batch_size: int = 64) -> Predictions:
+    """Logits and embeddings of one split, read through the decode cache (built by the study on this
+    node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
+    images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
+    bad = {b["index"] for b in meta["bad"]}
+    idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
+    loader = DataLoader(cache.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)
+    captured: list[torch.Tensor] = []
+    hook = checkpoint.classifier_layer(clf.model).register_forward_hook(
+        lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu()))
+    try:
+        logits, targets = engine.predict(clf.model, loader, clf.device)
+    finally:
+        hook.remove()
+    emb = torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)
+    return Predictions(logits, targets, emb, [splits.paths[i] for i in idx])
+
+
+@dataclass
+class Evaluation:
+    trial: str
+    run_id: str
+    metrics: dict             # scores.point_metrics
+    report: dict              # scores.per_class
+    calibration: dict
+    pairs: list
+    outliers: list
+    files: list[Path]
+
+
+def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, trial: str = "", run_id: str = "",
+             n_boot: int = 1000, n_overlays: int = 6) -> Evaluation:
+    """Every piece of evidence for one checkpoint, written under `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pred = predict_split(clf, splits)
+    classes = clf.classes
+    point = scores.point_metrics(pred.logits, pred.targets, n_boot=n_boot)
+    report = scores.per_class(pred.logits, pred.targets, classes)
+    cm = scores.confusion(pred.logits, pred.targets, len(classes))
+    cal = scores.calibration(pred.logits, pred.targets)
+    pairs = scores.confused_pairs(cm, classes)
+    outliers = scores.embedding_outliers(pred.embeddings, pred.logits, pred.targets, classes)
+    for o in outliers:
+        o["path"] = pred.paths[o.pop("index")]
+    files = [
+        evaluation_plots.confusion_png(cm, classes, folder / "confusion_matrix.png",
+                                       f"{trial} on the test split ({len(pred.targets)} images), % of each true class"),
+        evaluation_plots.reliability_png(cal, folder / "reliability.png"),
+        _overlays(clf, pred, folder, n_overlays),
+    ]
+    pd.DataFrame(report).T.to_csv(folder / "per_class.csv")
+    pd.DataFrame(cm, index=classes, columns=classes).to_csv(folder / "confusion_matrix.csv")
+    pd.DataFrame(cal["buckets"]).to_csv(folder / "confidence_buckets.csv", index=False)
+    pd.DataFrame(pairs).to_csv(folder / "confused_pairs.csv", index=False)
+    pd.DataFrame(outliers).to_csv(folder / "outliers.csv", index=False)
+    summary = {"trial": trial, "run_id": run_id, "checkpoint_epoch": clf.epoch, "test_images": len(pred.targets),
+               "metrics": point, "ece": cal["ece"], "confidence_buckets": cal["buckets"], "confused_pairs": pairs}
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+    ev = Evaluation(trial, run_id, point, report, cal, pairs, outliers, files)
+    (folder / "report.html").write_text(_html(ev, clf))
+    return ev
+
+
+def _overlays(clf, pred: Predictions, folder: Path, n: int) -> Path:
+    """Grad-CAM / attention overlays of a few test images: mistakes first, then correct ones."""
+    from analysis.saliency import overlays
+    wrong = np.flatnonzero(pred.logits.argmax(1) != pred.targets)
+    right = np.flatnonzero(pred.logits.argmax(1) == pred.targets)
+    pick = [*wrong[: n // 2], *right[: n - min(len(wrong), n // 2)]][:n]
+    return overlays(clf, [pred.paths[i] for i in pick], [int(pred.targets[i]) for i in pick], folder, n=n)
+
+
+def _img(path: Path) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}" style="max-width:100%">'
+
+
+def _html(ev: Evaluation, clf: checkpoint.Classifier) -> str:
+    """One self-contained page (images inlined) that MLflow's artifact view and any browser can show."""
+    m = pd.DataFrame([{"metric": k, "value": v["value"], "95 % CI": f"{v['ci_low']:.4f} – {v['ci_high']:.4f}"}
+                      for k, v in ev.metrics.items()])
+    parts = [f"<h1>artsweep evaluation: {ev.trial}</h1>",
+             f"<p>run {ev.run_id}, checkpoint of epoch {clf.epoch}, {clf.trial_config.get('family')} / "
+             f"{clf.trial_config.get('arch')}, {clf.image_size} px; test split, never used for selection.</p>",
+             "<h2>Metrics (bootstrap 95 % intervals)</h2>", m.to_html(index=False, float_format="%.4f"),
+             "<h2>Confusion matrix</h2>", _img(ev.files[0]),
+             f"<h2>Calibration: ECE {ev.calibration['ece'] * 100:.2f} %</h2>", _img(ev.files[1]),
+             pd.DataFrame(ev.calibration["buckets"]).to_html(index=False, float_format="%.3f"),
+             "<h2>Most confused pairs</h2>", pd.DataFrame(ev.pairs).to_html(index=False, float_format="%.3f"),
+             "<h2>Per class</h2>", pd.DataFrame(ev.report).T.to_html(float_format="%.3f"),
+             "<h2>Embedding outliers</h2><p>lowest margin between own-class and nearest other-class centroid "
+             "similarity first (negative: closer to another class)</p>",
+             pd.DataFrame(ev.outliers).to_html(index=False, float_format="%.3f"),
+             "<h2>Where the model looks (Grad-CAM / attention)</h2>", _img(ev.files[2])]
+    return "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;max-width:1200px;margin:auto}" \
+           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>" + \
+           "\n".join(parts) + "</body></html>"
+
+
+def load_trial(client: MlflowClient, row: TrialRow, parent_run_id: str, tmp: Path):
+    """(Classifier from the trial's best checkpoint, the study's Splits)."""
+    ckpt = client.download_artifacts(row.run_id, checkpoint.ARTIFACT, str(tmp))
+    clf = checkpoint.load(ckpt)
+    manifest = client.download_artifacts(parent_run_id, tracking.SPLIT_MANIFEST, str(tmp))
+    return clf, data.read_manifest(manifest, clf.classes)
+
+
+def log(client: MlflowClient, parent_run_id: str, ev: Evaluation, folder: Path, winner: bool) -> None:
+    client.log_artifacts(parent_run_id, str(folder), f"{ARTIFACT_DIR}/{ev.trial}")
+    if winner:  # the parent run's own test_* metrics are the winner's
+        values = {"test_ece": ev.calibration["ece"]}
+        for k, v in ev.metrics.items():
+            values.update({k: v["value"], f"{k}_ci_low": v["ci_low"], f"{k}_ci_high": v["ci_high"]})
+        client.log_batch(parent_run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in values.items()])
+        client.set_tag(parent_run_id, "winner_run_id", ev.run_id)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
+    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p.add_argument("--top", type=int, default=1, help="evaluate the N best trials by val_macro_f1 (default 1)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
+    p.add_argument("--out", default="evaluation", help="local folder for the report (default ./evaluation)")
+    a = p.parse_args(argv)
+    client = MlflowClient(a.mlflow_uri)
+    try:
+        exp, study = latest_study(client, a.experiment)
+    except LookupError as e:
+        p.exit(2, f"analysis.evaluate: error: {e}\n")
+    rows = [r for r in trial_rows(client, exp.experiment_id, study.info.run_id) if r.epochs][: a.top]
+    if not rows:
+        p.exit(2, f"analysis.evaluate: error: no trial of study {study.info.run_id} reported a result\n")
+    for rank, row in enumerate(rows, 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            clf, splits = load_trial(client, row, study.info.run_id, Path(tmp))
+        folder = Path(a.out) / row.name
+        print(f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, val_macro_f1 {row.best:.4f}) on "
+              f"{len(splits.test)} test images ...", flush=True)
+        ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)
+        log(client, study.info.run_id, ev, folder, winner=rank == 1)
+        for k, v in ev.metrics.items():
+            print(f"  {k:<17} {v['value']:.4f}  (95 % CI {v['ci_low']:.4f} - {v['ci_high']:.4f})")
+        print(f"  ECE {ev.calibration['ece'] * 100:.1f} %; " + "; ".join(
+            f"{b['confidence']}: {b['share_of_predictions'] * 100:.0f} % of predictions, "
+            f"{b['precision'] * 100:.0f} % right" for b in ev.calibration["buckets"] if b["count"]))
+        if ev.pairs:
+            print("  most confused: " + ", ".join(f"{q['true']} -> {q['predicted']} ({q['count']})"
+                                                  for q in ev.pairs[:3]))
+        print(f"  report: {folder / 'report.html'}  (also {ARTIFACT_DIR}/{row.name}/ in parent run "
+              f"{study.info.run_id})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

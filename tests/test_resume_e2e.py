@@ -1,0 +1,59 @@
+"""Stop a real study with Ctrl-C (SIGINT) after its first trial, then `tune.py --resume` it: finished
+trials are kept, the rest run, and everything lands in the same MLflow parent run."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import latest_study
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+N = 4
+
+
+def _children(client, status=None):
+    try:
+        exp, parent = latest_study(client, "resume")
+    except LookupError:
+        return None, []
+    query = f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    if status:
+        query += f" and attributes.status = '{status}'"
+    return parent, client.search_runs([exp.experiment_id], query)
+
+
+def test_stopped_study_resumes_in_the_same_parent_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["--experiment", "resume", "--mlflow-uri", uri, "--storage", str(tmp_path / "ray_results"),
+              "--no-dashboard"]
+    first = subprocess.Popen([sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", str(N),
+                              "--max-epochs", "2", *common], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(uri)
+    deadline = time.monotonic() + 300
+    while not _children(client, "FINISHED")[1]:            # the first trial is done: now stop, like Ctrl-C
+        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-3000:]
+        time.sleep(0.5)
+    os.kill(first.pid, signal.SIGINT)
+    out, _ = first.communicate(timeout=180)
+    parent, _ = _children(client)
+    kept = {r.info.run_id for r in _children(client, "FINISHED")[1]}
+    assert parent.info.status == "KILLED", out[-3000:]
+    assert "--resume" in out and 1 <= len(kept) < N, out[-3000:]
+
+    second = subprocess.run([sys.executable, str(ROOT / "tune.py"), "--resume", *common], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    out2 = second.stdout + second.stderr
+    assert second.returncode == 0, out2[-4000:]
+    parent2, finished = _children(client, "FINISHED")
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    trial_ids = Counter(r.data.tags["trial_id"] for r in finished)
+    assert len(trial_ids) == N and max(trial_ids.values()) == 1, trial_ids     # every sample, each once
+    assert kept <= {r.info.run_id for r in finished}                           # finished trials not re-run
+    assert not _children(client, "RUNNING")[1]
