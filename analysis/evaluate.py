@@ -107,11 +107,22 @@ def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, tria
 
 
 def _overlays(clf, pred: Predictions, folder: Path, n: int) -> Path:
-    """Grad-CAM / attention overlays of a few test images: mistakes first, then correct ones."""
+    """Grad-CAM / attention overlays of a few test images: the most confident mistakes first, then
+    correct ones, at most one image per true class in each group so the grid shows several classes."""
     from analysis.saliency import overlays
-    wrong = np.flatnonzero(pred.logits.argmax(1) != pred.targets)
-    right = np.flatnonzero(pred.logits.argmax(1) == pred.targets)
-    pick = [*wrong[: n // 2], *right[: n - min(len(wrong), n // 2)]][:n]
+    p = scores.softmax(pred.logits)
+    guess, conf = p.argmax(1), p.max(1)
+
+    def one_per_class(idx):
+        seen, out = set(), []
+        for i in idx[np.argsort(-conf[idx])]:
+            if pred.targets[i] not in seen:
+                seen.add(pred.targets[i])
+                out.append(int(i))
+        return out
+
+    wrong = one_per_class(np.flatnonzero(guess != pred.targets))[: n // 2]
+    pick = (wrong + one_per_class(np.flatnonzero(guess == pred.targets)))[:n]
     return overlays(clf, [pred.paths[i] for i in pick], [int(pred.targets[i]) for i in pick], folder, n=n)
 
 
