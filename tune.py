@@ -283,6 +283,8 @@ def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float
         for i, (fam, r) in enumerate(families.items(), 1):
             print(f"  {i}. {fam:<13} {OBJECTIVE}={r.best:.4f}  ({r.arch}, {r.name})")
     print(f"browse the study:  mlflow ui --backend-store-uri {uri}   (experiment {experiment!r})")
+    print(f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
+          f"--experiment {experiment} --mlflow-uri {uri}")
     return 0
 
 
