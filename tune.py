@@ -151,7 +151,6 @@ def main(argv=None) -> int:
     experiment = a.experiment or f"artsweep-{a.family}"
     splits, report = describe_data(a, data_dir, source, budget)
 
-    import ray
     from trainables.config import RunSettings
     from trainables.study import build_tuner
     os.environ.update(RAY_ENV)

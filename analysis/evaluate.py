@@ -12,7 +12,6 @@ metrics are also logged on the parent run itself.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -28,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
 
 from analysis import evaluation_plots, scores
-from analysis.runs import TrialRow, latest_study, trial_rows
+from analysis.runs import TrialRow, open_study, study_parser
 from trainables import cache, checkpoint, data, engine, tracking
 
 ARTIFACT_DIR = "evaluation"
@@ -171,19 +170,13 @@ def log(client: MlflowClient, parent_run_id: str, ev: Evaluation, folder: Path, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
-    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p = study_parser(__doc__, "python -m analysis.evaluate")
     p.add_argument("--top", type=int, default=1, help="evaluate the N best trials by val_macro_f1 (default 1)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
     p.add_argument("--out", default="evaluation", help="local folder for the report (default ./evaluation)")
     a = p.parse_args(argv)
-    client = MlflowClient(a.mlflow_uri)
-    try:
-        exp, study = latest_study(client, a.experiment)
-    except LookupError as e:
-        p.exit(2, f"analysis.evaluate: error: {e}\n")
-    rows = [r for r in trial_rows(client, exp.experiment_id, study.info.run_id) if r.epochs][: a.top]
+    client, exp, study, rows = open_study(p, a)
+    rows = [r for r in rows if r.epochs][: a.top]
     if not rows:
         p.exit(2, f"analysis.evaluate: error: no trial of study {study.info.run_id} reported a result\n")
     for rank, row in enumerate(rows, 1):

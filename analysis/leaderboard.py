@@ -7,14 +7,13 @@ leaderboard/leaderboard.md to the study's MLflow parent run.
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import TrialRow, latest_study, trial_rows
+from analysis.runs import TrialRow, open_study, study_parser
 from trainables.metrics import OBJECTIVE
 
 # searched by every family; the family's own knobs are in the CSV (all params) and the MLflow UI
@@ -73,17 +72,10 @@ def log(client: MlflowClient, parent_run_id: str, rows: list[TrialRow], md: str)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
-    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p = study_parser(__doc__, "python -m analysis.leaderboard")
     p.add_argument("--no-log", action="store_true", help="print only; don't log the tables to the parent run")
     a = p.parse_args(argv)
-    client = MlflowClient(a.mlflow_uri)
-    try:
-        exp, study = latest_study(client, a.experiment)
-    except LookupError as e:
-        p.exit(2, f"analysis.leaderboard: error: {e}\n")
-    rows = trial_rows(client, exp.experiment_id, study.info.run_id)
+    client, exp, study, rows = open_study(p, a)
     text, md = render(rows)
     print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials\n")
     print(text)

@@ -4,6 +4,7 @@ Used by analysis.leaderboard (python -m analysis.leaderboard --experiment NAME) 
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
 from mlflow.tracking import MlflowClient
@@ -47,3 +48,21 @@ def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     return sorted(rows, key=lambda row: (row.best == row.best, row.best), reverse=True)
 
 
+
+
+def study_parser(doc: str, prog: str) -> argparse.ArgumentParser:
+    """The arguments every analysis command shares: which study, in which tracking store."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
+    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    return p
+
+
+def open_study(p: argparse.ArgumentParser, a: argparse.Namespace):
+    """(client, experiment, parent run, trial rows) of the latest study; exit 2 with one line if there is none."""
+    client = MlflowClient(a.mlflow_uri)
+    try:
+        exp, study = latest_study(client, a.experiment)
+    except LookupError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    return client, exp, study, trial_rows(client, exp.experiment_id, study.info.run_id)

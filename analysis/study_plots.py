@@ -13,7 +13,6 @@ params every trial has (a `--family all` study mixes families with their own kno
 """
 from __future__ import annotations
 
-import argparse
 import math
 import textwrap
 import warnings
@@ -30,7 +29,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from analysis.runs import TrialRow, latest_study, trial_rows  # noqa: E402
+from analysis.runs import TrialRow, open_study, study_parser  # noqa: E402
 from trainables.metrics import OBJECTIVE  # noqa: E402
 
 ARTIFACT_DIR = "plots"
@@ -359,18 +358,11 @@ def _max_epochs(parent) -> int | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
-    p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
+    p = study_parser(__doc__, "python -m analysis.study_plots")
     p.add_argument("--out", type=Path, help="folder for the PNGs (default: study-plots/<experiment>)")
     p.add_argument("--no-log", action="store_true", help="write the PNGs only; don't log them to the parent run")
     a = p.parse_args(argv)
-    client = MlflowClient(a.mlflow_uri)
-    try:
-        exp, study = latest_study(client, a.experiment)
-    except LookupError as e:
-        p.exit(2, f"analysis.study_plots: error: {e}\n")
-    rows = trial_rows(client, exp.experiment_id, study.info.run_id)
+    client, exp, study, rows = open_study(p, a)
     out = a.out or Path("study-plots") / a.experiment
     paths = plot_study(rows, out, _max_epochs(study), fetch_histories(client, rows))
     print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials")

@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from analysis import evaluate, leaderboard
-from analysis.runs import latest_study
+from analysis.runs import latest_study, trial_rows
 from trainables.metrics import BEST, OBJECTIVE
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +40,7 @@ def test_leaderboard_lists_every_trial_and_its_best_row_is_mlflows(study, capsys
     best = runs[0]                       # MLflow's own ranking by the running-best metric
     history = [m.value for m in study.client.get_metric_history(best.info.run_id, OBJECTIVE)]
     assert best.data.metrics[BEST] == pytest.approx(max(history))
-    rows = leaderboard.table(leaderboard.trial_rows(study.client, exp.experiment_id, parent.info.run_id))
+    rows = leaderboard.table(trial_rows(study.client, exp.experiment_id, parent.info.run_id))
     assert rows.iloc[0]["run_id"] == best.info.run_id
     assert rows.iloc[0][OBJECTIVE] == pytest.approx(max(history))
     assert set(rows["stopped_early"]) == {True, False}
@@ -62,7 +62,7 @@ def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp
     folder = evaluated / winner.info.run_name
     summary = json.loads((folder / "metrics.json").read_text())
     assert summary["run_id"] == winner.info.run_id
-    row = next(r for r in evaluate.trial_rows(study.client, exp.experiment_id, parent.info.run_id)
+    row = next(r for r in trial_rows(study.client, exp.experiment_id, parent.info.run_id)
                if r.run_id == winner.info.run_id)
     clf, splits = evaluate.load_trial(study.client, row, parent.info.run_id, tmp_path)
     pred = evaluate.predict_split(clf, splits)

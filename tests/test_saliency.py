@@ -1,7 +1,6 @@
 """Grad-CAM overlays for every registered family, followed from the registry: a new family (or stand-in) is
 covered without a new test. Each model goes through checkpoint.save/load, as a trial's best checkpoint does."""
 import dataclasses
-import io
 
 import numpy as np
 import pytest
