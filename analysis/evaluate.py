@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
                   batch_size: int = 64) -> Predictions:
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
+    missing = next((p for p in splits.paths if not os.path.exists(p)), None)
+    if missing:
+        raise data.DataError(f"the study's images are not on this machine (e.g. {missing}); run the evaluation "
+                             "where the study's --data is mounted at the same path")
     images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
     bad = {b["index"] for b in meta["bad"]}
     idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
@@ -185,7 +190,10 @@ def main(argv=None) -> int:
         folder = Path(a.out) / row.name
         print(f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, val_macro_f1 {row.best:.4f}) on "
               f"{len(splits.test)} test images ...", flush=True)
-        ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)
+        try:
+            ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)
+        except data.DataError as e:
+            p.exit(2, f"{p.prog}: error: {e}\n")
         log(client, study.info.run_id, ev, folder, winner=rank == 1)
         for k, v in ev.metrics.items():
             print(f"  {k:<17} {v['value']:.4f}  (95 % CI {v['ci_low']:.4f} - {v['ci_high']:.4f})")

@@ -192,9 +192,11 @@ def main(argv=None) -> int:
     p.add_argument("--trial", metavar="RUN_ID", help="register this trial run instead of the study's best")
     a = p.parse_args(argv)
     from analysis.runs import latest_study, trial_rows   # here: the served model never needs them
-    client = MlflowClient(a.mlflow_uri)
+    from trainables.tracking import check_reachable
     name = a.name or f"{a.experiment}-classifier"
     try:
+        check_reachable(a.mlflow_uri, must_exist=True)   # before MlflowClient, which creates a missing SQLite file
+        client = MlflowClient(a.mlflow_uri)
         run_id = a.trial
         if not run_id:
             exp, study = latest_study(client, a.experiment)
@@ -203,7 +205,7 @@ def main(argv=None) -> int:
                 raise LookupError(f"no trial of study {study.info.run_id} reported a result")
             run_id = rows[0].run_id
         mv = register(client, run_id, name)
-    except (LookupError, OSError, MlflowException) as e:   # no study / run / checkpoint: one line, exit 2
+    except (LookupError, OSError, MlflowException) as e:   # no store / study / run / checkpoint: one line, exit 2
         p.exit(2, f"analysis.registry: error: {e}\n")
     t = mv.tags
     print(f"registered models:/{mv.name}/{mv.version}: trial {client.get_run(run_id).info.run_name} "

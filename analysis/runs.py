@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import OBJECTIVE
-from trainables.tracking import latest_study  # noqa: F401  (re-exported for analysis/)
+from trainables.tracking import check_reachable, latest_study
 
 
 @dataclass
@@ -59,10 +59,12 @@ def study_parser(doc: str, prog: str) -> argparse.ArgumentParser:
 
 
 def open_study(p: argparse.ArgumentParser, a: argparse.Namespace):
-    """(client, experiment, parent run, trial rows) of the latest study; exit 2 with one line if there is none."""
-    client = MlflowClient(a.mlflow_uri)
+    """(client, experiment, parent run, trial rows) of the latest study; exit 2 with one line when the store
+    cannot be reached or holds no study."""
     try:
+        check_reachable(a.mlflow_uri, must_exist=True)   # before MlflowClient, which creates a missing SQLite file
+        client = MlflowClient(a.mlflow_uri)
         exp, study = latest_study(client, a.experiment)
-    except LookupError as e:
+    except (ConnectionError, LookupError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
     return client, exp, study, trial_rows(client, exp.experiment_id, study.info.run_id)

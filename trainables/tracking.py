@@ -37,8 +37,12 @@ def is_local_uri(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "/")) or "://" not in uri
 
 
-def check_reachable(uri: str) -> None:
-    """Raise ConnectionError with what to do when the tracking store cannot be used."""
+def check_reachable(uri: str, must_exist: bool = False) -> None:
+    """Raise ConnectionError with what to do when the tracking store cannot be used. `must_exist`: a
+    SQLite file that is not there is an error (reading a study), not a new empty store (starting one)."""
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise ConnectionError(f"no MLflow store at {uri}; run this where tune.py ran (it writes ./mlflow.db) "
+                              "or pass the study's --mlflow-uri")
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # mlflow raises several types for bad URIs and dead servers
