@@ -11,11 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -76,12 +73,6 @@ def _checkpoint(folder: Path) -> Path:
     return checkpoint.save(folder, model, CLASSES, cfg, 32, NORM, "crop", 1, {"val_macro_f1": 0.5})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -111,42 +102,16 @@ def served(tmp_path_factory):
 
     # Serve as on a machine without this project: another cwd, and a sitecustomize (run by every Python the
     # server starts, uvicorn's too) that lets only a model's code/ folder provide the project's packages.
-    port, cwd = _free_port(), tmp_path_factory.mktemp("elsewhere")
+    cwd = tmp_path_factory.mktemp("elsewhere")
     (cwd / "sitecustomize.py").write_text(NO_PROJECT)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
            "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])])}
     blocked = subprocess.run([sys.executable, "-c", "import trainables"], cwd=cwd, env=env, capture_output=True,
                              text=True)
     assert blocked.returncode != 0 and "only a model's code/" in blocked.stderr, blocked.stderr
-    log = open(tmp / "serve.log", "w")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
-         "--host", "127.0.0.1", "-p", str(port)],
-        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True)   # its own process group: uvicorn's workers go down with it
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() - t0 > 120:
-                log.flush()
-                pytest.fail(f"scoring server not up (rc {proc.poll()}):\n{(tmp / 'serve.log').read_text()[-3000:]}")
-            time.sleep(0.25)
-        print(f"mlflow models serve answered /ping after {time.monotonic() - t0:.1f} s")
-        yield Served(f"http://127.0.0.1:{port}/invocations", ckpt, checkpoint.load(ckpt), uri)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+    with registry.scoring_server(f"models:/{NAME}/1", env, cwd, tmp / "serve.log", timeout_s=120) as (base, up_s):
+        print(f"mlflow models serve answered /ping after {up_s:.1f} s")
+        yield Served(f"{base}/invocations", ckpt, checkpoint.load(ckpt), uri)
 
 
 def _images(folder: Path) -> list[Path]:
