@@ -261,7 +261,7 @@ def resume(a: argparse.Namespace) -> int:
 
 def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float) -> int:
     from mlflow.tracking import MlflowClient
-    from analysis.runs import trial_rows
+    from analysis.runs import best_per_family, trial_rows
     rows = trial_rows(MlflowClient(uri), exp_id, parent)
     done = [r for r in rows if r.epochs]
     stopped = sum(r.stopped_early for r in rows)
@@ -274,9 +274,7 @@ def summarize(uri: str, experiment: str, exp_id: str, parent: str, wall_s: float
     print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE}={best.best:.4f} "
           f"(epoch {best.best_epoch} of {best.epochs})")
     print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())))
-    families = {}
-    for r in done:  # rows are sorted best first, so the first row of a family is its best
-        families.setdefault(r.family, r)
+    families = best_per_family(rows)
     if len(families) > 1:
         print("families ranked by their best trial:")
         for i, (fam, r) in enumerate(families.items(), 1):

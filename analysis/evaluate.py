@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -46,11 +45,11 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
                   batch_size: int = 64) -> Predictions:
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
-    missing = next((p for p in splits.paths if not os.path.exists(p)), None)
-    if missing:
-        raise data.DataError(f"the study's images are not on this machine (e.g. {missing}); run the evaluation "
-                             "where the study's --data is mounted at the same path")
-    images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
+    try:   # the cache key stats every file: a missing one means the data is not mounted here
+        images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
+    except FileNotFoundError as e:
+        raise data.DataError(f"the study's images are not on this machine (e.g. {e.filename}); run the "
+                             "evaluation where the study's --data is mounted at the same path") from None
     bad = {b["index"] for b in meta["bad"]}
     idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
     loader = DataLoader(cache.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import TrialRow, open_study, study_parser
+from analysis.runs import TrialRow, best_per_family, open_study, study_parser
 from trainables.metrics import OBJECTIVE
 
 # searched by every family; the family's own knobs are in the CSV (all params) and the MLflow UI
@@ -35,11 +35,7 @@ def table(rows: list[TrialRow], all_params: bool = False) -> pd.DataFrame:
 
 def family_best(rows: list[TrialRow]) -> pd.DataFrame:
     """Each family's best trial, families ranked by it."""
-    first: dict[str, TrialRow] = {}
-    for r in rows:
-        if r.epochs:
-            first.setdefault(r.family, r)     # rows are best first
-    return table(list(first.values())).drop(columns=["rank"])
+    return table(list(best_per_family(rows).values())).drop(columns=["rank"])
 
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:

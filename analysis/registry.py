@@ -21,7 +21,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -186,12 +185,6 @@ def register(client_or_uri: MlflowClient | str, run_id: str, model_name: str,
     return client.get_model_version(model_name, version)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def scoring_server(model_uri: str, env: dict, cwd: Path, log_path: Path, timeout_s: float = 180.0):
     """Run the real `mlflow models serve -m MODEL_URI --env-manager local` on a free loopback port until the
@@ -201,6 +194,8 @@ def scoring_server(model_uri: str, env: dict, cwd: Path, log_path: Path, timeout
     import subprocess
     import time
     import urllib.request
+
+    from trainables.cluster import free_port
     port = free_port()
     with open(log_path, "w") as log:
         t0 = time.perf_counter()

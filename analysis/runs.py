@@ -50,6 +50,15 @@ def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 
 
 
+def best_per_family(rows: list[TrialRow]) -> dict[str, TrialRow]:
+    """Each family's best trial that reported a result, families ranked by it (`rows` are best first)."""
+    best: dict[str, TrialRow] = {}
+    for r in rows:
+        if r.epochs:
+            best.setdefault(r.family, r)
+    return best
+
+
 def study_parser(doc: str, prog: str) -> argparse.ArgumentParser:
     """The arguments every analysis command shares: which study, in which tracking store."""
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,7 +2,6 @@
 validation metrics they report equal those computed on the whole split in one process."""
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from search_spaces import get_family
 from trainables import cache, data, engine
+from trainables.cluster import free_port
 from trainables.config import TrialConfig
 
 SIZE, WORLD = 32, 2
@@ -62,16 +62,10 @@ def _rank_main(rank, root, port, out):
     dist.destroy_process_group()
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tiny_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_rank_main, args=(str(tiny_folder), _free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(str(tiny_folder), free_port(), str(out)), nprocs=WORLD, join=True)
     return out
 
 

@@ -1,6 +1,5 @@
 """CUDA code paths: AMP (bf16, fp16 + GradScaler) and NCCL DDP. Skipped on machines without a GPU."""
 import os
-import socket
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch.multiprocessing as mp
 
 from search_spaces import FAMILIES
 from trainables import engine
+from trainables.cluster import free_port
 from trainables.config import TrialConfig
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -52,8 +52,6 @@ def _nccl_rank(rank, port, world):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
 def test_nccl_ddp_keeps_ranks_identical():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     world = torch.cuda.device_count()
     mp.spawn(_nccl_rank, args=(port, world), nprocs=world, join=True)

@@ -4,7 +4,6 @@ Everything started here is stopped at the end."""
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows
+from trainables.cluster import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url, timeout=90):

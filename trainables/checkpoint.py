@@ -8,6 +8,7 @@ registered MLflow model and analysis.predict all go through Classifier, so they 
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables import cache, data, decode
+from trainables import cache, data, decode, engine
 from trainables.config import TrialConfig
 
 FILENAME = "model.pt"
@@ -79,18 +80,13 @@ class Classifier:
         """One image -> float [3, S, S], exactly as validation saw it."""
         return self.transform(torch.tensor(self.fit(image)).permute(2, 0, 1))  # copy: fit() may be read-only
 
-    @torch.no_grad()
     def logits(self, images: Iterable, batch_size: int = 64) -> np.ndarray:
-        self.model.eval()
-        batch, out = [], []
-        for img in images:
-            batch.append(self.preprocess(img))
-            if len(batch) == batch_size:
-                out.append(self.model(torch.stack(batch).to(self.device)).float().cpu())
-                batch = []
-        if batch:
-            out.append(self.model(torch.stack(batch).to(self.device)).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+        """[N, C] logits through engine.predict, batch_size images at a time (preprocessed lazily)."""
+        it = iter(images)
+        batches = ((torch.stack(b), torch.zeros(len(b), dtype=torch.long))
+                   for b in iter(lambda: [self.preprocess(x) for x in itertools.islice(it, batch_size)], []))
+        logits, _ = engine.predict(self.model, batches, self.device)
+        return logits if len(logits) else np.zeros((0, len(self.classes)), np.float32)
 
     def probabilities(self, images: Iterable) -> np.ndarray:
         return torch.from_numpy(self.logits(images)).softmax(1).numpy()
