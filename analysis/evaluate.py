@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from analysis import evaluation_plots, scores
 from analysis.runs import TrialRow, open_study, study_parser
 from trainables import cache, checkpoint, data, engine, tracking
+from trainables.metrics import OBJECTIVE_KEY
 
 ARTIFACT_DIR = "evaluation"
 
@@ -54,7 +55,7 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
     idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
     loader = DataLoader(cache.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)
     captured: list[torch.Tensor] = []
-    hook = checkpoint.classifier_layer(clf.model).register_forward_hook(
+    hook = clf.head.register_forward_hook(
         lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu()))
     try:
         logits, targets = engine.predict(clf.model, loader, clf.device)
@@ -138,8 +139,8 @@ def _html(ev: Evaluation, clf: checkpoint.Classifier) -> str:
     m = pd.DataFrame([{"metric": k, "value": v["value"], "95 % CI": f"{v['ci_low']:.4f} – {v['ci_high']:.4f}"}
                       for k, v in ev.metrics.items()])
     parts = [f"<h1>artsweep evaluation: {ev.trial}</h1>",
-             f"<p>run {ev.run_id}, checkpoint of epoch {clf.epoch}, {clf.trial_config.get('family')} / "
-             f"{clf.trial_config.get('arch')}, {clf.image_size} px; test split, never used for selection.</p>",
+             f"<p>run {ev.run_id}, checkpoint of epoch {clf.epoch}, {clf.trial_config.family.name} / "
+             f"{clf.trial_config.arch}, {clf.image_size} px; test split, never used for selection.</p>",
              "<h2>Metrics (bootstrap 95 % intervals)</h2>", m.to_html(index=False, float_format="%.4f"),
              "<h2>Confusion matrix</h2>", _img(ev.files[0]),
              f"<h2>Calibration: ECE {ev.calibration['ece'] * 100:.2f} %</h2>", _img(ev.files[1]),
@@ -175,7 +176,7 @@ def log(client: MlflowClient, parent_run_id: str, ev: Evaluation, folder: Path, 
 
 def main(argv=None) -> int:
     p = study_parser(__doc__, "python -m analysis.evaluate")
-    p.add_argument("--top", type=int, default=1, help="evaluate the N best trials by val_macro_f1 (default 1)")
+    p.add_argument("--top", type=int, default=1, help=f"evaluate the N best trials by {OBJECTIVE_KEY} (default 1)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
     p.add_argument("--out", default="evaluation", help="local folder for the report (default ./evaluation)")
     a = p.parse_args(argv)
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             clf, splits = load_trial(client, row, study.info.run_id, Path(tmp))
         folder = Path(a.out) / row.name
-        print(f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, val_macro_f1 {row.best:.4f}) on "
+        print(f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, {OBJECTIVE_KEY} {row.best:.4f}) on "
               f"{len(splits.test)} test images ...", flush=True)
         try:
             ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)

@@ -14,7 +14,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import TrialRow, best_per_family, open_study, study_parser
-from trainables.metrics import OBJECTIVE
+from trainables.metrics import OBJECTIVE_KEY
 
 # searched by every family; the family's own knobs are in the CSV (all params) and the MLflow UI
 KEY_PARAMS = ("lr", "batch_size", "aug_strength", "sampler_power", "weight_decay")
@@ -25,8 +25,8 @@ def table(rows: list[TrialRow], all_params: bool = False) -> pd.DataFrame:
     """Rows in the order given (trial_rows: best first). `rank` is 1-based; NaN best = never reported."""
     records = []
     for i, r in enumerate(rows, 1):
-        params = r.params if all_params else {k: r.params.get(k, "") for k in KEY_PARAMS}
-        records.append({"rank": i, "trial": r.name, "family": r.family, "arch": r.arch, OBJECTIVE: r.best,
+        params = r.params if all_params else {k: r.param(k) for k in KEY_PARAMS}
+        records.append({"rank": i, "trial": r.name, "family": r.family, "arch": r.arch, OBJECTIVE_KEY: r.best,
                         "best_epoch": r.best_epoch, "epochs": r.epochs, "stopped_early": r.stopped_early,
                         "status": r.status, "wall_s": r.wall_s,
                         **{k: v for k, v in params.items() if k not in ("family", "arch")}, "run_id": r.run_id})
@@ -40,7 +40,7 @@ def family_best(rows: list[TrialRow]) -> pd.DataFrame:
 
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
-    out[OBJECTIVE] = out[OBJECTIVE].map(lambda v: f"{v:.4f}")
+    out[OBJECTIVE_KEY] = out[OBJECTIVE_KEY].map(lambda v: f"{v:.4f}")
     out["wall_s"] = out["wall_s"].map(lambda v: f"{v:.0f}")
     if "lr" in out:
         out["lr"] = out["lr"].map(lambda v: f"{float(v):.2e}" if v not in ("", None) else "")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from trainables.metrics import OBJECTIVE
+from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking import check_reachable, latest_study
 
 
@@ -21,7 +21,11 @@ class TrialRow:
     status: str
     family: str
     arch: str
-    params: dict
+    params: dict                 # the searched values under their study names (MLflow params)
+
+    def param(self, name: str, default=""):
+        """A param by its plain name, also in an `all` study, where it is qualified (`cnn.lr`)."""
+        return self.params.get(name, self.params.get(f"{self.family}.{name}", default))
     best: float                  # best val_macro_f1 over the trial's epochs (nan if none)
     best_epoch: int
     epochs: int                  # epochs with a reported val_macro_f1
@@ -31,22 +35,21 @@ class TrialRow:
 
 
 def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
-    """Every child run of the study (ASHA-stopped ones included), best val_macro_f1 first."""
+    """Every child run of the study (ASHA-stopped ones included), best objective first (OBJECTIVE.mode)."""
     children = client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
                                   max_results=10_000)
     rows = []
     for r in children:
-        hist = sorted(client.get_metric_history(r.info.run_id, OBJECTIVE), key=lambda m: m.step)
+        hist = sorted(client.get_metric_history(r.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
         values = [m.value for m in hist]
-        best_i = max(range(len(values)), key=values.__getitem__) if values else -1
+        best_i = values.index(OBJECTIVE.best(values)) if values else -1
         rows.append(TrialRow(
             run_id=r.info.run_id, name=r.data.tags.get(MLFLOW_RUN_NAME, r.info.run_id), status=r.info.status,
             family=r.data.tags.get("family", "?"), arch=r.data.tags.get("arch", "?"), params=dict(r.data.params),
             best=values[best_i] if values else float("nan"), best_epoch=hist[best_i].step if values else 0,
             epochs=len(values), stopped_early=r.data.tags.get("stopped_early") == "true",
             wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else float("nan"), history=values))
-    return sorted(rows, key=lambda row: (row.best == row.best, row.best), reverse=True)
-
+    return sorted(rows, key=lambda row: OBJECTIVE.sort_key(row.best))
 
 
 

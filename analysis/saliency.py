@@ -1,22 +1,15 @@
 """Grad-CAM overlays for a checkpoint's Classifier, for every model family (pytorch-grad-cam's GradCAM).
 
-Where the map is read (target_layer):
-  ViT-like (timm ViT, EVA02: `blocks` + `num_prefix_tokens`)  blocks[-1].norm1; the tokens, prefix (class,
-      register) tokens dropped, are reshaped to the patch grid, as pytorch-grad-cam's ViT tutorial does
-  a model with a `backbone` (the hybrid)                       the backbone's own target layer
-  timm EfficientNet                                           bn2 (conv_head + BN + act: the map the head pools)
-  other timm CNNs (ResNet, ConvNeXt, Xception, VGG)            feature_info[-1]['module'], the last stage
-  a `features` Sequential (scratch SimpleCNN / DeepCNN)        features
-  anything else                                               the last Conv2d
-The heatmap's resolution is the map's: stride 32 for timm CNNs and the hybrid (7 x 7 at 224 px, 2 x 2 at
-64 px), 16 for ViT-B/16, 8 or 16 for the scratch CNNs; it is upsampled bilinearly to the input crop.
-A map of 1 x 1 (a stride-32 CNN at 32 px) carries no spatial information and comes out all zero.
+The layer Grad-CAM reads is the family's `saliency_layer` hook (search_spaces/hooks.py: the last stage of a
+timm CNN, a ViT's last block as a patch grid, the scratch CNNs' features, the hybrid's backbone). The
+heatmap has that layer's resolution, upsampled bilinearly to the input crop; a 1 x 1 map (a stride-32 CNN
+at 32 px) carries no spatial information and comes out all zero.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -29,41 +22,10 @@ from torch import nn  # noqa: E402
 FILENAME = "gradcam.png"
 
 
-def _tokens_to_grid(num_prefix_tokens: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """[B, prefix + h*w, D] tokens -> [B, D, h, w] map (square inputs, so a square patch grid)."""
-    def reshape(tokens: torch.Tensor) -> torch.Tensor:
-        patches = tokens[:, num_prefix_tokens:, :]
-        side = math.isqrt(patches.shape[1])
-        if side * side != patches.shape[1]:
-            raise ValueError(f"{patches.shape[1]} patch tokens do not form a square grid")
-        return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
-    return reshape
-
-
-def target_layer(model: nn.Module) -> tuple[nn.Module, Optional[Callable]]:
-    """(layer whose output Grad-CAM weighs, reshape_transform for token outputs or None); see the module doc."""
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and hasattr(model, "num_prefix_tokens") and len(blocks):
-        last = blocks[-1]
-        return getattr(last, "norm1", last), _tokens_to_grid(int(model.num_prefix_tokens))
-    if isinstance(getattr(model, "backbone", None), nn.Module):
-        return target_layer(model.backbone)
-    if type(model).__name__ == "EfficientNet" and isinstance(getattr(model, "bn2", None), nn.Module):
-        return model.bn2, None
-    info = getattr(model, "feature_info", None)
-    if isinstance(info, (list, tuple)) and info and isinstance(info[-1], dict) and info[-1].get("module"):
-        return model.get_submodule(info[-1]["module"]), None
-    if isinstance(getattr(model, "features", None), nn.Module):
-        return model.features, None
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"no Grad-CAM target layer found in {type(model).__name__}")
-    return convs[-1], None
-
-
-def cams(model: nn.Module, batch: torch.Tensor, targets: Optional[Sequence[int]] = None
+def cams(model: nn.Module, layer: tuple, batch: torch.Tensor, targets: Optional[Sequence[int]] = None
          ) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM of `targets` (default: each image's predicted class) for a preprocessed batch [B, 3, S, S].
+    """Grad-CAM of `targets` (default: each image's predicted class) for a preprocessed batch [B, 3, S, S];
+    `layer` is (target layer, token reshape or None), as the model's family names it.
 
     Returns (maps float32 [B, S, S] in [0, 1], each min-max scaled; probabilities float32 [B, K]).
     The model is left as it was: train/eval mode restored, parameter .grad restored, hooks removed;
@@ -71,7 +33,7 @@ def cams(model: nn.Module, batch: torch.Tensor, targets: Optional[Sequence[int]]
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    layer, reshape = target_layer(model)
+    layer, reshape = layer
     params = list(model.parameters())
     saved_grads = [p.grad for p in params]
     was_training = model.training
@@ -119,7 +81,8 @@ def overlays(classifier, images: list, labels: Optional[list[int]], folder: Path
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
     batch = torch.stack([classifier.preprocess(img) for img in images])
-    maps, probs = cams(classifier.model, batch.to(classifier.device))
+    maps, probs = cams(classifier.model, classifier.trial_config.family.saliency_layer(classifier.model),
+                       batch.to(classifier.device))
     pred = probs.argmax(1)
 
     k = len(images)

@@ -1,7 +1,7 @@
 """Test-set evidence from predictions: pure numpy / scikit-learn / scipy, no model, no MLflow.
 
 Inputs everywhere: logits [N, C] float, targets [N] int (class indices), classes [C] names.
-The point metrics are trainables.metrics.METRICS (the ones every epoch reported, `val_` -> `test_`),
+The point metrics are trainables.metrics.METRICS (the ones every epoch reported, under their `test_` keys),
 so the test numbers are computed by the same code as the validation numbers trials were selected by.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from trainables import metrics
 
-POINT = ("val_accuracy", "val_top5", "val_macro_f1", "val_weighted_f1")   # bootstrapped; reported as test_*
+POINT = ("accuracy", "top5", "macro_f1", "weighted_f1")   # metrics.METRICS bootstrapped; reported as test_*
 CONFIDENCE_BUCKETS = (0.9, 0.7, 0.5, 0.0)   # the seeds' calibration table: >90 %, 70-90 %, 50-70 %, <50 %
 
 
@@ -28,7 +28,7 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
     out = {}
     rng = np.random.default_rng(seed)
     for name in POINT:
-        fn = metrics.METRICS[name]
+        fn = metrics.METRICS[name].fn
         value = fn(logits, targets)
         entry = {"value": value, "ci_low": value, "ci_high": value}
         if n_boot > 1 and len(targets) > 1:
@@ -36,7 +36,7 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
                                   n_resamples=n_boot, vectorized=False, method="percentile",
                                   confidence_level=0.95, random_state=rng)
             entry.update(ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high))
-        out[name.replace("val_", "test_")] = entry
+        out[metrics.METRICS[name].key("test")] = entry
     return out
 
 

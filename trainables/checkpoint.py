@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces import get_family
+from search_spaces.space import TrialConfig
 from trainables import cache, data, decode, engine
-from trainables.config import TrialConfig
+from trainables.pretrained import Weights
 
 FILENAME = "model.pt"
 ARTIFACT = f"checkpoint/{FILENAME}"   # where each trial's best checkpoint sits in its MLflow child run
@@ -27,18 +29,11 @@ ARTIFACT = f"checkpoint/{FILENAME}"   # where each trial's best checkpoint sits 
 def save(folder: Path, model: nn.Module, classes: Sequence[str], cfg: TrialConfig, image_size: int, norm: dict,
          resize_policy: str, epoch: int, values: dict) -> Path:
     path = Path(folder) / FILENAME
-    torch.save({"model": model.state_dict(), "classes": list(classes), "trial_config": cfg.to_dict(),
+    torch.save({"model": model.state_dict(), "classes": list(classes), "family": cfg.family.name,
+                "params": cfg.values,
                 "image_size": image_size, "normalization": norm, "resize_policy": resize_policy, "epoch": epoch,
                 "metrics": values}, path)
     return path
-
-
-def classifier_layer(model: nn.Module) -> nn.Module:
-    """The final linear layer: its input is the embedding (pre-logits) every family shares."""
-    if hasattr(model, "get_classifier"):          # timm models
-        return model.get_classifier()
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1]                             # scratch CNNs' head[-1], the hybrid's head
 
 
 @dataclass
@@ -48,12 +43,17 @@ class Classifier:
     image_size: int                   # model input side, px
     resize_policy: str                # crop | letterbox, as in training's decode cache
     normalization: dict               # mean / std the weights were trained with
-    trial_config: dict
+    trial_config: TrialConfig         # its family, and every parameter value (searched and fixed)
     epoch: int                        # epoch (1-based) the checkpoint was taken at
     metrics: dict = field(default_factory=dict)   # validation metrics at that epoch
 
     def __post_init__(self):
         self.transform = data.build_transform(self.image_size, False, **self.normalization)
+
+    @property
+    def head(self) -> nn.Module:
+        """The final classifier layer, as the family names it: its input is the embedding."""
+        return self.trial_config.family.head(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -99,13 +99,11 @@ class Classifier:
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Classifier:
-    """Rebuild the model of a checkpoint written by save(); no pretrained weights are fetched."""
-    from search_spaces import get_family
-    from trainables.pretrained import Weights
+    """Rebuild the model of a checkpoint written by save() through its family; no pretrained weights are fetched."""
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    cfg = TrialConfig.from_dict(ckpt["trial_config"])
-    model = get_family(cfg.family).build_model(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
+    cfg = TrialConfig(get_family(ckpt["family"]), ckpt["params"])
+    model = cfg.family.build(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return Classifier(model, list(ckpt["classes"]), int(ckpt["image_size"]), ckpt.get("resize_policy", "crop"),
-                      dict(ckpt["normalization"]), ckpt["trial_config"], int(ckpt["epoch"]), ckpt.get("metrics", {}))
+                      dict(ckpt["normalization"]), cfg, int(ckpt["epoch"]), ckpt.get("metrics", {}))

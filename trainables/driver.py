@@ -1,7 +1,8 @@
 """The trial driver: a Ray Tune function trainable that runs one trial as a Ray Train V2 TorchTrainer.
 
-Tune calls run_trial(config) with the TrialConfig fields Optuna proposed under config["trial"]; the TorchTrainer's
-TuneReportCallback forwards rank 0's per-epoch report to Tune, where ASHA decides to go on or stop.
+Tune calls run_trial(config) with the parameters Optuna proposed, under their study names; the study's
+SearchSpace turns them into the trial's TrialConfig. The TorchTrainer's TuneReportCallback forwards rank 0's
+per-epoch report to Tune, where ASHA decides to go on or stop.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import tracking
-from trainables.config import RunSettings, TrialConfig
-from trainables.metrics import MODE, OBJECTIVE
+from trainables.config import RunSettings
+from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 
 
 def train_loop(config: dict) -> None:
@@ -27,23 +28,25 @@ def train_storage(s: RunSettings) -> str:
     return f"{s.storage.rstrip('/')}/{s.experiment}/train"
 
 
-def run_trial(config: dict, settings: RunSettings) -> None:
-    cfg = TrialConfig.from_dict(config["trial"])  # rejects keys a search space made up
+def run_trial(config: dict, settings: RunSettings, space) -> None:
+    """`space`: the study's search_spaces.space.SearchSpace (passed as an object, like the family it holds)."""
+    cfg = space.trial_config(config)  # rejects keys a search space made up
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
     run_id = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id,
-                                     trial_id, ctx.get_trial_name(), cfg.to_dict())
+                                     trial_id, ctx.get_trial_name(), cfg.params(),
+                                     {"family": cfg.family.name, "arch": cfg.arch})
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"trial": cfg.to_dict(), "settings": settings.to_dict(), "run_id": run_id},
+        train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id},
         scaling_config=ScalingConfig(num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu,
                                      resources_per_worker={"CPU": settings.cpus_per_worker}),
         run_config=RunConfig(
             name=f"trial-{trial_id}",
             storage_path=train_storage(settings),
             callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=OBJECTIVE,
-                                               checkpoint_score_order=MODE),
+            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=OBJECTIVE_KEY,
+                                               checkpoint_score_order=OBJECTIVE.mode),
             failure_config=FailureConfig(max_failures=0),  # a crashed trial fails; the study goes on
         ),
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import timm.optim
@@ -47,31 +48,23 @@ def amp_setup(mode: str, device: torch.device):
     return torch.bfloat16, None
 
 
-def head_parameters(model: nn.Module) -> list:
-    """Parameters that are new for this dataset (full LR): a hybrid's added modules, a timm classifier."""
-    if hasattr(model, "new_parameters"):
-        return list(model.new_parameters())
-    if hasattr(model, "get_classifier"):
-        return list(model.get_classifier().parameters())
-    return []
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, layer_decay: float = 0.0,
-                   backbone_lr_scale: float = 1.0):
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, head: Iterable = (),
+                   layer_decay: float = 0.0, backbone_lr_scale: float = 1.0):
     """AdamW over timm's parameter groups (no weight decay on norms and biases; layer-wise LR decay when
-    layer_decay > 0), each split into head and backbone. Every group carries `lr_scale`, which timm's
-    scheduler applies: backbone groups are scaled by backbone_lr_scale (and zeroed by set_backbone_frozen)."""
+    layer_decay > 0), each split into `head` (the parameters new for this dataset, as the family names them)
+    and backbone. Every group carries `lr_scale`, which timm's scheduler applies: backbone groups are
+    scaled by backbone_lr_scale (and zeroed by set_backbone_frozen). No head: every group is "head"."""
     if layer_decay > 0:
         groups = timm.optim.param_groups_layer_decay(model, weight_decay, layer_decay=layer_decay)
     else:
         groups = timm.optim.param_groups_weight_decay(model, weight_decay)
-    head = {id(p) for p in head_parameters(model)}
+    head = {id(p) for p in head} or {id(p) for p in model.parameters()}   # no head named: nothing is frozen
     out = []
     for g in groups:
         for is_head in (True, False):
             params = [p for p in g["params"] if (id(p) in head) == is_head]
             if params:
-                scale = g.get("lr_scale", 1.0) * (1.0 if is_head or not head else backbone_lr_scale)
+                scale = g.get("lr_scale", 1.0) * (1.0 if is_head else backbone_lr_scale)
                 out.append({**g, "params": params, "is_head": is_head, "base_lr_scale": scale, "lr_scale": scale})
     return torch.optim.AdamW(out, lr=lr)
 

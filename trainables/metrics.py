@@ -1,19 +1,48 @@
-"""Validation metrics over a whole split: a metric is one function in METRICS.
+"""Metrics over a whole split: a metric is one `Metric` spec (name, direction, function) in METRICS.
 
-Every function takes (logits [N, C] float, targets [N] int) as numpy arrays and returns a float.
-Names carry the `val_` prefix where they are reported; `val_macro_f1` is the study's objective.
+Every function takes (logits [N, C] float, targets [N] int) as numpy arrays and returns a float. A spec's
+`key(split)` is its reported name (`val_macro_f1`, `test_macro_f1`); OBJECTIVE is the spec that Optuna,
+ASHA, checkpoints, the running best and the leaderboard rank by, each reading its `mode`.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 # sklearn and torch are imported inside the functions: the trial driver and the Tune process import this
 # module for OBJECTIVE and should not pay ~1.5 s of sklearn import in every trial.
 
-OBJECTIVE = "val_macro_f1"   # the one metric Optuna, ASHA, checkpoints and the leaderboard rank by
-MODE = "max"
-BEST = f"best_{OBJECTIVE}"     # running best per trial, logged to MLflow beside the per-epoch values
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str                                  # without split prefix: "macro_f1"
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    mode: str = "max"                          # "max": higher is better; "min": lower is better
+
+    def key(self, split: str = "val") -> str:
+        return f"{split}_{self.name}"
+
+    def better(self, a: float, b: float) -> bool:
+        """a is strictly better than b (b may be nan: anything finite beats it)."""
+        if math.isnan(b):
+            return not math.isnan(a)
+        return a > b if self.mode == "max" else a < b
+
+    def best(self, values) -> float:
+        """The best of `values` (nan when empty)."""
+        out = math.nan
+        for v in values:
+            out = v if self.better(v, out) else out
+        return out
+
+    def sort_key(self, value: float) -> tuple:
+        """Sorts best first with sorted(..., key=...): nan (never reported) last."""
+        return (True, 0.0) if math.isnan(value) else (False, -value if self.mode == "max" else value)
 
 
 def _pred(logits: np.ndarray) -> np.ndarray:
@@ -51,14 +80,17 @@ def loss(logits, targets) -> float:
                                                    torch.as_tensor(targets, dtype=torch.long)))
 
 
-METRICS = {
-    "val_macro_f1": macro_f1,
-    "val_accuracy": accuracy,
-    "val_top5": top5,
-    "val_weighted_f1": weighted_f1,
-    "val_loss": loss,
-}
+METRICS = {m.name: m for m in (
+    Metric("macro_f1", macro_f1),
+    Metric("accuracy", accuracy),
+    Metric("top5", top5),
+    Metric("weighted_f1", weighted_f1),
+    Metric("loss", loss, mode="min"),
+)}
+OBJECTIVE = METRICS["macro_f1"]
+OBJECTIVE_KEY = OBJECTIVE.key("val")    # "val_macro_f1": the Tune metric, ASHA's, the MLflow metric
+BEST_KEY = f"best_{OBJECTIVE_KEY}"      # running best per trial, logged to MLflow beside the per-epoch values
 
 
-def compute(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    return {name: fn(logits, targets) for name, fn in METRICS.items()}
+def compute(logits: np.ndarray, targets: np.ndarray, split: str = "val") -> dict[str, float]:
+    return {m.key(split): m.fn(logits, targets) for m in METRICS.values()}

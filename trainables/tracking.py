@@ -1,10 +1,12 @@
 """MLflow: one parent run per study, one child run per trial (ASHA-stopped trials included).
 
 Who writes what:
-  tune.py (study driver)   parent run; closes every child run when its trial ends (TrialRunCloser)
+  the study (sweep.study)  parent run (params, dataset/, study/settings.json, study/space.json); the
+                           sweep.callbacks.CloseTrialRuns callback ends every child run when its trial ends
   trial driver             creates the child run with params and tags before any worker starts
   worker rank 0            per-epoch metrics and the best checkpoint of its child run
-Tags on child runs: family, arch, trial_id, stopped_early, epochs_reached. Nothing stays RUNNING.
+Params of a child run: exactly its searched values under their study names. Tags: family, arch, trial_id,
+stopped_early, epochs_reached. Nothing stays RUNNING.
 """
 from __future__ import annotations
 
@@ -75,10 +77,19 @@ def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plot
 
 
 SETTINGS = "study/settings.json"   # artifact of the parent run: the RunSettings --resume rebuilds
+SPACE = "study/space.json"         # artifact of the parent run: the searched distributions (Optuna JSON), fixed values
 
 
-def log_settings(uri: str, parent_run_id: str, settings: Mapping) -> None:
-    MlflowClient(uri).log_dict(parent_run_id, dict(settings), SETTINGS)
+def log_study(uri: str, parent_run_id: str, settings: Mapping, space: Mapping) -> None:
+    client = MlflowClient(uri)
+    client.log_dict(parent_run_id, dict(settings), SETTINGS)
+    client.log_dict(parent_run_id, dict(space), SPACE)
+
+
+def read_artifact_json(client: MlflowClient, run_id: str, path: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(client.download_artifacts(run_id, path, tmp)) as f:
+            return json.load(f)
 
 
 def latest_study(client: MlflowClient, experiment: str):
@@ -97,15 +108,7 @@ def read_settings(uri: str, experiment: str) -> dict:
     """RunSettings fields of the latest study in `experiment`; LookupError when there is none."""
     client = MlflowClient(uri)
     _, parent = latest_study(client, experiment)
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(client.download_artifacts(parent.info.run_id, SETTINGS, tmp)) as f:
-            settings = json.load(f)
-    settings["classes"] = tuple(settings["classes"])
-    return settings
-
-
-def read_param(uri: str, run_id: str, key: str) -> str:
-    return MlflowClient(uri).get_run(run_id).data.params[key]
+    return read_artifact_json(client, parent.info.run_id, SETTINGS)
 
 
 def reopen_study(uri: str, parent_run_id: str) -> None:
@@ -114,12 +117,12 @@ def reopen_study(uri: str, parent_run_id: str) -> None:
 
 
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
-                   params: Mapping) -> str:
+                   params: Mapping, tags: Mapping) -> str:
+    """The trial's child run: its searched params under their study names; tags (family, arch) for filtering."""
     client = MlflowClient(uri)
     run = client.create_run(experiment_id, tags={
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
-        "family": str(params.get("family")), "arch": str(params.get("arch")),
-    })
+        **{k: str(v) for k, v in tags.items()}})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
 

@@ -1,7 +1,8 @@
 """The per-worker training loop of one trial: Ray Train glue around the pure-torch engine.
 
 Runs in every DDP worker of a trial's TorchTrainer. Every rank reports every epoch (the report is a
-barrier); rank 0 also writes the MLflow child run and the best checkpoint.
+barrier); rank 0 also writes the MLflow child run and the best checkpoint. The trial's TrialConfig (its
+family included) and the study's RunSettings arrive as objects: nothing here looks a family up by name.
 """
 from __future__ import annotations
 
@@ -9,31 +10,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
-import numpy as np
 import timm.data
 import torch
 from torch.utils.data import DataLoader
 
-from search_spaces import get_family
 from trainables import cache, checkpoint, data, engine
-from trainables.config import RunSettings, TrialConfig
-from trainables.metrics import BEST, OBJECTIVE, PG_KEY
+from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY
 from trainables.pretrained import Weights
 from trainables.tracking import EpochLogger
 
 
-def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: int, norm: dict, rank: int,
-             world: int):
+def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int):
     images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
     bad = {b["index"] for b in meta["bad"]}
     train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
     val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
     sampler = data.WeightedShardSampler(splits.labels[train_idx], cfg.sampler_power, world, rank, s.seed,
                                         num_samples=s.max_train_images or None)
-    augment = data.build_transform(image_size, True, cfg.aug_strength, get_family(cfg.family).AUGMENT, **norm)
+    augment = data.build_transform(image_size, True, cfg.aug_strength, cfg.family.augment, **norm)
     train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx], augment)
     val_ds = cache.CachedImages(images, val_idx, splits.labels[val_idx], data.build_transform(image_size, False, **norm))
     per_worker_batch = min(max(1, cfg.batch_size // world), len(sampler))
@@ -44,7 +42,7 @@ def _loaders(splits: data.Splits, cfg: TrialConfig, s: RunSettings, image_size: 
                                  "decode_cache_built_by_trial": str(built).lower()}
 
 
-def _loss(cfg: TrialConfig, splits: data.Splits, batch_size: int, device):
+def _loss(cfg, splits: data.Splits, batch_size: int, device):
     """Class-weighted cross-entropy, and timm's MixUp/CutMix (soft targets then carry the smoothing)."""
     weights = data.class_weights(splits.labels[splits.train], len(splits.classes), cfg.loss_weight_power).to(device)
     mix = None
@@ -54,30 +52,37 @@ def _loss(cfg: TrialConfig, splits: data.Splits, batch_size: int, device):
     return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing), mix
 
 
+def _model(cfg, s, num_classes: int):
+    """The family's model, and (input side, normalisation) its weights were trained with."""
+    family = cfg.family
+    weights = Weights(s.pretrained if family.pretrained else "none", s.weights_dir or None)
+    image_size = s.image_size or family.image_size
+    model = family.build(cfg, num_classes, image_size, weights)
+    data_cfg = timm.data.resolve_model_data_config(model)
+    if not s.image_size and family.pretrained:  # the weights' own input size (EfficientNetV2-S 300, Xception 299)
+        image_size = data_cfg["input_size"][-1]
+    return model, image_size, {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
+
+
 def train_loop_per_worker(config: dict) -> None:
     t0 = time.perf_counter()
-    cfg, s = TrialConfig.from_dict(config["trial"]), RunSettings(**config["settings"])
+    cfg, s = config["trial"], config["settings"]   # TrialConfig, RunSettings
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, round(s.cpus_per_worker)))
+    torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
     torch.manual_seed(s.seed)
     device = ray.train.torch.get_device()
 
     client = EpochLogger(s.mlflow_uri, config["run_id"])  # every rank fetches the split; rank 0 logs
     with tempfile.TemporaryDirectory() as tmp:
         splits = data.read_manifest(client.fetch(s.parent_run_id, s.split_manifest, tmp), list(s.classes))
-    family = get_family(cfg.family)
-    image_size = s.image_size or family.IMAGE_SIZE
-    model = family.build_model(cfg, len(splits.classes), image_size, Weights(s.pretrained, s.weights_dir or None))
-    data_cfg = timm.data.resolve_model_data_config(model)  # the normalisation the weights were trained with
-    if not s.image_size and family.PRETRAINED:  # ... and their input size (EfficientNetV2-S 300, Xception 299)
-        image_size = data_cfg["input_size"][-1]
-    norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
+    model, image_size, norm = _model(cfg, s, len(splits.classes))
     sampler, train_loader, val_loader, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
-    optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay, layer_decay=cfg.layer_decay,
-                                      backbone_lr_scale=cfg.backbone_lr_scale)
+    optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay, head=cfg.family.trainable_parameters(model),
+                                      layer_decay=cfg.get("layer_decay", 0.0),
+                                      backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0))
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
     loss_fn, mix = _loss(cfg, splits, train_loader.batch_size, device)
@@ -85,13 +90,13 @@ def train_loop_per_worker(config: dict) -> None:
     if logger is not None:
         logger.tag({**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
     pg = ray.get_runtime_context().get_placement_group_id() or ""
-    best, step = -1.0, 0
+    best, step = float("nan"), 0
     setup_s = time.perf_counter() - t0
 
     for epoch in range(s.max_epochs):
         t_epoch = time.perf_counter()
         sampler.set_epoch(epoch)
-        engine.set_backbone_frozen(optimizer, epoch < cfg.freeze_epochs)
+        engine.set_backbone_frozen(optimizer, epoch < cfg.get("freeze_epochs", 0))
         values, step = engine.train_one_epoch(ddp_model, train_loader, optimizer, scheduler, loss_fn, device,
                                               amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
                                               step=step, mix=mix)
@@ -99,11 +104,13 @@ def train_loop_per_worker(config: dict) -> None:
         values.update(engine.evaluate(model, val_loader, device, amp_dtype))
         values.update(epoch=epoch + 1, lr=max(g["lr"] for g in optimizer.param_groups), time_train_s=t_train,
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
+        improved = OBJECTIVE.better(values[OBJECTIVE_KEY], best)
+        best = values[OBJECTIVE_KEY] if improved else best
         report = {**values, PG_KEY: pg}
         if logger is not None:
             # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
-            logger.log_epoch({**values, BEST: max(best, values[OBJECTIVE])}, epoch + 1)
-        if logger is not None and values[OBJECTIVE] > best:  # rank 0 keeps the best checkpoint
+            logger.log_epoch({**values, BEST_KEY: best}, epoch + 1)
+        if logger is not None and improved:  # rank 0 keeps the best checkpoint
             with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
                 path = checkpoint.save(Path(folder), model, splits.classes, cfg, image_size, norm,
                                        s.resize_policy, epoch + 1, values)
@@ -111,4 +118,3 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(report)  # every rank reports: it is a barrier
-        best = max(best, values[OBJECTIVE])

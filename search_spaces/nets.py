@@ -1,11 +1,14 @@
-"""Models trained from scratch: the seeds' SimpleCNN and DeepCNN (layer lists in shared/SEEDS.md, study 000).
+"""The networks only families use: the seeds' SimpleCNN and DeepCNN (study 000) and seed 003's CNN-RNN hybrid.
 
+SimpleCNN / DeepCNN are registered as timm models (`simple_cnn`, `deep_cnn`), so the scratch family builds them
+through timm.create_model like every other family (pretrained=False: there are no published weights).
 `width` scales every channel count (1.0 = the seeds' exact layers) so a study on a 2-core laptop can
 search narrower variants; it is a searched knob of the `scratch` family, never applied silently.
 """
 from __future__ import annotations
 
 import torch
+from timm.models import register_model
 from torch import nn
 
 
@@ -119,3 +122,20 @@ class HybridCNNRNN(nn.Module):
     def new_parameters(self):
         """Everything but the pretrained backbone (gets the full LR; the backbone is scaled or frozen)."""
         return [p for m in (self.proj, self.rows, self.cols, self.head) for p in m.parameters()]
+
+
+def _scratch(cls, pretrained: bool, num_classes: int, image_size: int = 64, drop_rate: float = 0.3,
+             width: float = 1.0, **_timm_kwargs):
+    if pretrained:
+        raise RuntimeError(f"{cls.__name__} is trained from scratch: no pretrained weights exist")
+    return cls(num_classes, image_size, dropout=drop_rate, width=width)
+
+
+@register_model
+def simple_cnn(pretrained: bool = False, num_classes: int = 1000, **kwargs) -> SimpleCNN:
+    return _scratch(SimpleCNN, pretrained, num_classes, **kwargs)
+
+
+@register_model
+def deep_cnn(pretrained: bool = False, num_classes: int = 1000, **kwargs) -> DeepCNN:
+    return _scratch(DeepCNN, pretrained, num_classes, **kwargs)

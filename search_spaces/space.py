@@ -1,0 +1,214 @@
+"""The shape of a family and of a trial: one base space, a `Family` value per family, a `TrialConfig` per trial.
+
+A parameter is one entry of a space: an Optuna distribution (searched) or a plain value (fixed).
+BASE holds the knobs every family searches; a family narrows a range, fixes a value or adds its own
+knobs in `Family.space`. The name a space gives a parameter is its Optuna name, its Tune config key, its
+MLflow param and its plot column; in a `--family all` study every name but `family` carries the
+family ("cnn.lr"), because Optuna refuses a categorical whose choices change within one study, and
+the qualified name is then used everywhere in that study.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import cloudpickle
+from optuna.distributions import (BaseDistribution, CategoricalDistribution as Choice,
+                                  FloatDistribution as Float, IntDistribution as Int, distribution_to_json)
+
+# The eight knobs every family searches, plus dropout; ranges here are the widest a family may use
+# (a family narrows them to its priors). Fixed values are plain numbers.
+BASE: dict[str, Any] = {
+    "lr": Float(1e-6, 1e-2, log=True),           # peak AdamW LR after warm-up, then cosine decay to ~0
+    "batch_size": Choice([16, 32, 64, 128]),     # global batch: images per step summed over all workers
+    "weight_decay": Float(1e-5, 1e-1, log=True),  # AdamW decoupled weight decay
+    "label_smoothing": Float(0.0, 0.2),          # cross-entropy label smoothing (seeds used 0.03-0.1)
+    "aug_strength": Float(0.0, 1.0),             # 0 = resize+crop only .. 1 = the family recipe at full strength
+    "sampler_power": Float(0.0, 1.0),            # sample weight ∝ count^-power: 0 natural, 0.5 1/sqrt(n), 1 balanced
+    "loss_weight_power": Float(0.0, 1.0),        # cross-entropy class weight ∝ count^-power (the study: 0.5)
+    "mixup_prob": Float(0.0, 0.5),               # P(a batch gets MixUp α 0.3 or CutMix α 1.0), as in seed 003
+    "dropout": Float(0.0, 0.6),                  # dropout before the classifier
+    "warmup_epochs": 0.5,                        # linear LR warm-up, epochs
+    "grad_clip": 1.0,                            # clip the global gradient norm at this value; 0 disables
+}
+FAMILY_PARAM = "family"   # the one unqualified name of an `all` study
+
+from search_spaces.hooks import last_stage, timm_classifier  # noqa: E402
+
+
+def suggest(trial, name: str, dist: BaseDistribution):
+    """trial.suggest_* for an Optuna distribution (works on Ray's trial captor too)."""
+    if isinstance(dist, Float):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, Int):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    return trial.suggest_categorical(name, list(dist.choices))
+
+
+def _narrows(base, own) -> bool:
+    """A family may fix a base knob, or search it with the same kind and scale inside the base range."""
+    if not isinstance(own, BaseDistribution) or not isinstance(base, BaseDistribution):
+        return True
+    if type(own) is not type(base):
+        return False
+    if isinstance(own, Choice):
+        return set(own.choices) <= set(base.choices)
+    return own.log == base.log and base.low <= own.low <= own.high <= base.high
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything artsweep knows about one model family; one value per file in search_spaces/."""
+    name: str
+    archs: Mapping[str, str]          # architecture key -> timm name, searched (or pinned with --arch)
+    build: Callable                   # (cfg: TrialConfig, num_classes, image_size, weights: Weights) -> nn.Module
+    standins: Mapping[str, str] = field(default_factory=dict)  # CPU-sized stand-ins (--smoke / --standins)
+    space: Mapping[str, Any] = field(default_factory=dict)     # BASE overrides and the family's own knobs
+    image_size: int = 224             # default input side, px
+    grace_epochs: int = 1             # ASHA grace period: epochs every trial gets before it can be stopped
+    pretrained: bool = True           # build loads pretrained weights (--pretrained / --weights-dir)
+    augment: str = "strong"           # trainables.data recipe that aug_strength scales
+    head: Callable = timm_classifier  # model -> its final classifier layer (embeddings are its input)
+    new_parameters: Optional[Callable] = None   # model -> params new for the data (full LR); None: head's
+    saliency_layer: Callable = last_stage       # model -> (layer Grad-CAM reads, token reshape or None)
+
+    def __post_init__(self):
+        bad = [k for k, v in self.space.items() if k in BASE and not _narrows(BASE[k], v)]
+        if bad:
+            raise ValueError(f"family {self.name!r}: {bad} must narrow BASE (same kind and scale, inside its range)")
+
+    def __reduce__(self):
+        """Pickled by value (cloudpickle), hooks and all, also where plain pickle is used (OptunaSearch saves its
+        space that way): a family defined at run time reaches Ray's workers and a restored study alike."""
+        return _family_from_bytes, (cloudpickle.dumps({f.name: getattr(self, f.name) for f in fields(self)}),)
+
+    def arch_choices(self, standins: bool = False) -> dict[str, str]:
+        return dict(self.standins or self.archs) if standins else dict(self.archs)
+
+    def params(self, standins: bool = False, arch: str | None = None) -> dict[str, Any]:
+        """The family's whole space, plain names: `arch` first, then BASE with the family's overrides and knobs.
+        A categorical with one choice (a pinned or single architecture) is a fixed value."""
+        archs = [arch] if arch else list(self.arch_choices(standins))
+        out = {"arch": Choice(archs), **BASE, **self.space}
+        return {k: v.choices[0] if isinstance(v, Choice) and len(v.choices) == 1 else v for k, v in out.items()}
+
+    def trainable_parameters(self, model) -> list:
+        """Parameters new for this dataset (full LR; the rest is the pretrained backbone)."""
+        return list((self.new_parameters or (lambda m: self.head(m).parameters()))(model))
+
+
+def _family_from_bytes(blob: bytes) -> Family:
+    return Family(**cloudpickle.loads(blob))
+
+
+class TrialConfig:
+    """One trial's values: every parameter of its family (searched and fixed), read as attributes.
+
+    `cfg.lr` is the value; a knob the family does not have raises AttributeError (use cfg.get(name, default)
+    where absence has a meaning, e.g. layer_decay 0 = off). params() are the searched values under their
+    study names: exactly the Optuna params, the Tune config and the MLflow params of the trial."""
+
+    def __init__(self, family: Family, values: Mapping[str, Any], searched: Iterable[str] = (), prefix: str = ""):
+        self.family, self.values, self.searched, self.prefix = family, dict(values), tuple(searched), prefix
+        unknown = sorted(set(values) - set(family.params()) - {"arch"})
+        if unknown:
+            raise ValueError(f"unknown trial config keys {unknown} for family {family.name!r}; "
+                             f"known: {sorted(family.params())}")
+
+    def __getattr__(self, name: str):
+        values = self.__dict__.get("values")
+        if values is None or name.startswith("__"):
+            raise AttributeError(name)
+        if name not in values:
+            raise AttributeError(f"family {self.family.name!r} has no parameter {name!r}")
+        return values[name]
+
+    def get(self, name: str, default=None):
+        return self.values.get(name, default)
+
+    @property
+    def timm_name(self) -> str:
+        return {**self.family.archs, **self.family.standins}[self.values["arch"]]
+
+    def params(self) -> dict[str, Any]:
+        out = {FAMILY_PARAM: self.family.name} if self.prefix else {}
+        return {**out, **{self.prefix + k: self.values[k] for k in self.searched}}
+
+    def replace(self, **values) -> "TrialConfig":
+        return TrialConfig(self.family, {**self.values, **values}, self.searched, self.prefix)
+
+    def __repr__(self) -> str:
+        return f"TrialConfig({self.family.name}, {self.values})"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What one study searches: its families (one, or all), stand-ins or real architectures, a pinned arch.
+    Called with an Optuna trial it is the define-by-run space for OptunaSearch."""
+    families: tuple                   # Family values
+    standins: bool = False
+    arch: Optional[str] = None        # --arch pins one architecture of a single family
+
+    @property
+    def qualified(self) -> bool:
+        return len(self.families) > 1
+
+    def family(self, name: str) -> Family:
+        return next(f for f in self.families if f.name == name)
+
+    def _prefix(self, fam: Family) -> str:
+        return f"{fam.name}." if self.qualified else ""
+
+    def _split(self, fam: Family) -> tuple[dict, dict]:
+        p = fam.params(self.standins, self.arch)
+        return ({k: v for k, v in p.items() if isinstance(v, BaseDistribution)},
+                {k: v for k, v in p.items() if not isinstance(v, BaseDistribution)})
+
+    def __call__(self, trial) -> dict:
+        fam = self.families[0]
+        if self.qualified:
+            fam = self.family(suggest(trial, FAMILY_PARAM, Choice([f.name for f in self.families])))
+        searched, _ = self._split(fam)
+        out = {FAMILY_PARAM: fam.name} if self.qualified else {}
+        return {**out, **{self._prefix(fam) + k: suggest(trial, self._prefix(fam) + k, d) for k, d in searched.items()}}
+
+    def trial_config(self, config: Mapping[str, Any]) -> TrialConfig:
+        """The TrialConfig of a Tune config (study names); unknown keys are an error."""
+        fam = self.family(config[FAMILY_PARAM]) if self.qualified else self.families[0]
+        prefix = self._prefix(fam)
+        searched, fixed = self._split(fam)
+        own = {k[len(prefix):]: v for k, v in config.items() if k != FAMILY_PARAM or not self.qualified}
+        unknown = sorted(set(own) - set(searched))
+        if unknown:
+            raise ValueError(f"unknown trial config keys {unknown} for family {fam.name!r}; searched: {sorted(searched)}")
+        return TrialConfig(fam, {**fixed, **own}, searched=list(searched), prefix=prefix)
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """Every searched parameter of the study under its study name (the `family` choice included)."""
+        out = {FAMILY_PARAM: Choice([f.name for f in self.families])} if self.qualified else {}
+        for fam in self.families:
+            out.update({self._prefix(fam) + k: d for k, d in self._split(fam)[0].items()})
+        return out
+
+    def to_json(self) -> dict:
+        """What the parent run records (study/space.json): distributions as Optuna's JSON, fixed values."""
+        return {"searched": {k: distribution_to_json(d) for k, d in self.distributions().items()},
+                "fixed": {f.name: self._split(f)[1] for f in self.families}}
+
+    def first_points(self) -> Optional[list[dict]]:
+        """`all`: the first trials take one family each, so every family enters before TPE narrows the race."""
+        return [{FAMILY_PARAM: f.name} for f in self.families] if self.qualified else None
+
+
+def pinned(families: Sequence[Family], arch: str | None) -> None:
+    """ValueError naming the choices when --arch is not an architecture of the (single) family."""
+    if arch is None:
+        return
+    if len(families) != 1:
+        raise ValueError("--arch pins an architecture of one --family; it cannot be used with --family all")
+    known = {**families[0].archs, **families[0].standins}
+    if arch not in known:
+        raise ValueError(f"--arch {arch!r} is not in family {families[0].name!r}: {', '.join(known)}")
+
+
+__all__ = ["BASE", "Choice", "Family", "Float", "Int", "SearchSpace", "TrialConfig", "pinned", "replace", "suggest"]

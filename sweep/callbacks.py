@@ -1,0 +1,84 @@
+"""The two Tune callbacks that keep the study sound when a trial ends, however it ends:
+  ReleaseTrainWorkers  frees the Train workers of a trial Tune stopped (ray-project/ray#54305)
+  CloseTrialRuns       ends the trial's MLflow child run and tags whether ASHA stopped it early
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import ray
+from ray import tune
+from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+from trainables import tracking
+from trainables.config import RunSettings
+from trainables.metrics import PG_KEY
+
+log = logging.getLogger("artsweep")
+
+
+class ReleaseTrainWorkers(tune.Callback):
+    """Frees the Train workers of a trial that Tune stopped (ray-project/ray#54305).
+
+    ASHA's stop kills the trial driver; Train V2's controller dies with it, but the workers' placement
+    group belongs to the job and stays reserved, so later trials wait for resources forever. Ray's own
+    PlacementGroupCleaner frees it only when the dashboard's state API answers. Worker rank 0 reports its
+    placement group id; GRACE_S after the trial ends (time for the driver, and with it the controller, to
+    exit quietly) we remove the group if it still exists.
+    """
+
+    GRACE_S = 3.0
+
+    def __init__(self):
+        self._groups: dict[str, str] = {}                    # trial_id -> placement group id (hex)
+        self._due: list[tuple[float, str, str]] = []         # (monotonic deadline, pg id, trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(PG_KEY):
+            self._groups[trial.trial_id] = result[PG_KEY]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._schedule(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._schedule(trial.trial_id)
+
+    def on_step_begin(self, iteration, trials, **info):
+        self._release(time.monotonic())
+
+    def on_experiment_end(self, trials, **info):
+        self._release(math.inf)
+
+    def _schedule(self, trial_id: str) -> None:
+        if trial_id in self._groups:
+            self._due.append((time.monotonic() + self.GRACE_S, self._groups.pop(trial_id), trial_id))
+
+    def _release(self, now: float) -> None:
+        due, self._due = [d for d in self._due if d[0] <= now], [d for d in self._due if d[0] > now]
+        for _, pg_id, trial_id in due:
+            pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
+            if placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
+                remove_placement_group(pg)
+                log.warning("artsweep: released the Train workers left by stopped trial %s", trial_id)
+
+
+class CloseTrialRuns(tune.Callback):
+    """Ends each trial's MLflow child run when Tune ends the trial, including trials ASHA stopped
+    (whose driver is killed mid-epoch and cannot end its own run)."""
+
+    def __init__(self, settings: RunSettings):
+        self.s = settings
+
+    def _close(self, trial, status: str, error: str | None = None) -> None:
+        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        tracking.close_trial_run(self.s.mlflow_uri, self.s.mlflow_experiment_id, self.s.parent_run_id,
+                                 trial.trial_id, status=status, epochs_reached=epochs,
+                                 stopped_early=error is None and epochs < self.s.max_epochs, error=error)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))

@@ -1,0 +1,48 @@
+"""How many trials run at once and what each one reserves, from the cluster's nodes.
+
+Concurrency comes from the nodes' resources (those running and those the autoscaler may add, see
+sweep.cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
+resources that running trials' workers need.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+DRIVER_CPUS = 0.01   # a trial driver only waits on its TorchTrainer; Tune rejects 0 ("empty head bundle")
+DRIVER_RESOURCE = "artsweep_driver"   # custom resource only the head declares (cluster/*.yaml): drivers stay there
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    max_concurrent: int        # trials running at once
+    driver: dict               # resources of one trial driver
+    cpus_per_worker: float     # logical CPUs per Train worker
+    use_gpu: bool              # one GPU per Train worker
+
+    @property
+    def loader_workers(self) -> int:
+        """DataLoader processes per Train worker: its CPUs beyond the one that trains (0 = decode inline)."""
+        return max(0, int(self.cpus_per_worker) - 1)
+
+
+def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int) -> ResourcePlan:
+    """Concurrency from the nodes' resources (those running and those the autoscaler may add, see
+    cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
+    resources that running trials' workers need."""
+    cpus = sum(float(n.get("CPU", 0)) for n in nodes)
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
+    gpus = int(sum(n["GPU"] for n in gpu_nodes))
+    driver = {"CPU": DRIVER_CPUS, **({DRIVER_RESOURCE: 0.001} if any(n.get(DRIVER_RESOURCE) for n in nodes) else {})}
+    if gpus >= workers_per_trial:
+        concurrent = gpus // workers_per_trial
+        # a worker takes one GPU and the CPUs that go with it on the leanest GPU node type
+        cpus_per_worker = max(1.0, math.floor(min(n.get("CPU", 1) / n["GPU"] for n in gpu_nodes)))
+        return ResourcePlan(concurrent, driver, cpus_per_worker, use_gpu=True)
+    concurrent = max(1, int(cpus // workers_per_trial))
+    # all drivers may sit on one node (the head), so each gang leaves room for every driver there
+    per_trial = cpus / concurrent - concurrent * DRIVER_CPUS
+    return ResourcePlan(concurrent, driver, round(per_trial / workers_per_trial, 3), use_gpu=False)
+
+

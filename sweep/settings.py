@@ -1,0 +1,84 @@
+"""From tune.py's flags to one RunSettings, checked before anything starts.
+
+Every check that needs neither Ray nor a model runs here, so bad input costs nothing: UsageError carries
+one line saying what is wrong and what to do (tune.py prints it and exits 2).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from search_spaces import search_space
+from search_spaces.space import SearchSpace
+from trainables import data, tracking
+from trainables.builtin_dataset import ensure_builtin_dataset
+from trainables.config import RunSettings
+from trainables.pretrained import WeightsError, weight_file
+
+SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
+DEMO = dict(num_samples=8, max_epochs=5, builtin_image_size=32)                  # plain defaults
+
+
+class UsageError(ValueError):
+    """The flags ask for something that cannot work; the message says what to change."""
+
+
+def _positive(a: argparse.Namespace) -> None:
+    for flag in ("num_samples", "max_epochs", "workers_per_trial", "image_size"):
+        value = getattr(a, flag)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _check_weights(space: SearchSpace, s: RunSettings) -> None:
+    """With --weights-dir, every architecture the study can draw has its file now, not in every trial."""
+    if s.pretrained != "timm" or not s.weights_dir:
+        return
+    for fam in (f for f in space.families if f.pretrained):
+        for arch, name in fam.arch_choices(s.standins).items():
+            if s.arch in (None, arch):
+                try:
+                    weight_file(s.weights_dir, name)
+                except WeightsError as e:
+                    raise UsageError(str(e)) from None
+
+
+def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, data.Source]:
+    """(settings, search space, scanned data) of a new study; UsageError on bad input."""
+    _positive(a)
+    standins = a.standins or a.smoke
+    try:
+        space = search_space(a.family, a.arch, standins)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    data_dir = Path(a.data).expanduser().resolve() if a.data else ensure_builtin_dataset()
+    try:
+        source = data.scan(data_dir)
+    except data.DataError as e:
+        raise UsageError(str(e)) from None
+    mode = SMOKE if a.smoke else DEMO
+    s = RunSettings(
+        family=a.family, data_dir=str(data_dir), num_samples=a.num_samples or mode["num_samples"],
+        max_epochs=a.max_epochs or mode["max_epochs"], workers_per_trial=a.workers_per_trial,
+        experiment=a.experiment or f"artsweep-{a.family}", mlflow_uri=a.mlflow_uri or tracking.default_uri(workdir),
+        storage=a.storage or str(workdir / "ray_results"),
+        # 0 = each family's own default, so `--family all` gives every family its usual input size
+        image_size=a.image_size or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
+        arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
+        weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
+        max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke)
+    _check_weights(space, s)
+    check_tracking(s.mlflow_uri)
+    return s, space, source
+
+
+def check_tracking(uri: str) -> None:
+    try:
+        tracking.check_reachable(uri)
+    except ConnectionError as e:
+        raise UsageError(str(e)) from None
+
+
+def space_of(s: RunSettings) -> SearchSpace:
+    """The search space a study was started with (for --resume)."""
+    return search_space(s.family, s.arch, s.standins)

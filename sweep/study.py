@@ -1,0 +1,172 @@
+"""One study: its data, its MLflow parent run, Ray, and Ray Tune (OptunaSearch TPE + ASHA) over trial drivers.
+
+    study = Study.start(settings, space, source)      # prints the dataset report, starts Ray and MLflow
+    code = study.run()                                # fit, close the record, print the summary
+    code = Study.resume(experiment, storage, uri).run()
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces.space import SearchSpace
+from sweep import summary
+from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
+from sweep.cluster import node_capacity, shared_storage_problems
+from sweep.resources import ResourcePlan, plan_resources
+from sweep.settings import UsageError, check_tracking, space_of
+from trainables import data, tracking
+from trainables.config import RunSettings
+from trainables.driver import run_trial
+from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
+from trainables.report import dataset_report, plot, summary_lines
+
+# Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
+# waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+# ASHA halves the field at each rung: with the 5-15 epoch budgets used here, factor 2 gives 2-4 rungs, so a
+# trial is judged several times; factor 3-4 leaves one or two rungs and stops on 1-epoch scores alone.
+REDUCTION_FACTOR = 2
+
+
+def log(message: str) -> None:
+    print(f"artsweep: {message}", flush=True)
+
+
+def _startup_trials(num_samples: int) -> int:
+    """TPE's random start: half the budget, at least 3 (TPE needs a few points to split good from bad) and
+    at most 10 (Optuna's default; more only delays the model-based proposals)."""
+    return max(3, min(10, num_samples // 2))
+
+
+def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourcePlan:
+    """Start or join Ray, refuse node-local stores on a multi-machine cluster, and plan concurrency."""
+    os.environ.update(RAY_ENV)
+    local = {} if address else {"include_dashboard": None if dashboard else False}  # joining: the cluster's
+    ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
+    machines = len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
+    problems = shared_storage_problems(machines, s.mlflow_uri, s.storage)
+    if problems:
+        ray.shutdown()
+        raise UsageError(" | ".join(problems))
+    return plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), s.workers_per_trial)
+
+
+def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict]:
+    """Split once (seeded) and print the dataset report before anything starts."""
+    splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, s.seed)
+    report = dataset_report(source, splits)
+    for w in source.warnings:
+        log(f"warning: {w}")
+    for path, reason in source.skipped[:20]:
+        log(f"skipped {path}: {reason}")
+    if len(source.skipped) > 20:
+        log(f"... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
+    log(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
+    log(f"{s.family}: {s.num_samples} trials x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
+        f"{'stand-in' if s.standins else 'real'} architectures, pretrained={s.pretrained}")
+    return splits, report
+
+
+class Study:
+    def __init__(self, s: RunSettings, space: SearchSpace, plan: ResourcePlan, tuner: tune.Tuner, t0: float):
+        self.s, self.space, self.plan, self.tuner, self.t0 = s, space, plan, tuner, t0
+
+    @classmethod
+    def start(cls, s: RunSettings, space: SearchSpace, source: data.Source, address: str | None = None,
+              dashboard: bool = True) -> "Study":
+        splits, report = prepare_data(s, source)
+        t0 = time.perf_counter()
+        plan = start_ray(s, address, dashboard)
+        exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
+            "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
+            "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
+            "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
+            artifact_root=Path.cwd() / "mlartifacts")
+        s = s.replace(classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
+                      cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers)
+        with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
+            manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
+            tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
+        tracking.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())   # what --resume and analysis read
+        if s.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
+            from trainables import cache
+            _, meta, built = cache.open_or_build(splits.paths, s.image_size, s.resize_policy)
+            log(f"decode cache {'built' if built else 'reused'} ({meta['n']} images, {meta['side']} px, "
+                f"{len(meta['bad'])} undecodable)")
+        log(f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
+            f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}")
+        return cls(s, space, plan, _tuner(s, space, plan), t0)
+
+    @classmethod
+    def resume(cls, experiment: str, storage: str, uri: str, address: str | None = None,
+               dashboard: bool = True) -> "Study":
+        """Continue the latest study of `experiment` where Tune's saved state left it: finished trials are
+        kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
+        all of it lands in the same MLflow parent run."""
+        check_tracking(uri)
+        path = f"{storage.rstrip('/')}/{experiment}"
+        if not tune.Tuner.can_restore(path):
+            raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
+                             "study to continue (tune.py prints them when a study stops)")
+        try:
+            s = RunSettings.from_dict(tracking.read_settings(uri, experiment))
+        except LookupError as e:
+            raise UsageError(f"--resume: {e}") from None
+        t0 = time.perf_counter()
+        plan = start_ray(s, address, dashboard)
+        tracking.reopen_study(uri, s.parent_run_id)
+        log(f"resuming study {path} (MLflow run {s.parent_run_id})")
+        space = space_of(s)
+        tuner = tune.Tuner.restore(path, trainable=_trainable(s, space, plan), resume_unfinished=True,
+                                   restart_errored=True)
+        return cls(s, space, plan, tuner, t0)
+
+    def run(self) -> int:
+        """Fit, then end the MLflow parent run however the study ended. Ctrl-C (or `ray job stop`) makes Tune
+        save its state and return early: the study is marked KILLED and can be continued with --resume."""
+        s = self.s
+        status, done = "FAILED", 0
+        try:
+            results = self.tuner.fit()
+            done = results.num_terminated + results.num_errors
+            status = "FINISHED" if done >= s.num_samples else "KILLED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            killed = tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
+            if killed:
+                log(f"marked {len(killed)} unfinished trial run(s) KILLED")
+            ray.shutdown()
+            if status == "KILLED":
+                log(f"study stopped after {done} of {s.num_samples} trials; continue it with:\n"
+                    f"  python tune.py --resume --experiment {s.experiment} --storage {s.storage} --mlflow-uri {s.mlflow_uri}")
+        return summary.print_summary(s, time.perf_counter() - self.t0)
+
+
+def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
+    """The trial driver with the study's settings and space bound, and its (tiny) resources."""
+    return tune.with_resources(tune.with_parameters(run_trial, settings=s, space=space), plan.driver)
+
+
+def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
+    search = OptunaSearch(space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
+                          sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples)))
+    asha = ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
+                         grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs))
+    return tune.Tuner(
+        _trainable(s, space, plan),
+        tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,
+                                    num_samples=s.num_samples, max_concurrent_trials=plan.max_concurrent),
+        run_config=tune.RunConfig(name=s.experiment, storage_path=s.storage,
+                                  callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s)],
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))

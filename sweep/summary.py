@@ -1,0 +1,33 @@
+"""The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next."""
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import best_per_family, trial_rows
+from trainables.config import RunSettings
+from trainables.metrics import OBJECTIVE_KEY
+
+
+def print_summary(s: RunSettings, wall_s: float) -> int:
+    """Prints the summary from MLflow (what the leaderboard shows); 1 when no trial reported a result."""
+    rows = trial_rows(MlflowClient(s.mlflow_uri), s.mlflow_experiment_id, s.parent_run_id)
+    done = [r for r in rows if r.epochs]
+    stopped = sum(r.stopped_early for r in rows)
+    print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early by ASHA, "
+          f"{sum(r.status == 'FAILED' for r in rows)} failed)")
+    if not done:
+        print("artsweep: no trial reported a result; see the errors above")
+        return 1
+    best = done[0]
+    print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE_KEY}={best.best:.4f} "
+          f"(epoch {best.best_epoch} of {best.epochs})")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())))
+    families = best_per_family(rows)
+    if len(families) > 1:
+        print("families ranked by their best trial:")
+        for i, (fam, r) in enumerate(families.items(), 1):
+            print(f"  {i}. {fam:<13} {OBJECTIVE_KEY}={r.best:.4f}  ({r.arch}, {r.name})")
+    print(f"browse the study:  mlflow ui --backend-store-uri {s.mlflow_uri}   (experiment {s.experiment!r})")
+    print(f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
+          f"--experiment {s.experiment} --mlflow-uri {s.mlflow_uri}")
+    return 0
