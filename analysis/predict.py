@@ -23,7 +23,7 @@ def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | N
     import mlflow
 
     from analysis.registry import using_tracking_uri
-    # The registered pyfunc (analysis.registry.ImageClassifier) holds the Classifier it loaded.
+    # The registered pyfunc (analysis.serving.ImageClassifier) holds the Classifier it loaded.
     with using_tracking_uri(mlflow_uri):
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().clf
 

@@ -8,100 +8,68 @@ prints their paths. The trials come from MLflow (analysis.runs), never from Ray'
 
 Importance and parallel coordinates are drawn by Optuna from an in-memory study rebuilt from the finished
 trials: each trial's value is its best val_macro_f1 (ASHA-stopped trials included, at the best value they
-reached before being stopped), each param's distribution inferred from the values the study tried. Only
-params every trial has (a `--family all` study mixes families with their own knobs) and that vary are used.
+reached before being stopped), each param's distribution the one the study searched, read from the parent
+run's study/space.json. Only searched params every scored trial has (a `--family all` study mixes families
+with their own knobs) and that vary are used; the figures (analysis.plot_figures) name the ones left out.
 """
 from __future__ import annotations
 
-import math
-import textwrap
+import json
 import warnings
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
+                                  json_to_distribution)
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-
-from analysis.runs import TrialRow, open_study, study_parser  # noqa: E402
-from trainables.metrics import OBJECTIVE  # noqa: E402
+from analysis.plot_figures import (LOSS, importance_png, learning_curves_png, param_importances,  # noqa: F401
+                                   parallel_png, too_few)
+from analysis.runs import TrialRow, open_study, study_parser
+from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
+from trainables.tracking import SPACE, read_artifact_json
 
 ARTIFACT_DIR = "plots"
 LEARNING_CURVES, IMPORTANCE, PARALLEL = "learning_curves.png", "param_importance.png", "parallel_coordinates.png"
-LOSS = "val_loss"
-DPI = 110
-LOG_RATIO = 20.0          # a positive numeric param spanning more than this factor gets a log axis ...
-LOG_SKEW = 0.25           # ... when its median also sits in the low quarter of its range (log-searched values
-                          # cluster at the bottom; uniform ones in [0, 1] also span > 20x once one lands near 0)
-STOPPED_COLOR, BEST_COLOR = "#8c8c8c", "#d62728"
+DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 
 # ---------------------------------------------------------------- data -> in-memory Optuna study
 
-def _number(s: str) -> float | None:
-    try:
-        v = float(s)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+def parse_space(searched: Mapping[str, str | Mapping]) -> dict[str, BaseDistribution]:
+    """{name: optuna distribution} from the "searched" part of study/space.json (Optuna's JSON per param)."""
+    return {k: json_to_distribution(v if isinstance(v, str) else json.dumps(v)) for k, v in searched.items()}
 
 
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def infer_distributions(params: list[Mapping[str, str]]) -> tuple[dict, dict[str, str]]:
-    """({name: optuna distribution}, {left-out name: why}) from the MLflow params (strings) of the trials.
-
-    Numbers -> FloatDistribution(min, max), log when all positive, max/min > 20 and the median is in the
-    bottom quarter of [min, max] (log-searched values are skewed that way); integers (batch_size,
-    freeze_epochs) -> IntDistribution the same way; anything else -> CategoricalDistribution. Params missing
-    from some trial, or with one value across all trials, are left out."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    dists, skipped = {}, {}
-    names = sorted(set().union(*params)) if params else []
-    for name in names:
-        values = [p.get(name) for p in params]
-        if any(v is None for v in values):
-            skipped[name] = "not in every trial"
-            continue
-        if len(set(values)) < 2:
-            skipped[name] = "constant"
-            continue
-        nums = [_number(v) for v in values]
-        if all(n is not None for n in nums):
-            lo, hi = min(nums), max(nums)
-            if lo == hi:                               # "1" and "1.0"
-                skipped[name] = "constant"
-                continue
-            log = lo > 0 and hi / lo > LOG_RATIO and float(np.median(nums)) < lo + LOG_SKEW * (hi - lo)
-            if all(_is_int(v) for v in values):
-                dists[name] = IntDistribution(int(lo), int(hi), log=log)
-            else:
-                dists[name] = FloatDistribution(lo, hi, log=log)
-        else:
-            dists[name] = CategoricalDistribution(sorted(set(values)))
-    return dists, skipped
-
-
-def _value(dist, s: str):
-    from optuna.distributions import FloatDistribution, IntDistribution
+def param_value(dist: BaseDistribution, s: str):
+    """The value an MLflow param string stands for under `dist`; ValueError when `dist` cannot hold it.
+    Categorical choices keep their type (batch_size 32, width 0.25): the choice whose str() is `s`."""
+    if isinstance(dist, CategoricalDistribution):
+        for choice in dist.choices:
+            if str(choice) == s:
+                return choice
+        for choice in dist.choices:          # "32.0" for 32, "1" for 1.0
+            if isinstance(choice, (int, float)) and not isinstance(choice, bool):
+                try:
+                    if float(s) == choice:
+                        return choice
+                except ValueError:
+                    break
+        raise ValueError(f"{s!r} is none of the choices {list(dist.choices)}")
     if isinstance(dist, IntDistribution):
-        return int(s)
-    if isinstance(dist, FloatDistribution):
-        return float(s)
-    return s
+        f = float(s)
+        if not f.is_integer():
+            raise ValueError(f"{s!r} is not an integer")
+        v = int(f)
+    elif isinstance(dist, FloatDistribution):
+        v = float(s)
+    else:
+        raise ValueError(f"unknown distribution {type(dist).__name__}")
+    if not dist.low <= v <= dist.high:
+        raise ValueError(f"{s!r} is outside [{dist.low}, {dist.high}]")
+    return v
 
 
 def scored_rows(rows: list[TrialRow]) -> list[TrialRow]:
@@ -110,226 +78,65 @@ def scored_rows(rows: list[TrialRow]) -> list[TrialRow]:
     return [r for r in rows if r.status == "FINISHED" and r.best == r.best]
 
 
-def build_study(rows: list[TrialRow]) -> tuple[optuna.Study, dict[str, str]]:
-    """(in-memory maximize study with one COMPLETE trial per scored row, {left-out param: why})."""
+def trial_params(rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
+                 ) -> tuple[dict[str, list], dict[str, str]]:
+    """({name: [value per row]} of the searched params the figures can use, {left-out name: why}).
+
+    Left out: a param some row lacks (another family's knob in an `all` study), one with a single value
+    over the rows, one with a value its logged distribution cannot hold (a study resumed with a new space)."""
+    values, skipped = {}, {}
+    for name in sorted(distributions):
+        raw = [r.params.get(name) for r in rows]
+        if any(v is None for v in raw):
+            skipped[name] = "not in every trial"
+            continue
+        try:
+            vals = [param_value(distributions[name], v) for v in raw]
+        except ValueError:
+            skipped[name] = "outside its logged distribution"
+            continue
+        if len(set(vals)) < 2:
+            skipped[name] = "constant"
+            continue
+        values[name] = vals
+    return values, skipped
+
+
+def build_study(rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
+                ) -> tuple[optuna.Study, dict[str, str]]:
+    """(in-memory study with one COMPLETE trial per scored row, {left-out param: why}).
+
+    distributions: {MLflow param name: the optuna distribution the study searched} (parse_space); a param
+    without one is not plotted. The study's direction is OBJECTIVE's; each trial's value its best."""
     rows = scored_rows(rows)
-    dists, skipped = infer_distributions([r.params for r in rows])
+    values, skipped = trial_params(rows, distributions)
+    dists = {k: distributions[k] for k in values}
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # no "A new study created in memory" line
     try:
-        study = optuna.create_study(direction="maximize", study_name="artsweep-study-plots")
+        study = optuna.create_study(direction=DIRECTIONS[OBJECTIVE.mode], study_name="artsweep-study-plots")
     finally:
         optuna.logging.set_verbosity(verbosity)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([OBJECTIVE])
-    for r in rows:
+        study.set_metric_names([OBJECTIVE_KEY])
+    for i, r in enumerate(rows):
         study.add_trial(optuna.trial.create_trial(
-            params={k: _value(d, r.params[k]) for k, d in dists.items()}, distributions=dict(dists),
-            value=float(r.best), user_attrs={"run_id": r.run_id, "name": r.name, "family": r.family,
-                                             "stopped_early": r.stopped_early}))
+            params={k: v[i] for k, v in values.items()}, distributions=dict(dists), value=float(r.best),
+            user_attrs={"run_id": r.run_id, "name": r.name, "family": r.family, "stopped_early": r.stopped_early}))
     return study, skipped
 
 
-def too_few(study: optuna.Study) -> str | None:
-    """Why fANOVA / parallel coordinates cannot be drawn for this study, or None when they can."""
-    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(trials) < 2:
-        return f"{len(trials)} finished trial{'s' * (len(trials) != 1)} with a {OBJECTIVE}: at least 2 are needed"
-    if len({t.value for t in trials}) < 2:
-        return f"all {len(trials)} finished trials have the same {OBJECTIVE} ({trials[0].value:.4f})"
-    if not trials[0].distributions:
-        return f"no hyper-parameter varies across the {len(trials)} finished trials"
-    return None
-
-
-def param_importances(study: optuna.Study, seed: int = 0) -> dict[str, float]:
-    """fANOVA importance of each param for the objective (sums to 1), most important first."""
-    return optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
-
-
-# ---------------------------------------------------------------- figures
-
-def _save(fig, path: Path, note: str = "") -> Path:
-    """PNG at DPI; `note` goes into its Description text chunk (Pillow: Image.open(path).info)."""
-    fig.savefig(path, dpi=DPI, metadata={"Title": f"artsweep study: {path.stem}", "Description": note})
-    plt.close(fig)
-    return path
-
-
-def _message_png(path: Path, title: str, why: str) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.axis("off")
-    ax.set_title(title, fontsize=13, loc="left")
-    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(f"Not drawn: {why}.", 70)), ha="center", va="center",
-            fontsize=12, transform=ax.transAxes, bbox={"boxstyle": "round", "fc": "#fff3cd", "ec": "#c9a227"})
-    fig.tight_layout()
-    return _save(fig, path, f"not drawn: {why}")
-
-
-def _skipped_note(skipped: dict[str, str]) -> str:
-    groups: dict[str, list[str]] = {}
-    for name, why in skipped.items():
-        groups.setdefault(why, []).append(name)
-    text = "; ".join(f"{why}: {', '.join(names)}" for why, names in sorted(groups.items()))
-    return "\n".join(textwrap.wrap(f"left out ({text})", 150)) if text else ""
-
-
-def learning_curves_png(rows: list[TrialRow], path: Path, max_epochs: int | None = None,
-                        val_loss: Mapping[str, list] | None = None) -> Path:
-    """val_macro_f1 per epoch of every trial (and val_loss beside it when given): trials that ran the
-    budget in a colour of their best value, ASHA-stopped ones dashed grey ending in an 'x', the best trial
-    thick red with a star at its best epoch."""
-    curves = [r for r in rows if r.history]
-    if not curves:
-        return _message_png(path, "learning curves", f"no trial has reported {OBJECTIVE} yet")
-    losses = {k: v for k, v in (val_loss or {}).items() if v}
-    with_loss = any(r.run_id in losses for r in curves)
-    fig, axes = plt.subplots(1, 2 if with_loss else 1, figsize=(14 if with_loss else 8.5, 6), squeeze=False,
-                             layout="constrained")
-    ax_f1, ax_loss = axes[0][0], axes[0][1] if with_loss else None
-    best = next((r for r in rows if r.best == r.best), None)        # rows come best first
-    finite = [r.best for r in curves if r.best == r.best and not r.stopped_early]
-    norm = plt.Normalize(min(finite, default=0), max(finite, default=1) if len(set(finite)) > 1 else
-                         min(finite, default=0) + 1e-9)
-    cmap = plt.get_cmap("viridis")
-    n_epochs = max(max_epochs or 0, *(len(r.history) for r in curves),
-                   *(int(s) for v in losses.values() for s, _ in v))
-
-    def draw(ax, r: TrialRow, xs, ys, star_at: int | None):
-        if r is best:
-            ax.plot(xs, ys, color=BEST_COLOR, lw=2.8, zorder=5, marker="o", ms=4)
-            if star_at is not None:
-                ax.plot(xs[star_at], ys[star_at], marker="*", ms=17, color=BEST_COLOR, mec="black", zorder=6)
-        elif r.stopped_early:
-            ax.plot(xs, ys, color=STOPPED_COLOR, lw=1.3, ls="--", alpha=0.85, zorder=2)
-        else:
-            ls = "-" if r.status == "FINISHED" else ":"
-            ax.plot(xs, ys, color=cmap(norm(r.best)), lw=1.6, ls=ls, alpha=0.9, zorder=3, marker="o", ms=3)
-        if r.stopped_early and r is not best:
-            ax.plot(xs[-1], ys[-1], marker="x", ms=9, mew=2, color="black", zorder=4)
-
-    for r in sorted(curves, key=lambda r: r is best):                  # best drawn last, on top
-        xs = list(range(1, len(r.history) + 1))
-        draw(ax_f1, r, xs, r.history, r.history.index(r.best) if r is best else None)
-        if with_loss and r.run_id in losses:
-            pts = sorted(losses[r.run_id])
-            draw(ax_loss, r, [s for s, _ in pts], [v for _, v in pts], None)
-
-    n_stopped = sum(r.stopped_early for r in curves)
-    handles = [Line2D([], [], color=BEST_COLOR, lw=2.8, marker="*", ms=12, mec="black",
-                      label=f"best: {best.name} ({best.best:.4f}, epoch {best.best_epoch})" if best else "best")]
-    if len(curves) - n_stopped - (best is not None and not best.stopped_early) > 0:
-        handles.append(Line2D([], [], color=cmap(0.6), lw=1.6, marker="o", ms=3,
-                              label="ran its budget (colour = best value)"))
-    if n_stopped:
-        handles.append(Line2D([], [], color=STOPPED_COLOR, ls="--", marker="x", mec="black", mew=2, ms=8,
-                              label=f"stopped by ASHA ({n_stopped})"))
-    if any(r.status != "FINISHED" for r in curves):
-        handles.append(Line2D([], [], color=cmap(0.6), ls=":", label="failed / killed / running"))
-    for ax, metric in ((ax_f1, OBJECTIVE), (ax_loss, LOSS)):
-        if ax is None:
-            continue
-        ax.set(xlabel="epoch", ylabel=metric, xlim=(0.7, n_epochs + 0.3))
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        if max_epochs:
-            ax.axvline(max_epochs, color="black", lw=0.8, ls=":", alpha=0.6)
-    ax_f1.set_title(f"{OBJECTIVE} per epoch, {len(curves)} trials" + (f" (budget {max_epochs} epochs)"
-                                                                         if max_epochs else ""))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles) if with_loss else 2, fontsize=9,
-               frameon=False)
-    if ax_loss is not None:
-        ax_loss.set_title(f"{LOSS} per epoch")
-    if len(finite) > 1:
-        sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=list(axes[0]), pad=0.01, fraction=0.03).set_label(f"best {OBJECTIVE}")
-    return _save(fig, path)
-
-
-def importance_png(study: optuna.Study, skipped: dict[str, str], path: Path) -> Path:
-    """Optuna's fANOVA importance bar chart (plot_param_importances), a plain barh if that fails."""
-    why = too_few(study)
-    if why:
-        return _message_png(path, "hyper-parameter importance (fANOVA)", why)
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-    n, n_params = len(study.trials), len(study.trials[0].distributions)
-    title = f"hyper-parameter importance for {OBJECTIVE} (fANOVA, {n} trials)"
-    if n < 2 * n_params:      # 8 trials over 7 params: noise params outrank a param that drives the objective
-        title += f"\nfew trials for {n_params} params: a rough ranking"
-    with matplotlib.rc_context(), warnings.catch_warnings():   # optuna sets the ggplot style globally
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        before = set(plt.get_fignums())
-        try:
-            ax = optuna.visualization.matplotlib.plot_param_importances(study, evaluator=evaluator,
-                                                                        target_name=OBJECTIVE)
-            fig = ax.figure
-            ax.set_title(title, loc="left")
-            legend = ax.get_legend()
-            if legend:
-                legend.remove()
-        except Exception as e:                                   # e.g. a future optuna changing the plot
-            warnings.warn(f"optuna's importance plot failed ({type(e).__name__}: {e}); drawing a plain one")
-            for num in set(plt.get_fignums()) - before:          # optuna's half-drawn figure, not the caller's
-                plt.close(num)
-            imp = param_importances(study)
-            fig, ax = plt.subplots()
-            names = list(imp)[::-1]
-            ax.barh(names, [imp[k] for k in names], color="#4c72b0")
-            for i, k in enumerate(names):
-                ax.text(imp[k], i, f" {imp[k]:.2f}", va="center")
-            ax.set(xlabel="importance (share of variance explained)", title=title)
-        n_params = len(ax.get_yticks())
-        fig.set_size_inches(9, max(3.5, 0.42 * n_params + 2.2))
-        note = _skipped_note(skipped)
-        if note:
-            fig.text(0.01, 0.01, note, fontsize=7, color="#555555", va="bottom")
-        fig.tight_layout(rect=(0, 0.06 if note else 0, 1, 1))
-        return _save(fig, path)
-
-
-def parallel_png(study: optuna.Study, skipped: dict[str, str], path: Path) -> Path:
-    """Optuna's parallel coordinate plot, one line per trial coloured by its val_macro_f1."""
-    why = too_few(study)
-    if why:
-        return _message_png(path, "parallel coordinates", why)
-    n_params = len(study.trials[0].distributions)
-    with matplotlib.rc_context(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study, target_name=OBJECTIVE)
-        fig = ax.figure
-        fig.set_size_inches(max(10.0, 1.25 * n_params + 4), 6.2)
-        for lc in ax.collections:          # optuna's "Blues" fades the worst trials to white: start it at 30 %
-            lc.set_cmap(ListedColormap(plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256))))
-            lc.set_linewidth(1.8)
-        ax.set_title(f"parallel coordinates: {len(study.trials)} trials, colour = {OBJECTIVE} "
-                     "(darker = better)", y=1.03)
-        for label in ax.get_xticklabels():
-            label.set(rotation=30, ha="right", fontsize=9)
-        for other in fig.axes:
-            other.tick_params(axis="y", labelsize=8)
-        note = _skipped_note(skipped)
-        if note:
-            fig.text(0.01, 0.01, note, fontsize=7, color="#555555", va="bottom")
-        bottom = 0.2 if note else 0.16
-        ax.set_position([0.08, bottom, 0.8, 0.88 - bottom])      # moves optuna's twin axes too
-        for lc in ax.collections:
-            if lc.colorbar is not None:
-                lc.colorbar.ax.set_box_aspect(None)
-                lc.colorbar.ax.set_position([0.93, bottom, 0.012, 0.88 - bottom])
-        return _save(fig, path)
-
-
-def plot_study(rows: list[TrialRow], folder: Path, max_epochs: int | None = None,
-               val_loss: Mapping[str, list] | None = None) -> list[Path]:
+def plot_study(rows: list[TrialRow], folder: Path, distributions: Mapping[str, BaseDistribution],
+               max_epochs: int | None = None, val_loss: Mapping[str, list] | None = None) -> list[Path]:
     """learning_curves.png, param_importance.png, parallel_coordinates.png in `folder` (created).
 
-    rows: analysis.runs.trial_rows (best first). val_loss: {run_id: [(epoch, value), ...]} for the second
-    learning-curve panel (fetch_histories reads it from MLflow); none -> a single panel."""
+    rows: analysis.runs.trial_rows (best first). distributions: parse_space of the study's space.
+    val_loss: {run_id: [(epoch, value), ...]} for the second learning-curve panel (fetch_histories reads it
+    from MLflow); none -> a single panel."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    study, skipped = build_study(rows)
+    study, skipped = build_study(rows, distributions)
     return [learning_curves_png(rows, folder / LEARNING_CURVES, max_epochs, val_loss),
             importance_png(study, skipped, folder / IMPORTANCE),
             parallel_png(study, skipped, folder / PARALLEL)]
@@ -353,8 +160,21 @@ def log_study_plots(client: MlflowClient, parent_run_id: str, paths: list[Path])
 
 
 def _max_epochs(parent) -> int | None:
-    v = _number(parent.data.params.get("max_epochs", ""))
-    return int(v) if v else None
+    try:
+        return int(parent.data.params["max_epochs"]) or None
+    except (KeyError, ValueError):
+        return None
+
+
+def read_space(client: MlflowClient, parent_run_id: str) -> dict[str, BaseDistribution]:
+    """The searched distributions of a study (study/space.json of its parent run); LookupError when the run
+    has none (a study from before the space was logged) or it cannot be read."""
+    try:
+        searched = read_artifact_json(client, parent_run_id, SPACE)["searched"]
+    except (MlflowException, OSError, KeyError, ValueError) as e:
+        raise LookupError(f"the study's parent run {parent_run_id} has no readable {SPACE} (a study from "
+                          f"before the search space was logged?): {type(e).__name__}") from e
+    return parse_space(searched)
 
 
 def main(argv=None) -> int:
@@ -363,8 +183,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-log", action="store_true", help="write the PNGs only; don't log them to the parent run")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
+    try:
+        space = read_space(client, study.info.run_id)
+    except LookupError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
     out = a.out or Path("study-plots") / a.experiment
-    paths = plot_study(rows, out, _max_epochs(study), fetch_histories(client, rows))
+    paths = plot_study(rows, out, space, _max_epochs(study), fetch_histories(client, rows))
     print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials")
     for path in paths:
         print(path)

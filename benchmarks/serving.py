@@ -8,8 +8,8 @@ cnn:resnet50@224 work offline too) a checkpoint is written as a trial would, and
 renders resized to --jpeg-size) are classified from their file bytes. Locally: top_k at batch 1 and 32
 (best of --rounds), split into decode+preprocess (Classifier.preprocess) and the forward pass (batch 32).
 Over HTTP: the checkpoint is registered in a temp SQLite store (analysis.registry.register) and served by
-the real `mlflow models serve --env-manager local` with the same thread count; start-up = launch to /ping,
-then p50/p95 latency of 1-image requests and images/s of 32-image requests (base64 JSON, keep-alive).
+the real `mlflow models serve --env-manager local` (analysis.scoring_server) with the same thread count;
+start-up = launch to /ping, then p50/p95 latency of 1-image requests and images/s of 32-image requests (base64 JSON, keep-alive).
 """
 import argparse
 import base64
@@ -29,10 +29,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from analysis import registry
+from analysis.scoring_server import scoring_server
 from search_spaces import get_family
+from search_spaces.space import TrialConfig
 from trainables import checkpoint
 from trainables.builtin_dataset import STYLES, render
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 
 CLASSES = sorted(STYLES)   # 8 classes, as the built-in dataset
@@ -56,10 +57,13 @@ def make_checkpoint(spec: str, folder: Path) -> tuple[Path, int, float]:
     fam_arch, _, size = spec.partition("@")
     family, _, arch = fam_arch.partition(":")
     fam = get_family(family)
-    size = int(size or fam.IMAGE_SIZE)
-    cfg = TrialConfig(family=family, arch=arch)
+    size = int(size or fam.image_size)
+    # fixed values, and the first choice / low end of each searched one (none changes the forward pass at eval)
+    values = {k: (v.choices[0] if hasattr(v, "choices") else getattr(v, "low", v))
+              for k, v in fam.params(standins=True, arch=arch or None).items()}
+    cfg = TrialConfig(fam, values)
     torch.manual_seed(0)
-    model = fam.build_model(cfg, len(CLASSES), size, Weights("none")).eval()
+    model = fam.build(cfg, len(CLASSES), size, Weights("none")).eval()
     data_cfg = timm.data.resolve_model_data_config(model)
     norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
     folder.mkdir(parents=True)
@@ -90,7 +94,7 @@ def bench_local(clf: checkpoint.Classifier, jpegs: list[bytes], rounds: int) -> 
 
 
 def body(jpegs: list[bytes]) -> dict:
-    """The documented request (analysis/registry.py): image file bytes, base64, one row per image."""
+    """The documented request (analysis/serving.py): image file bytes, base64, one row per image."""
     return {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(j).decode()] for j in jpegs]},
             "params": {"k": 5}}
 
@@ -99,7 +103,7 @@ def bench_http(uri: str, name: str, jpegs: list[bytes], tmp: Path, a) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": str(a.threads),
            "MKL_NUM_THREADS": str(a.threads)}
     http = requests.Session()
-    with registry.scoring_server(f"models:/{name}/1", env, tmp, tmp / f"serve-{name}.log") as (base, startup):
+    with scoring_server(f"models:/{name}/1", env, tmp, tmp / f"serve-{name}.log") as (base, startup):
         def post(payload: dict, n: int) -> float:                          # s for one request
             t = time.perf_counter()
             r = http.post(f"{base}/invocations", json=payload, timeout=300)

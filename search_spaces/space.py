@@ -45,6 +45,15 @@ def suggest(trial, name: str, dist: BaseDistribution):
     return trial.suggest_categorical(name, list(dist.choices))
 
 
+def _centre(dist):
+    if isinstance(dist, Choice):
+        return dist.choices[len(dist.choices) // 2]
+    if isinstance(dist, (Float, Int)):
+        mid = (dist.low * dist.high) ** 0.5 if dist.log else (dist.low + dist.high) / 2
+        return round(mid) if isinstance(dist, Int) else mid
+    return dist
+
+
 def _narrows(base, own) -> bool:
     """A family may fix a base knob, or search it with the same kind and scale inside the base range."""
     if not isinstance(own, BaseDistribution) or not isinstance(base, BaseDistribution):
@@ -91,6 +100,13 @@ class Family:
         archs = [arch] if arch else list(self.arch_choices(standins))
         out = {"arch": Choice(archs), **BASE, **self.space}
         return {k: v.choices[0] if isinstance(v, Choice) and len(v.choices) == 1 else v for k, v in out.items()}
+
+    def config(self, arch: str | None = None, standins: bool = False, **values) -> "TrialConfig":
+        """A TrialConfig at the centre of the family's space (log scales: geometric mean; categoricals: the
+        middle choice), fixed values as they are, `values` overriding: for tests, benchmarks and tools."""
+        params = self.params(standins, arch)
+        searched = [k for k, v in params.items() if isinstance(v, BaseDistribution)]
+        return TrialConfig(self, {**{k: _centre(v) for k, v in params.items()}, **values}, searched=searched)
 
     def trainable_parameters(self, model) -> list:
         """Parameters new for this dataset (full LR; the rest is the pretrained backbone)."""

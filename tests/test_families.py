@@ -1,68 +1,108 @@
 """Every registered family, followed from the registry: a new family is tested without a new test."""
-import dataclasses
-
 import optuna
 import pytest
 import torch
+from optuna.distributions import BaseDistribution
 
-from search_spaces import ALL, FAMILIES, get_family, make_space
+from search_spaces import ALL, FAMILIES, get_family, search_space
+from search_spaces.space import BASE, Choice, Family, Float, SearchSpace
 from trainables import data, engine
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 
-SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in {**fam.ARCHS, **fam.STANDINS}]
+SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in {**fam.archs, **fam.standins}]
 NO_WEIGHTS = Weights("none")
+
+
+def build(name, arch, num_classes=5, image_size=64, **values):
+    fam = FAMILIES[name]
+    cfg = fam.config(arch, **({"width": 0.25} if "width" in fam.params() else {}), **values)
+    return cfg, fam.build(cfg, num_classes, image_size, NO_WEIGHTS)
 
 
 @pytest.mark.parametrize("standins", [False, True])
 @pytest.mark.parametrize("name", FAMILIES)
 def test_space_yields_valid_trial_configs(name, standins):
+    space = search_space(name, standins=standins)
     family = FAMILIES[name]
-    choices = (family.STANDINS or family.ARCHS) if standins else family.ARCHS
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
-        cfg = TrialConfig.from_dict(make_space(name, standins=standins)(study.ask())["trial"])
-        assert cfg.family == name and cfg.arch in choices
+        trial = study.ask()
+        config = space(trial)
+        cfg = space.trial_config(config)
+        assert config == trial.params == cfg.params()          # one name per parameter: Optuna = Tune = MLflow
+        assert cfg.family is family and cfg.arch in family.arch_choices(standins)
         assert cfg.lr > 0 and cfg.batch_size > 0 and 0 <= cfg.sampler_power <= 1 and 0 <= cfg.aug_strength <= 1
+        assert set(cfg.values) == set(family.params())          # every knob of the family, and no other's
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_narrows_the_base_space(name):
+    """A family may narrow a base range or fix a value, never change a knob's kind or scale."""
+    for key, own in FAMILIES[name].space.items():
+        base = BASE.get(key)
+        if isinstance(own, BaseDistribution) and isinstance(base, BaseDistribution):
+            assert type(own) is type(base) and getattr(own, "log", False) == getattr(base, "log", False), key
+
+
+def test_widening_a_base_range_is_refused():
+    with pytest.raises(ValueError, match="must narrow BASE"):
+        Family("wide", {"a": "test_resnet"}, build=None, space={"lr": Float(1e-9, 1.0, log=True)})
+    with pytest.raises(ValueError, match="must narrow BASE"):
+        Family("linear", {"a": "test_resnet"}, build=None, space={"lr": Float(1e-4, 1e-3)})
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_arch_can_be_pinned(name):
     family = FAMILIES[name]
-    study = optuna.create_study()
-    for arch in {**family.ARCHS, **family.STANDINS}:
-        trial = study.ask()
-        assert family.space(trial, arch=arch)["arch"] == arch
-        assert "arch" not in trial.params
+    for arch in {**family.archs, **family.standins}:
+        space = search_space(name, arch=arch)
+        trial = optuna.create_study().ask()
+        config = space(trial)
+        assert "arch" not in config and space.trial_config(config).arch == arch
 
 
-def test_all_families_share_one_tpe_study():
-    """Families give `arch` and `batch_size` different choices; `all` must not trip Optuna over that."""
-    space = make_space(ALL, standins=True)
+def test_all_names_every_knob_once_per_family_in_one_tpe_study():
+    """Families give `arch` and `batch_size` different choices; `all` qualifies every name, so Optuna's
+    study, the Tune config and the MLflow params agree and TPE models each family's knobs apart."""
+    space = search_space(ALL, standins=True)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4))
-    for f in FAMILIES:
-        study.enqueue_trial({"family": f})
+    for point in space.first_points():
+        study.enqueue_trial(point)
     seen = set()
     for i in range(16):
         trial = study.ask()
-        cfg = TrialConfig.from_dict(space(trial)["trial"])
-        seen.add(cfg.family)
+        config = space(trial)
+        cfg = space.trial_config(config)
+        assert config == trial.params == cfg.params()
+        assert all(k == "family" or k.startswith(f"{cfg.family.name}.") for k in config)
+        seen.add(cfg.family.name)
         study.tell(trial, float(i % 5))
     assert seen == set(FAMILIES)
+    assert set(space.distributions()) == set().union(*(t.params for t in study.trials))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_declares_its_budget_weights_and_augmentation(name):
     family = FAMILIES[name]
-    assert family.AUGMENT in data.RECIPES and family.IMAGE_SIZE > 0 and family.GRACE_EPOCHS >= 1
-    assert isinstance(family.PRETRAINED, bool)
-    transform = data.build_transform(32, True, 1.0, family.AUGMENT)
+    assert family.augment in data.RECIPES and family.image_size > 0 and family.grace_epochs >= 1
+    assert isinstance(family.pretrained, bool)
+    transform = data.build_transform(32, True, 1.0, family.augment)
     assert transform(torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8)).shape == (3, 32, 32)
 
 
 def test_unknown_config_keys_are_rejected():
+    space = search_space("scratch")
     with pytest.raises(ValueError, match="unknown trial config keys.*'learning_rate'"):
-        TrialConfig.from_dict({"family": "scratch", "arch": "simple_cnn", "learning_rate": 1e-3})
+        space.trial_config({"arch": "simple_cnn", "learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="unknown trial config keys.*'layer_decay'"):   # another family's knob
+        space.trial_config({"arch": "simple_cnn", "layer_decay": 0.7})
+
+
+def test_a_knob_the_family_lacks_is_an_error_not_a_default():
+    cfg = FAMILIES["scratch"].config()
+    with pytest.raises(AttributeError, match="family 'scratch' has no parameter 'layer_decay'"):
+        cfg.layer_decay
+    assert cfg.get("layer_decay", 0.0) == 0.0
 
 
 def test_unknown_family_names_the_known_ones():
@@ -72,17 +112,25 @@ def test_unknown_family_names_the_known_ones():
 
 @pytest.mark.parametrize("name,arch", SPECS)
 def test_every_arch_builds_and_trains_on_cpu(name, arch):
-    cfg = dataclasses.replace(TrialConfig(family=name, arch=arch), width=0.25)
-    model = FAMILIES[name].build_model(cfg, num_classes=5, image_size=64, weights=NO_WEIGHTS)
+    cfg, model = build(name, arch)
     out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 5)
     out.logsumexp(1).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    head = cfg.family.head(model)
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 5      # the family names its classifier
+    new = {id(p) for p in cfg.family.trainable_parameters(model)}
+    assert {id(p) for p in head.parameters()} <= new < {id(p) for p in model.parameters()}
+
+
+def test_scratch_nets_refuse_pretrained_weights():
+    with pytest.raises(RuntimeError, match="no pretrained weights exist"):
+        FAMILIES["scratch"].build(FAMILIES["scratch"].config(), 3, 32, Weights("timm"))
 
 
 def test_hybrid_matches_seed_003_shapes():
-    cfg = TrialConfig(family="hybrid", arch="resnet50_bigru")
-    model = FAMILIES["hybrid"].build_model(cfg, num_classes=27, image_size=224, weights=NO_WEIGHTS).eval()
+    _, model = build("hybrid", "resnet50_bigru", num_classes=27, image_size=224)
+    model.eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         fmap = model.backbone.forward_features(x)
@@ -96,8 +144,8 @@ def test_hybrid_matches_seed_003_shapes():
 
 
 def test_frozen_backbone_keeps_its_weights_while_the_head_learns():
-    model = FAMILIES["cnn"].build_model(TrialConfig(family="cnn", arch="test_resnet"), 3, 32, NO_WEIGHTS)
-    opt = engine.make_optimizer(model, 1e-2, 0.01, backbone_lr_scale=0.1)
+    cfg, model = build("cnn", "test_resnet", num_classes=3, image_size=32)
+    opt = engine.make_optimizer(model, 1e-2, 0.01, head=cfg.family.trainable_parameters(model), backbone_lr_scale=0.1)
     sched = engine.make_scheduler(opt, steps_per_epoch=4, epochs=2, warmup_epochs=0)
     assert {g["lr_scale"] for g in opt.param_groups if not g["is_head"]} == {0.1}
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -114,3 +162,9 @@ def test_frozen_backbone_keeps_its_weights_while_the_head_learns():
     for k in before:
         changed = not torch.equal(before[k], after[k])
         assert changed == (k.removeprefix("fc.") in head and k.startswith("fc.")), k
+
+
+def test_single_choice_categoricals_are_fixed_not_searched():
+    fam = Family("one", {"only": "test_resnet"}, build=None, space={"batch_size": Choice([32])})
+    assert fam.params()["arch"] == "only" and fam.params()["batch_size"] == 32
+    assert "batch_size" not in SearchSpace((fam,)).distributions() and fam.config().batch_size == 32

@@ -3,8 +3,9 @@
 python -m pytest tests/test_serving.py -x -q
 
 A checkpoint is written as a trial would (no Ray), logged to a fresh SQLite store, registered with
-analysis.registry.register, served from another cwd with the project importable only from the model's
-own code/ folder, and every answer is checked against trainables.checkpoint.Classifier run here.
+analysis.registry.register, served by analysis.scoring_server from another cwd with the project importable
+only from the model's own code/ folder, and every answer is checked against trainables.checkpoint.Classifier
+run here.
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from analysis import predict, registry
+from analysis.scoring_server import scoring_server
 from search_spaces import get_family
+from search_spaces.space import TrialConfig
 from tests.conftest import TINY_COUNTS
 from trainables import checkpoint
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +46,7 @@ from importlib.machinery import PathFinder
 
 class OnlyModelCode:
     def find_spec(self, name, path=None, target=None):
-        if name not in ("trainables", "search_spaces", "analysis"):
+        if name not in ("trainables", "search_spaces", "analysis", "sweep", "tune"):
             return None
         spec = PathFinder.find_spec(name, [p for p in sys.path if os.path.basename(p) == "code"])
         if spec is None:
@@ -64,12 +66,20 @@ class Served:
     uri: str
 
 
+def _trial_config(family: str, **values) -> TrialConfig:
+    """A TrialConfig of `family`: its fixed values, the first choice / low end of each searched one, `values`."""
+    fam = get_family(family)
+    picked = {k: (v.choices[0] if hasattr(v, "choices") else getattr(v, "low", v))
+              for k, v in fam.params(standins=True).items()}
+    return TrialConfig(fam, {**picked, **values})
+
+
 def _checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
-    cfg = TrialConfig(family="scratch", arch="simple_cnn", width=0.25)
-    model = get_family("scratch").build_model(cfg, len(CLASSES), 32, Weights("none"))
+    cfg = _trial_config("scratch", arch="simple_cnn", width=0.25)
+    model = cfg.family.build(cfg, len(CLASSES), 32, Weights("none"))
     with torch.no_grad():  # spread the classes' logits: top-k order must not hinge on float noise between processes
-        checkpoint.classifier_layer(model).bias.copy_(torch.arange(len(CLASSES), dtype=torch.float32) * 1.5)
+        cfg.family.head(model).bias.copy_(torch.arange(len(CLASSES), dtype=torch.float32) * 1.5)
     return checkpoint.save(folder, model, CLASSES, cfg, 32, NORM, "crop", 1, {"val_macro_f1": 0.5})
 
 
@@ -109,7 +119,7 @@ def served(tmp_path_factory):
     blocked = subprocess.run([sys.executable, "-c", "import trainables"], cwd=cwd, env=env, capture_output=True,
                              text=True)
     assert blocked.returncode != 0 and "only a model's code/" in blocked.stderr, blocked.stderr
-    with registry.scoring_server(f"models:/{NAME}/1", env, cwd, tmp / "serve.log", timeout_s=120) as (base, up_s):
+    with scoring_server(f"models:/{NAME}/1", env, cwd, tmp / "serve.log", timeout_s=120) as (base, up_s):
         print(f"mlflow models serve answered /ping after {up_s:.1f} s")
         yield Served(f"{base}/invocations", ckpt, checkpoint.load(ckpt), uri)
 

@@ -1,0 +1,131 @@
+"""The served model: the pyfunc that `mlflow models serve` answers for a registered study winner.
+
+The model is a pyfunc wrapping a trial's checkpoint (checkpoint/model.pt); predictions go through
+trainables.checkpoint.Classifier, so they apply training's exact validation preprocessing.
+analysis.registry logs and registers it (with requirements() and code_paths() from here);
+analysis.scoring_server runs it behind the real `mlflow models serve`.
+
+Request (JSON, POST /invocations; the image file's bytes base64-encoded; `params` optional, k defaults to 5):
+    {"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}, "params": {"k": 3}}
+    {"dataframe_records": [{"image": "<base64>"}, ...]}   or   {"inputs": {"image": ["<base64>", ...]}}
+Response: {"predictions": [{"classes": ["cubism", ...], "probabilities": [0.81, ...]}]}, most probable first.
+A file that is not a decodable image -> HTTP 400 naming the row and the reason.
+
+This module is what the logged model imports: it is copied into the model's code/ folder together with
+the packages listed in CODE_PACKAGES, and must import nothing else of this project (no sweep/, no other
+analysis/ module), so the model loads on a machine without this checkout.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import shutil
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "classifier"     # the logged model's name inside its run
+DEFAULT_K = 5
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.binary, "image")]),
+    outputs=Schema([ColSpec(Array(DataType.string), "classes"), ColSpec(Array(DataType.double), "probabilities")]),
+    params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]),
+)
+# Installed into the model's environment only with --env-manager virtualenv/uv/conda; `local` uses this one.
+REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "optuna", "numpy", "pandas", "Pillow")
+# What the served model imports from this project: whole packages (trainables.checkpoint builds the model
+# through search_spaces), plus this one module of analysis/ (the pickled ImageClassifier refers to
+# analysis.serving.ImageClassifier).
+CODE_PACKAGES = ("trainables", "search_spaces")
+CODE_MODULES = {"analysis": ("__init__.py", "serving.py")}
+
+
+def _raw_bytes(value) -> bytes:
+    """The image file's bytes from a cell of the `image` column.
+
+    dataframe_split / dataframe_records requests arrive already base64-decoded (the signature's binary
+    column); an `inputs` request reaches predict() still base64 text (MLflow casts it to bytes without
+    decoding), and a str may come from a caller that skipped the signature. Real image files are never
+    pure base64 text (their headers hold non-ASCII bytes), so strict base64 means "encoded"."""
+    if isinstance(value, str):
+        value = value.encode("ascii", "replace")
+    value = bytes(value)
+    try:
+        return base64.b64decode(b"".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return value
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    """pyfunc around a checkpoint: DataFrame `image` (file bytes) -> `classes`, `probabilities` (top k)."""
+
+    def load_context(self, context):
+        from trainables import checkpoint
+        self.clf = checkpoint.load(context.artifacts["checkpoint"])
+
+    # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from trainables.decode import BadImage
+        k = int((params or {}).get("k", DEFAULT_K))
+        if k < 1:
+            raise MlflowException(f"params.k must be >= 1, got {k}", error_code=INVALID_PARAMETER_VALUE)
+        if "image" not in model_input:
+            raise MlflowException("input needs an `image` column of image file bytes",
+                                  error_code=INVALID_PARAMETER_VALUE)
+        fitted, bad = [], []
+        for row, value in enumerate(model_input["image"]):
+            try:   # decode every row first, so one error names all bad rows and nothing is computed for them
+                fitted.append(self.clf.fit(_raw_bytes(value)).copy())   # writable: torch warns on read-only arrays
+            except BadImage as e:
+                bad.append(f"row {row}: {e}")
+        if bad:  # INVALID_PARAMETER_VALUE: the scoring server answers 400, not 500
+            raise MlflowException(f"not a usable image: {'; '.join(bad)}", error_code=INVALID_PARAMETER_VALUE)
+        # fit() output is already at the cached side, where fitting again is the identity (Pillow's resize
+        # returns a copy at the same size), so top_k on the arrays equals top_k on the bytes.
+        top = self.clf.top_k(fitted, k)
+        return pd.DataFrame({"classes": [[c for c, _ in t] for t in top],
+                             "probabilities": [[p for _, p in t] for t in top]})
+
+
+def example_image() -> bytes:
+    """A small real JPEG (one of the built-in dataset's renders) as the logged input example."""
+    import numpy as np
+
+    from trainables.builtin_dataset import STYLES, render
+    buf = io.BytesIO()
+    render(next(iter(STYLES)), np.random.default_rng(0)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def requirements() -> list[str]:
+    """REQUIREMENTS pinned to the versions installed here (the model's pip_requirements)."""
+    out = []
+    for dist in REQUIREMENTS:
+        try:   # "2.15.0+cpu" -> "2.15.0": local version labels are not on PyPI
+            out.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")
+        except importlib_metadata.PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
+def code_paths(tmp: Path) -> list[str]:
+    """Copies of the code the served model imports, without __pycache__: logged with the model (code/,
+    put on sys.path when it loads) so `mlflow models serve` works from any cwd without this checkout."""
+    tmp = Path(tmp)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for pkg in CODE_PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp / pkg, ignore=ignore)
+    for pkg, files in CODE_MODULES.items():
+        (tmp / pkg).mkdir()
+        for f in files:
+            shutil.copy2(ROOT / pkg / f, tmp / pkg / f)
+    return [str(tmp / p) for p in (*CODE_PACKAGES, *CODE_MODULES)]
