@@ -11,7 +11,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from sweep.cluster import free_port
+from trainables.net import free_port
 
 
 @contextmanager

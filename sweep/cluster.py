@@ -2,7 +2,6 @@
 and storage, so node-local ones are refused before anything starts."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import yaml
@@ -54,10 +53,3 @@ def node_capacity(alive: list[dict], bootstrap: Path = BOOTSTRAP) -> list[dict]:
     workers = [dict(t.get("resources", {})) for name, t in types.items() if name != config.get("head_node_type")
                for _ in range(int(t.get("max_workers", 0)))]
     return head + workers
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (for loopback servers: mlflow, Ray nodes, torch.distributed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

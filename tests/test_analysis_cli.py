@@ -9,7 +9,6 @@ from mlflow.tracking import MlflowClient
 from analysis import evaluate
 from search_spaces import get_family
 from trainables import checkpoint, data
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 
 COMMANDS = ("leaderboard", "study_plots", "evaluate", "registry")
@@ -45,8 +44,8 @@ def test_unknown_experiment(capsys, name, tmp_path):
 
 
 def test_evaluation_names_images_missing_on_this_machine(tmp_path):
-    cfg = TrialConfig(family="scratch", arch="simple_cnn", width=0.25)
-    model = get_family("scratch").build_model(cfg, 2, 32, Weights("none"))
+    cfg = get_family("scratch").config("simple_cnn", width=0.25)
+    model = cfg.family.build(cfg, 2, 32, Weights("none"))
     norm = {"mean": data.IMAGENET_MEAN, "std": data.IMAGENET_STD}
     clf = checkpoint.load(checkpoint.save(tmp_path, model, ["a", "b"], cfg, 32, norm, "crop", 1, {}))
     gone = [str(tmp_path / "elsewhere" / f"{i}.jpg") for i in range(4)]

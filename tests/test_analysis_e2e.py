@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from analysis import evaluate, leaderboard
 from analysis.runs import latest_study, trial_rows
-from trainables.metrics import BEST, OBJECTIVE
+from trainables.metrics import BEST_KEY as BEST, OBJECTIVE_KEY as OBJECTIVE
 
 pytestmark = pytest.mark.e2e
 

@@ -3,8 +3,8 @@ those the autoscaler may add."""
 import shutil
 from pathlib import Path
 
-from trainables.cluster import node_capacity, on_network_fs, shared_storage_problems
-from trainables.study import DRIVER_CPUS, DRIVER_RESOURCE, plan_resources
+from sweep.cluster import node_capacity, on_network_fs, shared_storage_problems
+from sweep.resources import DRIVER_CPUS, DRIVER_RESOURCE, plan_resources
 
 
 def test_one_machine_accepts_local_everything():

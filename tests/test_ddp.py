@@ -14,17 +14,17 @@ from torch.utils.data import DataLoader
 
 from search_spaces import get_family
 from trainables import cache, data, engine
-from trainables.cluster import free_port
-from trainables.config import TrialConfig
+from trainables.pretrained import Weights
+from trainables.net import free_port
 
 SIZE, WORLD = 32, 2
 CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
-CFG = TrialConfig(family="scratch", arch="simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)
+CFG = get_family("scratch").config("simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)
 
 
 def _model(n_classes):
     torch.manual_seed(0)
-    return get_family(CFG.family).build_model(CFG, n_classes, SIZE)
+    return CFG.family.build(CFG, n_classes, SIZE, Weights("none"))
 
 
 def _images(splits):

@@ -8,7 +8,7 @@ import torch
 
 from search_spaces import FAMILIES
 from trainables import engine
-from trainables.config import TrialConfig
+from trainables.pretrained import Weights
 
 
 def test_amp_modes_on_cpu():
@@ -24,8 +24,8 @@ def test_amp_modes_on_cpu():
 def test_epoch_with_mixup_and_class_weights_learns(amp):
     torch.manual_seed(0)
     np.random.seed(0)  # timm's Mixup draws from numpy's global generator
-    cfg = TrialConfig(family="scratch", arch="simple_cnn", width=0.25, dropout=0.0)
-    model = FAMILIES["scratch"].build_model(cfg, 3, 16)
+    cfg = FAMILIES["scratch"].config("simple_cnn", width=0.25, dropout=0.0)
+    model = cfg.family.build(cfg, 3, 16, Weights("none"))
     x, y = torch.randn(64, 3, 16, 16), torch.randint(0, 3, (64,))
     x[y == 1] += 2.0
     x[y == 2] -= 2.0

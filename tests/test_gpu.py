@@ -8,15 +8,16 @@ import torch.multiprocessing as mp
 
 from search_spaces import FAMILIES
 from trainables import engine
-from trainables.cluster import free_port
-from trainables.config import TrialConfig
+from trainables.net import free_port
+from trainables.pretrained import Weights
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _model():
     torch.manual_seed(0)
-    return FAMILIES["scratch"].build_model(TrialConfig(family="scratch", arch="simple_cnn", width=0.5), 4, 32)
+    cfg = FAMILIES["scratch"].config("simple_cnn", width=0.5)
+    return cfg.family.build(cfg, 4, 32, Weights("none"))
 
 
 @pytest.mark.parametrize("mode", ["auto", "bf16", "fp16"])

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows
-from trainables.cluster import free_port
+from trainables.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

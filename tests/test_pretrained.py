@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import save_file
 
 from search_spaces import FAMILIES
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights, WeightsError
 
 
@@ -21,8 +20,8 @@ def saved_vit(tmp_path_factory):
 
 def test_backbone_equals_saved_weights_head_is_new_and_pos_embed_resized(saved_vit):
     root, saved = saved_vit
-    cfg = TrialConfig(family="transformers", arch="test_vit")
-    model = FAMILIES["transformers"].build_model(cfg, num_classes=4, image_size=64, weights=Weights("timm", str(root)))
+    cfg = FAMILIES["transformers"].config("test_vit")
+    model = cfg.family.build(cfg, num_classes=4, image_size=64, weights=Weights("timm", str(root)))
     loaded = model.state_dict()
     assert model.get_classifier().out_features == 4
     assert loaded["pos_embed"].shape != saved["pos_embed"].shape      # resampled for 64 px

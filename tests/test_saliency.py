@@ -1,7 +1,5 @@
 """Grad-CAM overlays for every registered family, followed from the registry: a new family (or stand-in) is
 covered without a new test. Each model goes through checkpoint.save/load, as a trial's best checkpoint does."""
-import dataclasses
-
 import numpy as np
 import pytest
 import timm
@@ -10,15 +8,21 @@ from PIL import Image
 
 from analysis import saliency
 from search_spaces import FAMILIES
+from search_spaces.hooks import tokens_to_grid
 from trainables import checkpoint
-from trainables.config import TrialConfig
 from trainables.pretrained import Weights
 from tests.conftest import write_folder
 
 CLASSES = ["impressionism", "pointillism", "cubism", "pop_art"]
 SIZE = 64   # ViT stand-ins need a multiple of their 16 px patch; stride-32 CNNs get a 2 x 2 map (32 px: 1 x 1)
-SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in (fam.STANDINS or fam.ARCHS)]
-REAL = [(name, arch) for name, fam in FAMILIES.items() if fam.STANDINS for arch in fam.ARCHS]
+SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in fam.arch_choices(standins=True)]
+REAL = [(name, arch) for name, fam in FAMILIES.items() if fam.standins for arch in fam.archs]
+
+
+def _build(name, arch, size=SIZE, classes=len(CLASSES)):
+    fam = FAMILIES[name]
+    cfg = fam.config(arch, **({"width": 0.25} if "width" in fam.params() else {}))
+    return cfg, fam.build(cfg, classes, size, Weights("none"))
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +35,7 @@ def images(tmp_path_factory):
 
 def _classifier(name, arch, folder):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(TrialConfig(family=name, arch=arch), width=0.25)
-    model = FAMILIES[name].build_model(cfg, len(CLASSES), SIZE, Weights("none"))
+    cfg, model = _build(name, arch)
     data_cfg = timm.data.resolve_model_data_config(model)
     norm = {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
     path = checkpoint.save(folder, model, CLASSES, cfg, SIZE, norm, "crop", 1, {})
@@ -67,33 +70,33 @@ def test_overlays_for_every_family(name, arch, images, tmp_path):
 @pytest.mark.parametrize("name,arch", REAL)
 def test_target_layer_of_full_size_archs(name, arch):
     """The searched (non-stand-in) architectures: the layer is a spatial map, and Grad-CAM runs on it."""
-    model = FAMILIES[name].build_model(TrialConfig(family=name, arch=arch), 3, SIZE, Weights("none")).eval()
-    layer, reshape = saliency.target_layer(model)
+    cfg, model = _build(name, arch, classes=3)
+    model.eval()
+    layer, reshape = cfg.family.saliency_layer(model)
     assert any(m is layer for m in model.modules())
     assert (reshape is not None) == (name == "transformers")
-    maps, probs = saliency.cams(model, torch.randn(1, 3, SIZE, SIZE))
+    maps, probs = saliency.cams(model, (layer, reshape), torch.randn(1, 3, SIZE, SIZE))
     assert maps.shape == (1, SIZE, SIZE) and np.isfinite(maps).all() and maps.std() > 0.01
 
 
 def test_frozen_model_in_train_mode_under_no_grad():
     """A frozen backbone (requires_grad False), a caller's no_grad and train mode change nothing."""
-    model = FAMILIES["scratch"].build_model(TrialConfig(family="scratch", arch="simple_cnn", width=0.25), 3, 32,
-                                            Weights("none"))
+    cfg, model = _build("scratch", "simple_cnn", size=32, classes=3)
     model.requires_grad_(False)
     model.train()
     with torch.no_grad():
-        maps, _ = saliency.cams(model, torch.randn(2, 3, 32, 32), targets=[1, 2])
+        maps, _ = saliency.cams(model, cfg.family.saliency_layer(model), torch.randn(2, 3, 32, 32), targets=[1, 2])
     assert maps.shape == (2, 32, 32) and maps.std() > 0
     assert model.training and all(p.grad is None and not p.requires_grad for p in model.parameters())
 
 
 def test_vit_tokens_become_the_patch_grid():
     tokens = torch.arange(2 * (1 + 4 * 4) * 3, dtype=torch.float32).reshape(2, 17, 3)
-    grid = saliency._tokens_to_grid(1)(tokens)
+    grid = tokens_to_grid(1)(tokens)
     assert grid.shape == (2, 3, 4, 4)
     assert torch.equal(grid[:, :, 0, 1], tokens[:, 2, :])   # token 1 is the first patch; row-major
     with pytest.raises(ValueError, match="square"):
-        saliency._tokens_to_grid(2)(tokens)
+        tokens_to_grid(2)(tokens)
 
 
 def test_overlays_without_labels_and_more_images_than_n(images, tmp_path):
