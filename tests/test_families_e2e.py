@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray.tune import ExperimentAnalysis
+from ray.tune.search.optuna import OptunaSearch
 
 from analysis.runs import latest_study, trial_rows
-from search_spaces import ALL, FAMILIES, arch_choices
+from analysis import study_plots
+from search_spaces import ALL, FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -24,20 +27,36 @@ def smoke(family, tmp_path, samples):
     assert proc.returncode == 0, out[-4000:]
     client = MlflowClient(uri)
     exp, parent = latest_study(client, f"smoke-{family}")
-    return out, trial_rows(client, exp.experiment_id, parent.info.run_id)
+    return out, trial_rows(client, exp.experiment_id, parent.info.run_id), client, parent
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_smoke_logs_the_architecture_of_every_trial(family, tmp_path):
-    _, rows = smoke(family, tmp_path, samples=2)
+    _, rows, _, _ = smoke(family, tmp_path, samples=2)
     assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == 1 for r in rows)
-    stand_ins = arch_choices(FAMILIES[family], standins=True)
-    assert all(r.family == family and r.arch in stand_ins and r.params["arch"] == r.arch for r in rows)
+    stand_ins = FAMILIES[family].arch_choices(standins=True)
+    # a single stand-in is fixed, not searched: then the arch is a tag only
+    assert all(r.family == family and r.arch in stand_ins and r.params.get("arch", r.arch) == r.arch for r in rows)
 
 
 def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
-    out, rows = smoke(ALL, tmp_path, samples=len(FAMILIES))
+    out, rows, client, parent = smoke(ALL, tmp_path, samples=len(FAMILIES))
     assert {r.family for r in rows} == set(FAMILIES)
+    # one name per parameter: Optuna's study, Tune's results, the MLflow params and the importance plot
+    experiment = str(tmp_path / "ray_results" / f"smoke-{ALL}")
+    searcher = OptunaSearch()
+    searcher.restore_from_dir(experiment)
+    optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)
+    tune_names = sorted(sorted(c) for c in ExperimentAnalysis(experiment).get_all_configs().values())
+    mlflow_names = sorted(sorted(r.params) for r in rows)
+    assert optuna_names == tune_names == mlflow_names
+    logged = study_plots.read_space(client, parent.info.run_id)
+    assert set().union(*map(set, mlflow_names)) <= set(logged)
+    study, skipped = study_plots.build_study(rows, logged)
+    plotted = set(study.trials[0].distributions) if study.trials else set()
+    assert plotted | set(skipped) == set(logged) and plotted <= set().union(*map(set, mlflow_names))
+    # a family's own knobs are on its runs only
+    assert all(k == "family" or k.startswith(f"{r.family}.") for r in rows for k in r.params)
     assert "families ranked by their best trial:" in out
     ranked = out.split("families ranked by their best trial:")[1]
     assert all(f in ranked for f in FAMILIES)
