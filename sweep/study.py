@@ -15,13 +15,13 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.space import SearchSpace
 from sweep import summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
+from sweep.search import HonestOptunaSearch
 from sweep.settings import UsageError, check_tracking, space_of
 from trainables import data, tracking
 from trainables.config import RunSettings
@@ -159,8 +159,10 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
 
 
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
-    search = OptunaSearch(space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
-                          sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples)))
+    search = HonestOptunaSearch(
+        space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
+        sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples)),
+        max_t=s.max_epochs)
     asha = ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
                          grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs))
     return tune.Tuner(
