@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     try:
         if a.resume:
             from trainables.tracking import default_uri
-            study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage or str(Path.cwd() / "ray_results"),
-                                 a.mlflow_uri or default_uri(Path.cwd()), a.address, not a.no_dashboard)
+            study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
+                                 a.address, not a.no_dashboard)
         else:
             settings, space, source = from_flags(a, Path.cwd())
             study = Study.start(settings, space, source, a.address, not a.no_dashboard)

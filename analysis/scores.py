@@ -27,7 +27,7 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
     images (scipy.stats.bootstrap, resampling images with replacement)."""
     out = {}
     rng = np.random.default_rng(seed)
-    for name in POINT:
+    for name in (m.name for m in metrics.applicable(logits.shape[1]) if m.name in POINT):
         fn = metrics.METRICS[name].fn
         value = fn(logits, targets)
         entry = {"value": value, "ci_low": value, "ci_high": value}

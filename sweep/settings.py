@@ -1,7 +1,7 @@
 """From tune.py's flags to one RunSettings, checked before anything starts.
 
-Every check that needs neither Ray nor a model runs here, so bad input costs nothing: UsageError carries
-one line saying what is wrong and what to do (tune.py prints it and exits 2).
+Every check that needs neither Ray nor a model runs here (sweep.preflight), so bad input costs nothing:
+UsageError carries one line saying what is wrong and what to do (tune.py prints it and exits 2).
 """
 from __future__ import annotations
 
@@ -13,14 +13,11 @@ from search_spaces.space import SearchSpace
 from trainables import data, tracking
 from trainables.builtin_dataset import ensure_builtin_dataset
 from trainables.config import RunSettings
-from trainables.pretrained import WeightsError, weight_file
+from sweep import preflight
+from sweep.preflight import UsageError
 
 SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
 DEMO = dict(num_samples=8, max_epochs=5, builtin_image_size=32)                  # plain defaults
-
-
-class UsageError(ValueError):
-    """The flags ask for something that cannot work; the message says what to change."""
 
 
 def _positive(a: argparse.Namespace) -> None:
@@ -28,19 +25,6 @@ def _positive(a: argparse.Namespace) -> None:
         value = getattr(a, flag)
         if value is not None and value <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
-
-
-def _check_weights(space: SearchSpace, s: RunSettings) -> None:
-    """With --weights-dir, every architecture the study can draw has its file now, not in every trial."""
-    if s.pretrained != "timm" or not s.weights_dir:
-        return
-    for fam in (f for f in space.families if f.pretrained):
-        for arch, name in fam.arch_choices(s.standins).items():
-            if s.arch in (None, arch):
-                try:
-                    weight_file(s.weights_dir, name)
-                except WeightsError as e:
-                    raise UsageError(str(e)) from None
 
 
 def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, data.Source]:
@@ -67,14 +51,19 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
         weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke)
-    _check_weights(space, s)
+    preflight.image_size(s, len(source.paths))
+    if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
+        preflight.workers(s, *preflight.local_capacity(), "this machine")
+    preflight.storage(s.storage)
+    preflight.weights(space, s)
     check_tracking(s.mlflow_uri)
     return s, space, source
 
 
 def check_tracking(uri: str) -> None:
     try:
-        tracking.check_reachable(uri)
+        with preflight.store_lock(uri):   # a new SQLite store gets its schema from one process at a time
+            tracking.check_reachable(uri)
     except ConnectionError as e:
         raise UsageError(str(e)) from None
 

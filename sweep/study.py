@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
+from shlex import quote
 
 import optuna
 import ray
@@ -17,7 +19,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from search_spaces.space import SearchSpace
-from sweep import summary
+from sweep import preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
@@ -37,6 +39,12 @@ RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_
 REDUCTION_FACTOR = 2
 
 
+def run_name(experiment: str, parent_run_id: str) -> str:
+    """The Ray run folder of a study: its experiment name (any characters) made path-safe, and its MLflow
+    parent run, so two studies of one experiment never share a folder."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', experiment).strip('._')[:80] or 'study'}-{parent_run_id[:8]}"
+
+
 def log(message: str) -> None:
     print(f"artsweep: {message}", flush=True)
 
@@ -52,12 +60,18 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourceP
     os.environ.update(RAY_ENV)
     local = {} if address else {"include_dashboard": None if dashboard else False}  # joining: the cluster's
     ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
-    machines = len({n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]})
-    problems = shared_storage_problems(machines, s.mlflow_uri, s.storage)
-    if problems:
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    nodes = node_capacity([n["Resources"] for n in alive])
+    try:
+        problems = shared_storage_problems(len({n["NodeManagerAddress"] for n in alive}), s.mlflow_uri, s.storage)
+        if problems:
+            raise UsageError(" | ".join(problems))
+        preflight.workers(s, int(sum(n.get("CPU", 0) for n in nodes)), int(sum(n.get("GPU", 0) for n in nodes)),
+                          "the cluster")
+    except UsageError:
         ray.shutdown()
-        raise UsageError(" | ".join(problems))
-    return plan_resources(node_capacity([n["Resources"] for n in ray.nodes() if n["Alive"]]), s.workers_per_trial)
+        raise
+    return plan_resources(nodes, s.workers_per_trial)
 
 
 def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict]:
@@ -91,7 +105,7 @@ class Study:
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
             "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
             artifact_root=Path.cwd() / "mlartifacts")
-        s = s.replace(classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
+        s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers)
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
@@ -107,20 +121,22 @@ class Study:
         return cls(s, space, plan, _tuner(s, space, plan), t0)
 
     @classmethod
-    def resume(cls, experiment: str, storage: str, uri: str, address: str | None = None,
+    def resume(cls, experiment: str, storage: str | None, uri: str, address: str | None = None,
                dashboard: bool = True) -> "Study":
         """Continue the latest study of `experiment` where Tune's saved state left it: finished trials are
         kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
-        all of it lands in the same MLflow parent run."""
+        all of it lands in the same MLflow parent run. `storage`: where the study's folder is now (default:
+        where it was written)."""
         check_tracking(uri)
-        path = f"{storage.rstrip('/')}/{experiment}"
-        if not tune.Tuner.can_restore(path):
-            raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
-                             "study to continue (tune.py prints them when a study stops)")
         try:
             s = RunSettings.from_dict(tracking.read_settings(uri, experiment))
         except LookupError as e:
             raise UsageError(f"--resume: {e}") from None
+        s = s.replace(storage=storage or s.storage)
+        path = s.run_path
+        if not tune.Tuner.can_restore(path):
+            raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
+                             "study to continue (tune.py prints them when a study stops)")
         t0 = time.perf_counter()
         plan = start_ray(s, address, dashboard)
         tracking.reopen_study(uri, s.parent_run_id)
@@ -149,7 +165,8 @@ class Study:
             ray.shutdown()
             if status == "KILLED":
                 log(f"study stopped after {done} of {s.num_samples} trials; continue it with:\n"
-                    f"  python tune.py --resume --experiment {s.experiment} --storage {s.storage} --mlflow-uri {s.mlflow_uri}")
+                    f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
+                    f"--mlflow-uri {quote(s.mlflow_uri)}")
         return summary.print_summary(s, time.perf_counter() - self.t0)
 
 
@@ -169,6 +186,6 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
         _trainable(s, space, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,
                                     num_samples=s.num_samples, max_concurrent_trials=plan.max_concurrent),
-        run_config=tune.RunConfig(name=s.experiment, storage_path=s.storage,
+        run_config=tune.RunConfig(name=s.run_name, storage_path=s.storage,
                                   callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s)],
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1))

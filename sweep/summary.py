@@ -1,6 +1,8 @@
 """The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next."""
 from __future__ import annotations
 
+from shlex import quote
+
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import best_per_family, trial_rows
@@ -27,7 +29,7 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
         print("families ranked by their best trial:")
         for i, (fam, r) in enumerate(families.items(), 1):
             print(f"  {i}. {fam:<13} {OBJECTIVE_KEY}={r.best:.4f}  ({r.arch}, {r.name})")
-    print(f"browse the study:  mlflow ui --backend-store-uri {s.mlflow_uri}   (experiment {s.experiment!r})")
+    print(f"browse the study:  mlflow ui --backend-store-uri {quote(s.mlflow_uri)}   (experiment {s.experiment!r})")
     print(f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
-          f"--experiment {s.experiment} --mlflow-uri {s.mlflow_uri}")
+          f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}")
     return 0

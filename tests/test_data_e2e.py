@@ -16,15 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def test_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp_path):
+def test_two_class_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp_path):
+    """A 2-class study (cats vs dogs shaped) from a CSV manifest: trains, reports and evaluates without top-5."""
     source = data.scan(tiny_folder)
+    two = source.classes[:2]
     manifest = tiny_folder.parent / "labels.csv"              # paths in a manifest are relative to it
     (tiny_folder.parent / "broken.jpg").write_bytes(b"")
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label"])
         w.writerows((str(Path(p).relative_to(tiny_folder.parent)), source.classes[label])
-                    for p, label in zip(source.paths, source.labels))
+                    for p, label in zip(source.paths, source.labels) if source.classes[label] in two)
         w.writerow(["broken.jpg", "cubism"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache_dir = tmp_path / "cache"
@@ -49,3 +51,13 @@ def test_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp_path):
     report = json.loads(Path(client.download_artifacts(parent.info.run_id, "dataset/report.json", str(tmp_path)))
                         .read_text())
     assert report["skipped"] == [{"path": str(tiny_folder.parent / "broken.jpg"), "reason": "zero-byte file"}]
+    assert all("val_top5" not in client.get_run(r.run_id).data.metrics for r in rows)       # 2 classes: no top-5
+    proc = subprocess.run([sys.executable, "-m", "analysis.evaluate", "--experiment", "csv", "--mlflow-uri", uri],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ARTSWEEP_CACHE": str(cache_dir)})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    parent_metrics = client.get_run(parent.info.run_id).data.metrics
+    assert "test_macro_f1" in parent_metrics and "test_top5" not in parent_metrics
+    html = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation") for a in
+            client.list_artifacts(parent.info.run_id, a.path) if a.path.endswith("report.html")]
+    assert html, "no evaluation report"

@@ -12,6 +12,7 @@ from ray.tune.search.optuna import OptunaSearch
 from analysis.runs import latest_study, trial_rows
 from analysis import study_plots
 from search_spaces import ALL, FAMILIES
+from trainables.tracking import read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
     out, rows, client, parent = smoke(ALL, tmp_path, samples=len(FAMILIES))
     assert {r.family for r in rows} == set(FAMILIES)
     # one name per parameter: Optuna's study, Tune's results, the MLflow params and the importance plot
-    experiment = str(tmp_path / "ray_results" / f"smoke-{ALL}")
+    experiment = str(tmp_path / "ray_results" / read_settings(f"sqlite:///{tmp_path / 'mlflow.db'}", f"smoke-{ALL}")["run_name"])
     searcher = OptunaSearch()
     searcher.restore_from_dir(experiment)
     optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)

@@ -36,3 +36,15 @@ def test_every_metric_spec_ranks_by_its_own_direction(spec):
 def test_loss_is_minimised_and_the_objective_maximised():
     assert metrics.METRICS["loss"].mode == "min" and metrics.OBJECTIVE.mode == "max"
     assert metrics.OBJECTIVE_KEY == "val_macro_f1" and metrics.BEST_KEY == "best_val_macro_f1"
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 5])
+def test_few_classes_omit_top5_and_absent_classes_count(num_classes):
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(40, num_classes)).astype(np.float32)
+    targets = rng.integers(0, num_classes - 1, 40)            # the last class never occurs in the split
+    m = metrics.compute(logits, targets)
+    assert "val_top5" not in m and {"val_macro_f1", "val_accuracy", "val_loss"} <= set(m)
+    labels = np.arange(num_classes)
+    assert m["val_macro_f1"] == pytest.approx(f1_score(targets, logits.argmax(1), labels=labels, average="macro",
+                                                       zero_division=0))

@@ -18,7 +18,7 @@ class RunSettings:
     num_samples: int                 # trials in the study
     max_epochs: int                  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int           # DDP workers in each trial's gang
-    experiment: str                  # MLflow experiment name = Ray run name
+    experiment: str                  # MLflow experiment name (any characters)
     mlflow_uri: str                  # tracking URI every worker logs to
     storage: str                     # Ray storage_path for results and checkpoints
     image_size: int = 0              # square input side in pixels; 0 = each family's own default
@@ -32,6 +32,8 @@ class RunSettings:
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     smoke: bool = False              # --smoke: the tiny budget above was applied
     # filled in by the study once MLflow and Ray are up
+    run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
+                                     # so two studies of one experiment never share a folder
     split_manifest: str = "dataset/splits.csv"   # parent-run artifact (path,label,split) every trial reads
     classes: tuple = ()              # class names in label order, shared by every trial and the logged model
     mlflow_experiment_id: str = ""   # study experiment
@@ -40,6 +42,11 @@ class RunSettings:
     use_gpu: bool = False            # one GPU per worker, NCCL; else gloo on CPU
     loader_workers: int = 0          # DataLoader processes per Train worker: the worker's CPUs beyond the one
                                      # that trains (0 on small CPU trials = decode inline)
+
+    @property
+    def run_path(self) -> str:
+        """The study's Ray run folder (Tune's experiment state, and each trial's Train checkpoints below it)."""
+        return f"{self.storage.rstrip('/')}/{self.run_name}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,7 +25,7 @@ def train_loop(config: dict) -> None:
 
 def train_storage(s: RunSettings) -> str:
     """Where Ray Train keeps each trial's checkpoints: beside Tune's experiment folder."""
-    return f"{s.storage.rstrip('/')}/{s.experiment}/train"
+    return f"{s.run_path}/train"
 
 
 def run_trial(config: dict, settings: RunSettings, space) -> None:

@@ -23,6 +23,7 @@ class Metric:
     name: str                                  # without split prefix: "macro_f1"
     fn: Callable[[np.ndarray, np.ndarray], float]
     mode: str = "max"                          # "max": higher is better; "min": lower is better
+    min_classes: int = 2                       # reported only for at least this many classes (top-5: 6)
 
     def key(self, split: str = "val") -> str:
         return f"{split}_{self.name}"
@@ -66,11 +67,9 @@ def accuracy(logits, targets) -> float:
 
 
 def top5(logits, targets) -> float:
+    """Share of images whose class is among the 5 highest scores (only reported for more than 5 classes)."""
     from sklearn.metrics import top_k_accuracy_score
-    k = min(5, logits.shape[1] - 1)
-    if k < 1:
-        return 1.0
-    return float(top_k_accuracy_score(targets, logits, k=k, labels=np.arange(logits.shape[1])))
+    return float(top_k_accuracy_score(targets, logits, k=5, labels=np.arange(logits.shape[1])))
 
 
 def loss(logits, targets) -> float:
@@ -83,7 +82,7 @@ def loss(logits, targets) -> float:
 METRICS = {m.name: m for m in (
     Metric("macro_f1", macro_f1),
     Metric("accuracy", accuracy),
-    Metric("top5", top5),
+    Metric("top5", top5, min_classes=6),
     Metric("weighted_f1", weighted_f1),
     Metric("loss", loss, mode="min"),
 )}
@@ -92,5 +91,10 @@ OBJECTIVE_KEY = OBJECTIVE.key("val")    # "val_macro_f1": the Tune metric, ASHA'
 BEST_KEY = f"best_{OBJECTIVE_KEY}"      # running best per trial, logged to MLflow beside the per-epoch values
 
 
+def applicable(num_classes: int) -> list[Metric]:
+    """The metrics that mean something for this many classes (top-5 of 2 classes is always 1: left out)."""
+    return [m for m in METRICS.values() if num_classes >= m.min_classes]
+
+
 def compute(logits: np.ndarray, targets: np.ndarray, split: str = "val") -> dict[str, float]:
-    return {m.key(split): m.fn(logits, targets) for m in METRICS.values()}
+    return {m.key(split): m.fn(logits, targets) for m in applicable(logits.shape[1])}
