@@ -51,3 +51,40 @@ def test_real_process_exit_code_and_help():
     for flag in ("--family", "--data", "--num-samples", "--max-epochs", "--workers-per-trial", "--image-size",
                  "--experiment", "--mlflow-uri", "--storage", "--seed", "--address", "--smoke"):
         assert flag in help_.stdout
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--image-size", "100000"], ["--image-size 100000 is outside [16, 1024] px", "GB for"]),
+    (["--image-size", "8"], ["is outside [16, 1024] px"]),
+    (["--workers-per-trial", "64"], ["--workers-per-trial 64 is more than the", "this machine"]),
+    (["--storage", "/proc/forbidden"], ["--storage /proc/forbidden: cannot write there"]),
+])
+def test_what_cannot_work_is_refused_before_ray_starts(capsys, tmp_path, argv, needles):
+    code, err = run_main(capsys, *argv, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles), err
+    assert not (tmp_path / "mlflow.db").exists()       # refused before the store was even opened
+
+
+def test_pretrained_weights_missing_offline_are_named_at_start(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # no network: what a cluster without internet sees
+    code, err = run_main(capsys, "--family", "cnn", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert all(name in err for name in ("resnet50.a1_in1k", "vgg16.tv_in1k", "convnext_tiny")) and "--weights-dir" in err
+
+
+def test_two_processes_create_one_new_store_safely(tmp_path):
+    """MLflow's schema migration races when two processes create a SQLite store at once; the study takes a
+    lock around the first use, so both succeed and the store works."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    code = f"from sweep.settings import check_tracking; check_tracking({uri!r})"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    from mlflow.tracking import MlflowClient
+    assert MlflowClient(uri).create_experiment("after") and len(MlflowClient(uri).search_experiments()) == 2
+
+
+def test_any_experiment_name_gets_a_safe_unique_run_folder():
+    from sweep.study import run_name
+    a, b = run_name("my study/2026 (v1)", "0a1b2c3d4e"), run_name("my study/2026 (v1)", "ffff0000aa")
+    assert a != b and "/" not in a and " " not in a and a.startswith("my_study_2026_v1")
