@@ -7,14 +7,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import ray
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from trainables import tracking
 from trainables.config import RunSettings
-from trainables.metrics import PG_KEY
+from trainables.metrics import PG_KEY, RUN_ID_KEY
+from trainables.outbox import Outbox
 
 log = logging.getLogger("artsweep")
 
@@ -65,20 +68,49 @@ class ReleaseTrainWorkers(tune.Callback):
 
 
 class CloseTrialRuns(tune.Callback):
-    """Ends each trial's MLflow child run when Tune ends the trial, including trials ASHA stopped
-    (whose driver is killed mid-epoch and cannot end its own run)."""
+    """Ends each trial's MLflow child run when Tune ends the trial, including trials ASHA stopped (whose driver
+    is killed mid-epoch and cannot end its own run). The close goes through the run's outbox: while the
+    tracking server is away it waits on disk with the run's other writes, and never raises into Tune."""
 
     def __init__(self, settings: RunSettings):
         self.s = settings
+        self.runs: dict[str, str] = {}          # trial_id -> MLflow run id (from the trial's reports)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(RUN_ID_KEY):
+            self.runs[trial.trial_id] = result[RUN_ID_KEY]
 
     def _close(self, trial, status: str, error: str | None = None) -> None:
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
-        tracking.close_trial_run(self.s.mlflow_uri, self.s.mlflow_experiment_id, self.s.parent_run_id,
-                                 trial.trial_id, status=status, epochs_reached=epochs,
-                                 stopped_early=error is None and epochs < self.s.max_epochs, error=error)
+        tags = {"stopped_early": str(error is None and epochs < self.s.max_epochs).lower(), "epochs_reached": epochs,
+                **({"error": error[:4000]} if error else {})}
+        try:
+            run_id = self.runs.get(trial.trial_id) or tracking.find_trial_run(
+                MlflowClient(self.s.mlflow_uri), self.s.mlflow_experiment_id, self.s.parent_run_id,
+                trial.trial_id).info.run_id
+            box = Outbox(self.s.mlflow_uri, run_id, Path(self.s.spool))
+            box.tags(tags)
+            box.terminate(status)
+        except Exception as e:  # noqa: BLE001 - a failing tracking server must not abort the study
+            log.warning("artsweep: could not close the MLflow run of trial %s (%s: %s); the study marks it at "
+                        "its end", trial.trial_id, type(e).__name__, e)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._close(trial, "FAILED", error=str(getattr(trial, "error_file", "") or "trial failed"))
+        self._close(trial, "FAILED", error=error_text(trial))
+
+
+def error_text(trial, lines: int = 25) -> str:
+    """The trial's real error: the exception and the last lines of its traceback (Tune keeps the text on the
+    head, in the trial's folder; the run's tag must not be a path the user cannot open)."""
+    try:
+        err = trial.get_error()
+    except Exception:   # noqa: BLE001 - an unreadable error file must not hide the failure itself
+        err = None
+    text = str(err or "").strip()
+    if not text:
+        return f"trial failed; Tune's error file: {getattr(trial, 'error_file', None)}"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail)[-4000:]

@@ -25,6 +25,8 @@ def _positive(a: argparse.Namespace) -> None:
         value = getattr(a, flag)
         if value is not None and value <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if a.max_retries < 0:
+        raise UsageError(f"--max-retries must be 0 or more, got {a.max_retries}")
 
 
 def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, data.Source]:
@@ -50,6 +52,7 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         image_size=a.image_size or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
         arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
         weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
+        max_retries=a.max_retries,
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke)
     preflight.image_size(s, len(source.paths))
     if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)

@@ -26,6 +26,7 @@ from sweep.resources import ResourcePlan, plan_resources
 from sweep.search import HonestOptunaSearch
 from sweep.settings import UsageError, check_tracking, space_of
 from trainables import data, tracking
+from trainables.outbox import send_pending
 from trainables.config import RunSettings
 from trainables.driver import run_trial
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
@@ -34,6 +35,7 @@ from trainables.report import dataset_report, plot, summary_lines
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+PENDING_WAIT_S = 120.0   # at the study's end, wait at most this long for writes MLflow has not taken yet
 # ASHA halves the field at each rung: with the 5-15 epoch budgets used here, factor 2 gives 2-4 rungs, so a
 # trial is judged several times; factor 3-4 leaves one or two rungs and stops on 1-epoch scores alone.
 REDUCTION_FACTOR = 2
@@ -159,15 +161,32 @@ class Study:
             status = "KILLED"
             raise
         finally:
-            killed = tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
-            if killed:
-                log(f"marked {len(killed)} unfinished trial run(s) KILLED")
             ray.shutdown()
+            finish_record(s, status)
             if status == "KILLED":
                 log(f"study stopped after {done} of {s.num_samples} trials; continue it with:\n"
                     f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
                     f"--mlflow-uri {quote(s.mlflow_uri)}")
         return summary.print_summary(s, time.perf_counter() - self.t0)
+
+
+def finish_record(s: RunSettings, status: str) -> None:
+    """Send what MLflow did not take during the study (bounded wait), then end the parent run and any child run
+    still open (KILLED). What cannot be sent stays on disk, and the study says where and how to send it."""
+    left = send_pending(s.mlflow_uri, Path(s.spool), PENDING_WAIT_S)
+    try:
+        killed = tracking.retrying(lambda: tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id,
+                                                                s.parent_run_id, status),
+                                   "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0)
+        if killed:
+            log(f"marked {len(killed)} unfinished trial run(s) KILLED")
+    except Exception as e:  # noqa: BLE001 - the trials are done; say what the record lacks
+        log(f"warning: could not end the study's MLflow runs ({type(e).__name__}); "
+            "`python -m analysis.sync --end-study FINISHED` ends them when the server answers")
+    if left:
+        log(f"warning: MLflow has not taken the writes of {len(left)} trial run(s); they are kept in {s.spool}. "
+            f"Send them when the server answers: python -m analysis.sync --experiment {quote(s.experiment)} "
+            f"--mlflow-uri {quote(s.mlflow_uri)}")
 
 
 def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):

@@ -7,32 +7,17 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows
+from tests.servers import BIN, wait_http
 from trainables.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.e2e
-
-
-def wait_http(url, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:  # answering, e.g. 401 without the token: up
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 # Ray 2.60 authenticates every connection with a token: one per cluster, given to every node and client.

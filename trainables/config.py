@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -31,6 +32,7 @@ class RunSettings:
     resize_policy: str = "crop"      # crop: aspect-preserving resize + centre crop; letterbox: resize + pad
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     smoke: bool = False              # --smoke: the tiny budget above was applied
+    max_retries: int = 2             # restarts of a trial's worker group after a lost worker (from its last epoch)
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
                                      # so two studies of one experiment never share a folder
@@ -47,6 +49,14 @@ class RunSettings:
     def run_path(self) -> str:
         """The study's Ray run folder (Tune's experiment state, and each trial's Train checkpoints below it)."""
         return f"{self.storage.rstrip('/')}/{self.run_name}"
+
+    @property
+    def spool(self) -> str:
+        """Where MLflow writes wait while the tracking server is away (trainables.outbox): in the study's folder
+        when storage is a local or shared path, else in this machine's cache."""
+        if "://" in self.storage and not self.storage.startswith("file://"):
+            return str(Path.home() / ".cache" / "artsweep" / "pending" / self.run_name)
+        return f"{self.run_path.removeprefix('file://')}/pending"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,8 +12,8 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import tracking
+from trainables.recorder import EpochRecorder
 from trainables.config import RunSettings
-from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 
 
 def train_loop(config: dict) -> None:
@@ -44,10 +44,13 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         run_config=RunConfig(
             name=f"trial-{trial_id}",
             storage_path=train_storage(settings),
-            callbacks=[TuneReportCallback()],
-            checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=OBJECTIVE_KEY,
-                                               checkpoint_score_order=OBJECTIVE.mode),
-            failure_config=FailureConfig(max_failures=0),  # a crashed trial fails; the study goes on
+            # the recorder first: it logs the report to MLflow and takes out its keys before Tune sees it
+            callbacks=[EpochRecorder(settings.mlflow_uri, run_id, settings.spool, settings.max_epochs),
+                       TuneReportCallback()],
+            # the latest resume checkpoint only (trainables/resume.py); the best one is in MLflow
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            # a lost worker restarts the group from that checkpoint; after max_retries the trial fails
+            failure_config=FailureConfig(max_failures=settings.max_retries),
         ),
     )
     trainer.fit()

@@ -16,6 +16,7 @@ import numpy as np
 # module for OBJECTIVE and should not pay ~1.5 s of sklearn import in every trial.
 
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
+RUN_ID_KEY = "mlflow_run_id"   # also in each report: the trial's child run, which the study closes
 
 
 @dataclass(frozen=True)

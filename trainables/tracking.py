@@ -4,13 +4,15 @@ Who writes what:
   the study (sweep.study)  parent run (params, dataset/, study/settings.json, study/space.json); the
                            sweep.callbacks.CloseTrialRuns callback ends every child run when its trial ends
   trial driver             creates the child run with params and tags before any worker starts
-  worker rank 0            per-epoch metrics and the best checkpoint of its child run
+  Train's controller       per-epoch metrics, tags and the best checkpoint of the child run, as it takes each
+                           report (trainables.recorder, through an outbox that outlasts a server outage)
 Params of a child run: exactly its searched values under their study names. Tags: family, arch, trial_id,
 stopped_early, epochs_reached. Nothing stays RUNNING.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -20,6 +22,9 @@ from typing import Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+
+log = logging.getLogger("artsweep")
 
 STUDY_TAG = "artsweep.study"          # "1" on the parent run
 SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
@@ -118,7 +123,13 @@ def reopen_study(uri: str, parent_run_id: str) -> None:
 
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
                    params: Mapping, tags: Mapping) -> str:
-    """The trial's child run: its searched params under their study names; tags (family, arch) for filtering."""
+    """The trial's child run: its searched params under their study names; tags (family, arch) for filtering.
+    Waits out a tracking server that is restarting (tracking.retrying)."""
+    return retrying(lambda: _open_trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags),
+                    f"creating the MLflow run of trial {trial_id}")
+
+
+def _open_trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags) -> str:
     client = MlflowClient(uri)
     run = client.create_run(experiment_id, tags={
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
@@ -127,27 +138,24 @@ def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: s
     return run.info.run_id
 
 
-class EpochLogger:
-    """Rank 0's view of its child run: per-epoch metrics and the best checkpoint."""
+def retrying(call, what: str, timeout_s: float = 600.0, first_wait_s: float = 2.0):
+    """call() until it succeeds, waiting 2 s doubling to 60 s between tries, for up to timeout_s (a tracking
+    server restarting for a minute delays a trial's start instead of failing it); then the last error."""
+    deadline, wait = time.monotonic() + timeout_s, first_wait_s
+    while True:
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - mlflow raises many types for a server that is away
+            if time.monotonic() + wait > deadline:
+                raise
+            log.warning("artsweep: %s failed (%s); retrying in %.0f s", what, type(e).__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 60.0)
 
-    def __init__(self, uri: str, run_id: str):
-        self.client, self.run_id = MlflowClient(uri), run_id
 
-    def log_epoch(self, values: Mapping[str, float], epoch: int) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[
-            Metric(k, float(v), now, epoch) for k, v in values.items() if isinstance(v, (int, float))])
-
-    def fetch(self, run_id: str, artifact: str, folder: str) -> str:
-        """Download an artifact (e.g. the parent run's split manifest) into `folder`; returns its path."""
-        return self.client.download_artifacts(run_id, artifact, folder)
-
-    def tag(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-    def log_checkpoint(self, path: Path, epoch: int) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path="checkpoint")
-        self.client.set_tag(self.run_id, "best_epoch", str(epoch))
+def fetch_artifact(uri: str, run_id: str, artifact: str, folder: str) -> str:
+    """Download an artifact (e.g. the parent run's split manifest) into `folder`, waiting out a server restart."""
+    return retrying(lambda: MlflowClient(uri).download_artifacts(run_id, artifact, folder), f"fetching {artifact}")
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -156,20 +164,6 @@ def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"),
         order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
-
-
-def close_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, *, status: str,
-                    epochs_reached: int, stopped_early: bool, error: str | None = None) -> None:
-    """End a trial's child run (status FINISHED / FAILED / KILLED) and tag how it ended."""
-    client = MlflowClient(uri)
-    run = find_trial_run(client, experiment_id, parent_run_id, trial_id)
-    if run is None:
-        return
-    tags = [RunTag("stopped_early", str(stopped_early).lower()), RunTag("epochs_reached", str(epochs_reached))]
-    if error:
-        tags.append(RunTag("error", error[:4000]))
-    client.log_batch(run.info.run_id, tags=tags)
-    client.set_terminated(run.info.run_id, status=status)
 
 
 def close_study(uri: str, experiment_id: str, parent_run_id: str, status: str) -> list[str]:

@@ -6,6 +6,7 @@ family included) and the study's RunSettings arrive as objects: nothing here loo
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +19,11 @@ import timm.data
 import torch
 from torch.utils.data import DataLoader
 
-from trainables import cache, checkpoint, data, engine
-from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY
+from trainables import cache, checkpoint, data, engine, resume
+from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY
 from trainables.pretrained import Weights
-from trainables.tracking import EpochLogger
+from trainables.recorder import IMPROVED_KEY, TAGS_KEY
+from trainables.tracking import fetch_artifact
 
 
 def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int):
@@ -64,18 +66,31 @@ def _model(cfg, s, num_classes: int):
     return model, image_size, {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
 
 
-def train_loop_per_worker(config: dict) -> None:
-    t0 = time.perf_counter()
-    cfg, s = config["trial"], config["settings"]   # TrialConfig, RunSettings
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
-    torch.manual_seed(s.seed)
-    device = ray.train.torch.get_device()
+def _restore(model, optimizer, scheduler, scaler, rank: int) -> resume.Progress:
+    """Continue from the trial's latest resume checkpoint after a worker was lost (Train restarted the group),
+    or start fresh."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return resume.Progress()
+    with ckpt.as_directory() as folder:
+        return resume.load(Path(folder), rank, model, optimizer, scheduler, scaler)
 
-    client = EpochLogger(s.mlflow_uri, config["run_id"])  # every rank fetches the split; rank 0 logs
-    with tempfile.TemporaryDirectory() as tmp:
-        splits = data.read_manifest(client.fetch(s.parent_run_id, s.split_manifest, tmp), list(s.classes))
+
+def _report(values: dict, progress: resume.Progress, objects: tuple, rank: int, extra: dict, best=None) -> None:
+    """Every rank reports (the report is a barrier) with its part of the resume checkpoint; rank 0's report
+    also carries `extra` (recorder keys) and, at a new best, the best checkpoint `best(folder)` writes.
+    The controller's EpochRecorder logs it to MLflow once Ray has kept the checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="artsweep-resume-") as folder:   # Ray copies it to storage
+        resume.save(Path(folder), rank, progress, *objects)
+        if rank == 0 and best is not None:
+            best(Path(folder))
+        ray.train.report({**values, **(extra if rank == 0 else {}), IMPROVED_KEY: best is not None},
+                         checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _setup(cfg, s, splits, rank: int, world: int) -> dict:
+    """Model, data, optimizer, schedule, AMP and loss of one worker, as a dict of the pieces the loop uses."""
+    device = ray.train.torch.get_device()
     model, image_size, norm = _model(cfg, s, len(splits.classes))
     sampler, train_loader, val_loader, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
@@ -86,35 +101,47 @@ def train_loop_per_worker(config: dict) -> None:
     scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
     loss_fn, mix = _loss(cfg, splits, train_loader.batch_size, device)
-    logger = client if rank == 0 else None
-    if logger is not None:
-        logger.tag({**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
-    pg = ray.get_runtime_context().get_placement_group_id() or ""
-    best, step = float("nan"), 0
+    return dict(device=device, model=model, ddp_model=ddp_model, image_size=image_size, norm=norm, sampler=sampler,
+                train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
+                amp_dtype=amp_dtype, scaler=scaler, loss_fn=loss_fn, mix=mix,
+                tags={**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
+
+
+def train_loop_per_worker(config: dict) -> None:
+    t0 = time.perf_counter()
+    cfg, s = config["trial"], config["settings"]   # TrialConfig, RunSettings
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
+    torch.manual_seed(s.seed)
+    with tempfile.TemporaryDirectory() as tmp:   # the split every trial reads, from the parent run
+        splits = data.read_manifest(fetch_artifact(s.mlflow_uri, s.parent_run_id, s.split_manifest, tmp),
+                                    list(s.classes))
+    w = _setup(cfg, s, splits, rank, world)
+    objects = (w["model"], w["optimizer"], w["scheduler"], w["scaler"])
+    progress = _restore(*objects, rank)
+    extra = {TAGS_KEY: {**w["tags"], **({"resumed_from_epoch": progress.epochs} if progress.epochs else {})},
+             PG_KEY: ray.get_runtime_context().get_placement_group_id() or "", RUN_ID_KEY: config["run_id"]}
     setup_s = time.perf_counter() - t0
 
-    for epoch in range(s.max_epochs):
+    for epoch in range(progress.epochs, s.max_epochs):
         t_epoch = time.perf_counter()
-        sampler.set_epoch(epoch)
-        engine.set_backbone_frozen(optimizer, epoch < cfg.get("freeze_epochs", 0))
-        values, step = engine.train_one_epoch(ddp_model, train_loader, optimizer, scheduler, loss_fn, device,
-                                              amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip,
-                                              step=step, mix=mix)
+        w["sampler"].set_epoch(epoch)
+        engine.set_backbone_frozen(w["optimizer"], epoch < cfg.get("freeze_epochs", 0))
+        values, progress.step = engine.train_one_epoch(
+            w["ddp_model"], w["train_loader"], w["optimizer"], w["scheduler"], w["loss_fn"], w["device"],
+            amp_dtype=w["amp_dtype"], scaler=w["scaler"], grad_clip=cfg.grad_clip, step=progress.step, mix=w["mix"])
         t_train = time.perf_counter() - t_epoch
-        values.update(engine.evaluate(model, val_loader, device, amp_dtype))
-        values.update(epoch=epoch + 1, lr=max(g["lr"] for g in optimizer.param_groups), time_train_s=t_train,
+        values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
+        values.update(epoch=epoch + 1, lr=max(g["lr"] for g in w["optimizer"].param_groups), time_train_s=t_train,
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s)
-        improved = OBJECTIVE.better(values[OBJECTIVE_KEY], best)
-        best = values[OBJECTIVE_KEY] if improved else best
-        report = {**values, PG_KEY: pg}
-        if logger is not None:
-            # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
-            logger.log_epoch({**values, BEST_KEY: best}, epoch + 1)
-        if logger is not None and improved:  # rank 0 keeps the best checkpoint
-            with tempfile.TemporaryDirectory(prefix="artsweep-ckpt-") as folder:  # Ray copies it to storage
-                path = checkpoint.save(Path(folder), model, splits.classes, cfg, image_size, norm,
-                                       s.resize_policy, epoch + 1, values)
-                logger.log_checkpoint(path, epoch + 1)
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        else:
-            ray.train.report(report)  # every rank reports: it is a barrier
+        improved = OBJECTIVE.better(values[OBJECTIVE_KEY], progress.best)
+        progress.best = values[OBJECTIVE_KEY] if improved else progress.best
+        # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
+        values[BEST_KEY] = progress.best
+        progress.history.append(values)
+        best = functools.partial(checkpoint.save, model=w["model"], classes=splits.classes, cfg=cfg,
+                                 image_size=w["image_size"], norm=w["norm"], resize_policy=s.resize_policy,
+                                 epoch=epoch + 1, values=values) if improved else None
+        _report(values, progress, objects, rank, extra, best)
+        extra = {k: extra[k] for k in (PG_KEY, RUN_ID_KEY)}     # tags go once per worker group

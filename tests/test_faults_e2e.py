@@ -1,0 +1,65 @@
+"""Faults caused for real, with real processes: a Train worker SIGKILLed mid-epoch. What survives is checked
+in MLflow, where the user looks. Marked `fault` (and `e2e`): `python -m pytest -m fault` runs them alone."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import latest_study, trial_rows
+from trainables.metrics import OBJECTIVE_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.e2e, pytest.mark.fault]
+EPOCHS = 4
+
+
+def train_workers(study_pid: int) -> list[int]:
+    """Pids of the Train workers of this study's own Ray cluster (its processes descend from tune.py)."""
+    found = []
+    for p in psutil.Process(study_pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                found.append(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def epochs_logged(client, experiment) -> list[int]:
+    try:
+        exp, parent = latest_study(client, experiment)
+    except LookupError:
+        return []
+    runs = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return sorted(m.step for r in runs for m in client.get_metric_history(r.info.run_id, OBJECTIVE_KEY))
+
+
+def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", "1", "--max-epochs", str(EPOCHS),
+           "--workers-per-trial", "2", "--image-size", "64", "--experiment", "kill-worker", "--mlflow-uri", uri,
+           "--storage", str(tmp_path / "ray_results"), "--no-dashboard"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client, killed, deadline = MlflowClient(uri), None, time.monotonic() + 400
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        if (tmp_path / "mlflow.db").exists() and epochs_logged(client, "kill-worker") == [1]:
+            workers = train_workers(proc.pid)      # epoch 1 is checkpointed and logged: the workers are in epoch 2
+            if workers:
+                killed = workers[-1]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    out = proc.communicate(timeout=600)[0]
+    assert killed is not None, "never saw epoch 1 logged while the workers ran:\n" + out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    exp, parent = latest_study(client, "kill-worker")
+    rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
+    assert len(rows) == 1 and rows[0].status == "FINISHED" and not rows[0].stopped_early    # one child run
+    assert epochs_logged(client, "kill-worker") == list(range(1, EPOCHS + 1))     # every epoch, each once
+    tags = client.get_run(rows[0].run_id).data.tags
+    assert 1 <= int(tags["resumed_from_epoch"]) < EPOCHS      # continued from its checkpoint, not from scratch

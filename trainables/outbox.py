@@ -1,0 +1,142 @@
+"""MLflow writes of one run that survive the tracking server going away: tracking never kills training.
+
+Every write (metrics of an epoch, tags, an artifact) goes into the run's outbox, which sends what it holds in
+order. When the server does not answer (down, timeout, 5xx), the writes stay, in order, in a spool folder on
+disk (a JSON-lines journal, artifacts copied beside it) and are tried again after a bounded backoff (2 s
+doubling to 60 s); one WARNING per outage, one line when the server answers again. Whatever is still pending
+when a trial ends stays in the spool, which the study sends at its end (bounded wait) and
+`python -m analysis.sync --experiment NAME` sends later.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger("artsweep")
+BACKOFF_S = (2.0, 60.0)   # first retry after 2 s, doubling, at most 60 s apart
+
+
+class Outbox:
+    def __init__(self, uri: str, run_id: str, spool: Path, writer: str = "study"):
+        """writer: whose journal this is (each process writing a run keeps its own: no two write one file)."""
+        self.uri, self.run_id, self.folder = uri, run_id, Path(spool) / run_id
+        self.journal = self.folder / f"{writer}.jsonl"
+        self.items = self._read()
+        self.down_since: float | None = None
+        self.next_try, self.wait = 0.0, BACKOFF_S[0]
+        self._client = None
+
+    # ------------------------------------------------------------ what callers write
+    def metrics(self, values: Mapping[str, float], step: int) -> bool:
+        now = int(time.time() * 1000)
+        return self._put({"kind": "metrics", "step": step, "time": now,
+                          "values": {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}})
+
+    def tags(self, tags: Mapping[str, str]) -> bool:
+        return self._put({"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
+
+    def terminate(self, status: str) -> bool:
+        """End the run (FINISHED / FAILED / KILLED) once everything before it was sent."""
+        return self._put({"kind": "terminate", "status": status, "time": int(time.time() * 1000)})
+
+    def artifact(self, path: Path, artifact_path: str) -> bool:
+        """Copies the file first: the caller's folder (a checkpoint Ray rotates) may be gone by the time it is sent."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        keep = self.folder / f"{uuid.uuid4().hex[:8]}-{Path(path).name}"
+        shutil.copy2(path, keep)
+        return self._put({"kind": "artifact", "file": keep.name, "artifact_path": artifact_path})
+
+    # ------------------------------------------------------------ sending
+    def flush(self, force: bool = False) -> bool:
+        """Send what is pending, in order; False while something could not be sent (kept on disk)."""
+        if not self.items:
+            return True
+        if not force and time.monotonic() < self.next_try:
+            return False
+        while self.items:
+            try:
+                self._send(self.items[0])
+            except Exception as e:  # noqa: BLE001 - any failure of the server keeps the write for later
+                self._failed(e)
+                return False
+            self.items.pop(0)
+            self._save()
+        if self.down_since is not None:
+            log.warning("artsweep: MLflow answers again; run %s caught up after %.0f s", self.run_id,
+                        time.monotonic() - self.down_since)
+        self.down_since, self.wait = None, BACKOFF_S[0]
+        return True
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep trying for up to timeout_s; True when everything was sent."""
+        deadline = time.monotonic() + timeout_s
+        while not self.flush(force=True) and time.monotonic() < deadline:
+            time.sleep(min(self.wait, max(0.0, deadline - time.monotonic())))
+        return not self.items
+
+    def _put(self, item: dict) -> bool:
+        self.items.append(item)
+        self._save()
+        return self.flush()
+
+    def _send(self, item: dict) -> None:
+        client = self._client = self._client or MlflowClient(self.uri)
+        if item["kind"] == "metrics":
+            client.log_batch(self.run_id, metrics=[Metric(k, v, item["time"], item["step"])
+                                                   for k, v in item["values"].items()])
+        elif item["kind"] == "tags":
+            client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["tags"].items()])
+        elif item["kind"] == "terminate":
+            client.set_terminated(self.run_id, status=item["status"], end_time=item["time"])
+        else:
+            client.log_artifact(self.run_id, str(self.folder / item["file"]), artifact_path=item["artifact_path"])
+            (self.folder / item["file"]).unlink(missing_ok=True)
+
+    def _failed(self, e: Exception) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("artsweep: MLflow did not take a write of run %s (%s: %s); keeping %d write(s) in %s and "
+                        "retrying", self.run_id, type(e).__name__, str(e).splitlines()[0][:160] if str(e) else "",
+                        len(self.items), self.folder)
+        self.next_try, self.wait = now + self.wait, min(self.wait * 2, BACKOFF_S[1])
+
+    # ------------------------------------------------------------ the journal on disk
+    def _read(self) -> list[dict]:
+        if not self.journal.is_file():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines() if line]
+
+    def _save(self) -> None:
+        if not self.items:
+            self.journal.unlink(missing_ok=True)
+            if self.folder.is_dir() and not any(self.folder.iterdir()):
+                self.folder.rmdir()
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(i) + "\n" for i in self.items))
+        tmp.replace(self.journal)
+
+
+def pending(spool: Path) -> list[tuple[str, str]]:
+    """(run id, writer) of every journal with writes still waiting in `spool`."""
+    return sorted((p.parent.name, p.stem) for p in Path(spool).glob("*/*.jsonl"))
+
+
+def send_pending(uri: str, spool: Path, timeout_s: float) -> list[str]:
+    """Send every pending write in `spool` (bounded wait); returns the run ids still pending."""
+    deadline = time.monotonic() + timeout_s
+    left = []
+    for run_id, writer in pending(spool):
+        if not Outbox(uri, run_id, spool, writer).drain(max(0.0, deadline - time.monotonic())):
+            left.append(run_id)
+    return sorted(set(left))

@@ -1,0 +1,49 @@
+"""The trial's MLflow child run, written from Ray Train's controller as it takes each report.
+
+Train's controller registers a report's resume checkpoint and then calls its callbacks: logging here, not on a
+worker, makes "logged" and "checkpointed" the same event, so a worker group that Train restarts from its
+latest checkpoint never logs an epoch twice (nor skips one). All writes go through an Outbox: a tracking server
+that is down delays the record and never fails the trial.
+
+Rank 0's report carries, besides its metrics: TAGS_KEY (tags to set, on the first report of a worker group) and
+IMPROVED_KEY (this epoch is the best so far: the checkpoint folder also holds model.pt, the best checkpoint).
+Both are taken out before Tune sees the report.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ray.train.v2.api.callback import UserCallback
+
+from trainables.checkpoint import ARTIFACT, FILENAME
+from trainables.metrics import PG_KEY, RUN_ID_KEY
+from trainables.outbox import Outbox
+
+log = logging.getLogger("artsweep")
+TAGS_KEY, IMPROVED_KEY = "artsweep_tags", "artsweep_improved"
+DRAIN_S = 120.0   # at a trial's last epoch, wait this long at most for writes held during an outage
+
+
+class EpochRecorder(UserCallback):
+    def __init__(self, uri: str, run_id: str, spool: str, max_epochs: int):
+        self.uri, self.run_id, self.spool, self.max_epochs = uri, run_id, spool, max_epochs
+        self._outbox = None
+
+    def after_report(self, run_context, metrics, checkpoint=None, **_):
+        report = metrics[0]                   # rank 0's; popped keys never reach Tune (its callback runs next)
+        tags, improved = report.pop(TAGS_KEY, None), report.pop(IMPROVED_KEY, False)
+        try:
+            out = self._outbox = self._outbox or Outbox(self.uri, self.run_id, Path(self.spool), "recorder")
+            if tags:
+                out.tags(tags)
+            epoch = int(report["epoch"])
+            out.metrics({k: v for k, v in report.items() if k not in (PG_KEY, RUN_ID_KEY, "epoch")}, epoch)
+            if improved and checkpoint is not None:
+                with checkpoint.as_directory() as folder:
+                    out.artifact(Path(folder) / FILENAME, str(Path(ARTIFACT).parent))
+                out.tags({"best_epoch": epoch})
+            if epoch >= self.max_epochs:
+                out.drain(DRAIN_S)
+        except Exception as e:  # noqa: BLE001 - the record must never fail the training it records
+            log.warning("artsweep: could not record epoch of run %s: %s: %s", self.run_id, type(e).__name__, e)
