@@ -54,11 +54,15 @@ def cluster(tmp_path_factory):
 
 def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster):
     work, mlflow_uri, dashboard = cluster
-    job = ray("job", "submit", f"--address={dashboard}", "--",
-              sys.executable, str(ROOT / "tune.py"), "--address", "auto", "--smoke", "--num-samples", "4",
-              "--max-epochs", "1", "--experiment", "multinode", "--mlflow-uri", mlflow_uri,
-              "--storage", str(work / "ray_results"))
-    out = job.stdout + job.stderr
+    for _ in range(30):   # the head's job agent registers a few seconds after the dashboard answers
+        job = ray("job", "submit", f"--address={dashboard}", "--",
+                  sys.executable, str(ROOT / "tune.py"), "--address", "auto", "--smoke", "--num-samples", "4",
+                  "--max-epochs", "1", "--experiment", "multinode", "--mlflow-uri", mlflow_uri,
+                  "--storage", str(work / "ray_results"))
+        out = job.stdout + job.stderr
+        if "No available agent to submit job" not in out:
+            break
+        time.sleep(2)
     assert job.returncode == 0 and "succeeded" in out, out[-4000:]
     assert "2 trial(s) at a time" in out and "best trial" in out
     client = MlflowClient(mlflow_uri)
