@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -20,6 +21,11 @@ from typing import Mapping
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+# MLflow's own HTTP retries (7, backoff to minutes) would hold every write of a run for ~4 minutes while the
+# server is down; here one quick retry, then the outbox's backoff (and tracking.retrying) take over.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods logs
 log = logging.getLogger("artsweep")
 BACKOFF_S = (2.0, 60.0)   # first retry after 2 s, doubling, at most 60 s apart
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
 
 log = logging.getLogger("artsweep")
 
@@ -30,10 +30,6 @@ STUDY_TAG = "artsweep.study"          # "1" on the parent run
 SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
 TRIAL_ID_TAG = "trial_id"
 
-# Fail fast on an unreachable server instead of retrying for minutes.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods logs
 
 
 def default_uri(workdir: Path) -> str:
