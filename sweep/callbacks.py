@@ -17,7 +17,7 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 from trainables import tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, RUN_ID_KEY
-from trainables.outbox import Outbox
+from trainables.outbox import Outbox, send_pending
 
 log = logging.getLogger("artsweep")
 
@@ -72,9 +72,12 @@ class CloseTrialRuns(tune.Callback):
     is killed mid-epoch and cannot end its own run). The close goes through the run's outbox: while the
     tracking server is away it waits on disk with the run's other writes, and never raises into Tune."""
 
+    SEND_EVERY_S = 30.0
+
     def __init__(self, settings: RunSettings):
         self.s = settings
         self.runs: dict[str, str] = {}          # trial_id -> MLflow run id (from the trial's reports)
+        self._next_send = 0.0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(RUN_ID_KEY):
@@ -100,6 +103,13 @@ class CloseTrialRuns(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED", error=error_text(trial))
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Every SEND_EVERY_S, one try at what trials could not write (their spooled writes), so the UI catches up
+        while the study runs; the study's end waits for the rest."""
+        if time.monotonic() >= self._next_send:
+            self._next_send = time.monotonic() + self.SEND_EVERY_S
+            send_pending(self.s.mlflow_uri, Path(self.s.spool), timeout_s=0)
 
 
 def error_text(trial, lines: int = 25) -> str:

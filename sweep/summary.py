@@ -7,12 +7,19 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import best_per_family, trial_rows
 from trainables.config import RunSettings
+from trainables.tracking import retrying
 from trainables.metrics import OBJECTIVE_KEY
 
 
 def print_summary(s: RunSettings, wall_s: float) -> int:
     """Prints the summary from MLflow (what the leaderboard shows); 1 when no trial reported a result."""
-    rows = trial_rows(MlflowClient(s.mlflow_uri), s.mlflow_experiment_id, s.parent_run_id)
+    try:
+        rows = retrying(lambda: trial_rows(MlflowClient(s.mlflow_uri), s.mlflow_experiment_id, s.parent_run_id),
+                        "reading the study's trials", timeout_s=60)
+    except Exception as e:  # noqa: BLE001 - the study is done; only its summary cannot be shown
+        print(f"\nartsweep: study done in {wall_s:.0f} s; no summary: MLflow does not answer ({type(e).__name__}). "
+              f"Later: python -m analysis.leaderboard --experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}")
+        return 0
     done = [r for r in rows if r.epochs]
     stopped = sum(r.stopped_early for r in rows)
     print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early by ASHA, "

@@ -1,5 +1,5 @@
-"""Faults caused for real, with real processes: a Train worker SIGKILLed mid-epoch. What survives is checked
-in MLflow, where the user looks. Marked `fault` (and `e2e`): `python -m pytest -m fault` runs them alone."""
+"""Faults caused for real, with real processes: a Train worker SIGKILLed mid-epoch, the tracking server stopped
+for a minute mid-study. What survives is checked in MLflow, where the user looks. Marked `fault` (and `e2e`): `python -m pytest -m fault` runs them alone."""
 import os
 import signal
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows
+from tests.servers import MlflowServer
 from trainables.metrics import OBJECTIVE_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,3 +64,36 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
     assert epochs_logged(client, "kill-worker") == list(range(1, EPOCHS + 1))     # every epoch, each once
     tags = client.get_run(rows[0].run_id).data.tags
     assert 1 <= int(tags["resumed_from_epoch"]) < EPOCHS      # continued from its checkpoint, not from scratch
+
+
+def test_the_study_outlasts_a_tracking_server_stopped_for_a_minute(tmp_path):
+    server = MlflowServer(tmp_path).start()
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", "3", "--max-epochs", "2",
+           "--experiment", "outage", "--mlflow-uri", server.uri, "--storage", str(tmp_path / "ray_results"),
+           "--no-dashboard"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client, deadline, stopped_at = MlflowClient(server.uri), time.monotonic() + 400, None
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if epochs_logged(client, "outage"):       # a trial is training: take the server away mid-study
+                server.stop()
+                stopped_at = time.monotonic()
+                break
+            time.sleep(0.5)
+        if stopped_at is not None:
+            time.sleep(65)
+    finally:
+        server.start()
+    out = proc.communicate(timeout=900)[0]
+    assert stopped_at is not None, out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    assert "MLflow did not take a write" in out or "retrying" in out         # the outage was noticed ...
+    exp, parent = latest_study(client, "outage")
+    rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
+    assert len(rows) == 3 and all(r.status == "FINISHED" for r in rows)     # ... and lost nothing
+    for r in rows:
+        steps = [m.step for m in client.get_metric_history(r.run_id, OBJECTIVE_KEY)]
+        assert steps == list(range(1, len(steps) + 1)) and len(steps) == r.epochs >= 1, (r.name, steps)
+        assert int(client.get_run(r.run_id).data.tags["epochs_reached"]) == len(steps)
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    server.stop()

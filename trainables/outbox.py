@@ -139,10 +139,13 @@ def pending(spool: Path) -> list[tuple[str, str]]:
 
 
 def send_pending(uri: str, spool: Path, timeout_s: float) -> list[str]:
-    """Send every pending write in `spool` (bounded wait); returns the run ids still pending."""
+    """Send every pending write in `spool` (bounded wait; timeout 0: one try, stopping at the first run the
+    server does not take); returns the run ids still pending."""
     deadline = time.monotonic() + timeout_s
     left = []
     for run_id, writer in pending(spool):
-        if not Outbox(uri, run_id, spool, writer).drain(max(0.0, deadline - time.monotonic())):
+        if left and timeout_s <= 0:
+            left.append(run_id)
+        elif not Outbox(uri, run_id, spool, writer).drain(max(0.0, deadline - time.monotonic())):
             left.append(run_id)
     return sorted(set(left))

@@ -22,7 +22,8 @@ from trainables.outbox import Outbox
 
 log = logging.getLogger("artsweep")
 TAGS_KEY, IMPROVED_KEY = "artsweep_tags", "artsweep_improved"
-DRAIN_S = 120.0   # at a trial's last epoch, wait this long at most for writes held during an outage
+DRAIN_S = 10.0    # at a trial's last epoch, wait this long at most for writes held during an outage (the study
+                  # sends what is left: sweep.callbacks.CloseTrialRuns while it runs, finish_record at its end)
 
 
 class EpochRecorder(UserCallback):
