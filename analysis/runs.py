@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
-from trainables.tracking import check_reachable, latest_study
+from trainables.tracking import SUPERSEDED_TAG, check_reachable, latest_study
 
 
 @dataclass
@@ -38,6 +38,7 @@ def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     """Every child run of the study (ASHA-stopped ones included), best objective first (OBJECTIVE.mode)."""
     children = client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
                                   max_results=10_000)
+    children = [r for r in children if r.data.tags.get(SUPERSEDED_TAG) != "true"]   # replaced by a newer run
     rows = []
     for r in children:
         hist = sorted(client.get_metric_history(r.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)

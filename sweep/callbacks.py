@@ -16,7 +16,7 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 
 from trainables import tracking
 from trainables.config import RunSettings
-from trainables.metrics import PG_KEY, RUN_ID_KEY
+from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
 from trainables.outbox import Outbox, send_pending
 
 log = logging.getLogger("artsweep")
@@ -84,6 +84,8 @@ class CloseTrialRuns(tune.Callback):
             self.runs[trial.trial_id] = result[RUN_ID_KEY]
 
     def _close(self, trial, status: str, error: str | None = None) -> None:
+        if (trial.last_result or {}).get(REPLAYED_KEY):
+            return            # a trial finished before a resume: its run is closed and keeps its end time
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
         tags = {"stopped_early": str(error is None and epochs < self.s.max_epochs).lower(), "epochs_reached": epochs,
                 **({"error": error[:4000]} if error else {})}
@@ -110,6 +112,11 @@ class CloseTrialRuns(tune.Callback):
         if time.monotonic() >= self._next_send:
             self._next_send = time.monotonic() + self.SEND_EVERY_S
             send_pending(self.s.mlflow_uri, Path(self.s.spool), timeout_s=0)
+            try:   # the study's heartbeat: --resume tells a live study from a crashed one by it
+                MlflowClient(self.s.mlflow_uri).set_tag(self.s.parent_run_id, tracking.HEARTBEAT_TAG,
+                                                        str(int(time.time())))
+            except Exception:  # noqa: BLE001 - a missed beat is fine; the next one comes in SEND_EVERY_S
+                pass
 
 
 def error_text(trial, lines: int = 25) -> str:

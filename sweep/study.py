@@ -107,6 +107,7 @@ class Study:
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
             "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
             artifact_root=Path.cwd() / "mlartifacts")
+        tracking.claim_study(s.mlflow_uri, parent)
         s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers)
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
@@ -135,6 +136,10 @@ class Study:
         except LookupError as e:
             raise UsageError(f"--resume: {e}") from None
         s = s.replace(storage=storage or s.storage)
+        live = tracking.live_driver(tracking.MlflowClient(uri).get_run(s.parent_run_id))
+        if live:
+            raise UsageError(f"--resume: study {experiment!r} is still running ({live}); two drivers must not run "
+                             "one study: stop it first (Ctrl-C or `ray job stop`)")
         path = s.run_path
         if not tune.Tuner.can_restore(path):
             raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "

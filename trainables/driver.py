@@ -12,6 +12,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import tracking
+from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
 from trainables.recorder import EpochRecorder
 from trainables.config import RunSettings
 
@@ -33,9 +34,13 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
     cfg = space.trial_config(config)  # rejects keys a search space made up
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
-    run_id = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id,
-                                     trial_id, ctx.get_trial_name(), cfg.params(),
-                                     {"family": cfg.family.name, "arch": cfg.arch})
+    run_id, finished = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id,
+                                               settings.parent_run_id, trial_id, ctx.get_trial_name(), cfg.params(),
+                                               {"family": cfg.family.name, "arch": cfg.arch})
+    if finished is not None:   # finished before the study was restarted: Tune gets its record, nothing retrains
+        for values in finished:
+            ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
+        return
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id},

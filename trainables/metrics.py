@@ -17,6 +17,7 @@ import numpy as np
 
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
 RUN_ID_KEY = "mlflow_run_id"   # also in each report: the trial's child run, which the study closes
+REPLAYED_KEY = "replayed"      # a finished trial's record given back to a resumed study (not trained again)
 
 
 @dataclass(frozen=True)

@@ -55,10 +55,10 @@ class Outbox:
 
     def artifact(self, path: Path, artifact_path: str) -> bool:
         """Copies the file first: the caller's folder (a checkpoint Ray rotates) may be gone by the time it is sent."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        keep = self.folder / f"{uuid.uuid4().hex[:8]}-{Path(path).name}"
+        keep = self.folder / uuid.uuid4().hex[:12] / Path(path).name      # the upload keeps the file's name
+        keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, keep)
-        return self._put({"kind": "artifact", "file": keep.name, "artifact_path": artifact_path})
+        return self._put({"kind": "artifact", "file": str(keep.relative_to(self.folder)), "artifact_path": artifact_path})
 
     # ------------------------------------------------------------ sending
     def flush(self, force: bool = False) -> bool:
@@ -104,7 +104,7 @@ class Outbox:
             client.set_terminated(self.run_id, status=item["status"], end_time=item["time"])
         else:
             client.log_artifact(self.run_id, str(self.folder / item["file"]), artifact_path=item["artifact_path"])
-            (self.folder / item["file"]).unlink(missing_ok=True)
+            shutil.rmtree((self.folder / item["file"]).parent, ignore_errors=True)
 
     def _failed(self, e: Exception) -> None:
         now = time.monotonic()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +31,9 @@ log = logging.getLogger("artsweep")
 STUDY_TAG = "artsweep.study"          # "1" on the parent run
 SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
 TRIAL_ID_TAG = "trial_id"
+SUPERSEDED_TAG = "superseded"          # "true" on a child run replaced by a newer run of the same trial
+DRIVER_TAGS = ("driver_host", "driver_pid")   # on the parent run: which process runs the study now
+HEARTBEAT_TAG = "heartbeat"            # on the parent run: unix time of the driver's last sign of life
 
 
 
@@ -113,20 +118,67 @@ def read_settings(uri: str, experiment: str) -> dict:
 
 
 def reopen_study(uri: str, parent_run_id: str) -> None:
-    """A resumed study writes into its old parent run again."""
+    """A resumed study writes into its old parent run again, as this process."""
     MlflowClient(uri).update_run(parent_run_id, status="RUNNING")
+    claim_study(uri, parent_run_id)
+
+
+def claim_study(uri: str, parent_run_id: str) -> None:
+    """Record this process as the study's driver, with a first heartbeat."""
+    MlflowClient(uri).log_batch(parent_run_id, tags=[
+        RunTag(DRIVER_TAGS[0], socket.gethostname()), RunTag(DRIVER_TAGS[1], str(os.getpid())),
+        RunTag(HEARTBEAT_TAG, str(int(time.time())))])
+
+
+def live_driver(parent, stale_s: float = 180.0) -> str | None:
+    """Why the study of this parent run is still being driven, or None when it is not (ended, or its driver
+    died: a process gone on this machine, or no heartbeat for stale_s from another machine)."""
+    if parent.info.status != "RUNNING":
+        return None
+    tags = parent.data.tags
+    host, pid, beat = tags.get(DRIVER_TAGS[0]), tags.get(DRIVER_TAGS[1]), float(tags.get(HEARTBEAT_TAG, 0))
+    if host == socket.gethostname() and pid:
+        import psutil
+        alive = psutil.pid_exists(int(pid)) and int(pid) != os.getpid()
+        return f"its driver (pid {pid}) is running on this machine" if alive else None
+    age = time.time() - beat
+    return f"its driver on {host} beat {age:.0f} s ago" if age < stale_s else None
 
 
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
-                   params: Mapping, tags: Mapping) -> str:
-    """The trial's child run: its searched params under their study names; tags (family, arch) for filtering.
+                   params: Mapping, tags: Mapping) -> tuple[str, list[dict] | None]:
+    """(run id, None) of the trial's child run, to train in; or (run id, its per-epoch metrics) when the trial
+    already FINISHED before the study was restarted, which must not train again. One run per trial: a trial
+    Tune starts again (a resumed study) continues its own run; an older duplicate is tagged superseded.
     Waits out a tracking server that is restarting (tracking.retrying)."""
-    return retrying(lambda: _open_trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags),
-                    f"creating the MLflow run of trial {trial_id}")
+    return retrying(lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags),
+                    f"opening the MLflow run of trial {trial_id}")
 
 
-def _open_trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags) -> str:
+def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags):
     client = MlflowClient(uri)
+    runs = _trial_runs(client, experiment_id, parent_run_id, trial_id)
+    for old in runs[1:]:
+        client.set_tag(old.info.run_id, SUPERSEDED_TAG, "true")
+    if runs:
+        run = runs[0]
+        if run.info.status == "FINISHED":
+            return run.info.run_id, history(client, run)
+        client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id, None
+    return _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags), None
+
+
+def history(client: MlflowClient, run) -> list[dict]:
+    """A run's metrics as one dict per epoch (step), in order."""
+    epochs: dict[int, dict] = {}
+    for key in run.data.metrics:
+        for m in client.get_metric_history(run.info.run_id, key):
+            epochs.setdefault(m.step, {})[key] = m.value
+    return [epochs[k] for k in sorted(epochs)]
+
+
+def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags) -> str:
     run = client.create_run(experiment_id, tags={
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
         **{k: str(v) for k, v in tags.items()}})
@@ -154,11 +206,15 @@ def fetch_artifact(uri: str, run_id: str, artifact: str, folder: str) -> str:
     return retrying(lambda: MlflowClient(uri).download_artifacts(run_id, artifact, folder), f"fetching {artifact}")
 
 
-def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
-    """The trial's newest child run: a trial restarted by --resume has a KILLED run from before the stop."""
-    runs = client.search_runs([experiment_id], filter_string=(
+def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
+    return client.search_runs([experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"),
         order_by=["attributes.start_time DESC"])
+
+
+def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
+    """The trial's child run (the newest, should an older one exist)."""
+    runs = _trial_runs(client, experiment_id, parent_run_id, trial_id)
     return runs[0] if runs else None
 
 
