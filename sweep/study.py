@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -16,13 +17,13 @@ from shlex import quote
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 
 from search_spaces.space import SearchSpace
 from sweep import preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
+from sweep.scheduler import RecordedASHA
 from sweep.search import HonestOptunaSearch
 from sweep.settings import UsageError, check_tracking, space_of
 from trainables import data, tracking
@@ -204,8 +205,10 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
         space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
         sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples)),
         max_t=s.max_epochs)
-    asha = ASHAScheduler(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
-                         grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs))
+    asha = RecordedASHA(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
+                        grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs),
+                        record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id,
+                                                 s.parent_run_id))
     return tune.Tuner(
         _trainable(s, space, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,

@@ -50,3 +50,22 @@ def test_rays_own_searcher_would_call_them_complete():
     _, ray_own = searchers()
     t = run(ray_own, TRIALS)
     assert t[1].state == TrialState.COMPLETE and t[1].value == pytest.approx(0.1)
+
+
+def test_asha_rungs_are_rebuilt_from_the_record_of_a_resumed_study():
+    """Tune restores trials, not the scheduler (ray#30838): RecordedASHA refills its rungs from the record,
+    so a resumed study judges its next trials against the same field as before the stop."""
+    import pickle
+
+    from sweep.scheduler import RecordedASHA
+    record = {"a": [0.2, 0.5, 0.6, 0.7], "b": [0.1, 0.2], "c": [0.4]}
+    asha = RecordedASHA(time_attr="training_iteration", metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, max_t=MAX_T,
+                        grace_period=1, reduction_factor=2, record=lambda: record)
+    restored = pickle.loads(pickle.dumps(RecordedASHA(time_attr="training_iteration", metric=OBJECTIVE_KEY,
+                                                      mode=OBJECTIVE.mode, max_t=MAX_T, grace_period=1,
+                                                      reduction_factor=2)))
+    assert all(not recorded for _, recorded in restored._brackets[0]._rungs)    # what Ray's own restore gives
+    assert asha.rebuild(record) == 3 + 2 + 1    # milestones 1 (a, b, c), 2 (a, b) and max_t 4 (a)
+    rungs = {milestone: recorded for milestone, recorded in asha._brackets[0]._rungs}
+    assert rungs[1] == {"a": 0.2, "b": 0.1, "c": 0.4} and rungs[2] == {"a": 0.5, "b": 0.2} and rungs[4] == {"a": 0.7}
+    assert asha.rebuild(record) == 0                                           # idempotent

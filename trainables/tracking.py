@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
+from trainables.metrics import OBJECTIVE_KEY
 
 log = logging.getLogger("artsweep")
 
@@ -128,6 +129,18 @@ def claim_study(uri: str, parent_run_id: str) -> None:
     MlflowClient(uri).log_batch(parent_run_id, tags=[
         RunTag(DRIVER_TAGS[0], socket.gethostname()), RunTag(DRIVER_TAGS[1], str(os.getpid())),
         RunTag(HEARTBEAT_TAG, str(int(time.time())))])
+
+
+def objective_histories(uri: str, experiment_id: str, parent_run_id: str) -> dict[str, list[float]]:
+    """{trial_id: objective per epoch} of every (non-superseded) trial run of a study: what ASHA's rungs held."""
+    client = MlflowClient(uri)
+    out = {}
+    for run in client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                  max_results=10_000):
+        if run.data.tags.get(SUPERSEDED_TAG) != "true" and TRIAL_ID_TAG in run.data.tags:
+            hist = sorted(client.get_metric_history(run.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
+            out[run.data.tags[TRIAL_ID_TAG]] = [m.value for m in hist]
+    return out
 
 
 def live_driver(parent, stale_s: float = 180.0) -> str | None:
