@@ -14,7 +14,7 @@ from analysis.runs import latest_study, trial_rows
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-N = 4
+N = 3
 
 
 def _children(client, status=None):
