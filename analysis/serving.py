@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import shutil
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -28,13 +29,18 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "classifier"     # the logged model's name inside its run
 DEFAULT_K = 5
+# Abuse limits of the served model: an image over Pillow's decompression-bomb size (89 MP) is refused from its
+# header; a request over MAX_REQUEST_BYTES is refused before parsing (413); an error never quotes the input.
+MAX_PIXELS = 89_478_485             # Pillow's default Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3)
+MAX_REQUEST_BYTES = 64 * 2**20      # one request's body
+MAX_ERROR_CHARS = 1000              # MLflow's scoring server quotes a malformed body whole (50 MB in -> 368 MB out)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, "image")]),
     outputs=Schema([ColSpec(Array(DataType.string), "classes"), ColSpec(Array(DataType.double), "probabilities")]),
@@ -65,11 +71,43 @@ def _raw_bytes(value) -> bytes:
         return value
 
 
+def guard_scoring_server() -> None:
+    """Wrap the scoring server's invocations(): a body over MAX_REQUEST_BYTES gets a 413 without being parsed, and
+    every error message is cut to MAX_ERROR_CHARS (MLflow's own JSON error quotes the request). Runs when the
+    served model loads, in the server's process (idempotent)."""
+    from mlflow.pyfunc import scoring_server as server
+    if getattr(server.invocations, "artsweep_guard", False):
+        return
+    original = server.invocations
+
+    def invocations(data, content_type, model, input_schema):
+        if len(data) > MAX_REQUEST_BYTES:
+            message = (f"request body of {len(data) / 2**20:.1f} MiB is over the {MAX_REQUEST_BYTES / 2**20:.0f} MiB "
+                       "limit; send fewer or smaller images per request")
+            return server.InvocationsResponse(json.dumps({"error_code": "BAD_REQUEST", "message": message}), 413,
+                                              "application/json")
+        try:
+            response = original(data, content_type, model, input_schema)
+        except MlflowException as e:
+            raise MlflowException(_cut(e.message), error_code=ErrorCode.Value(e.error_code)) from None
+        if response.status >= 400 and len(response.response) > MAX_ERROR_CHARS:
+            response = server.InvocationsResponse(_cut(response.response), response.status, "text/plain")
+        return response
+
+    invocations.artsweep_guard = True
+    server.invocations = invocations
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters, cut)"
+
+
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc around a checkpoint: DataFrame `image` (file bytes) -> `classes`, `probabilities` (top k)."""
 
     def load_context(self, context):
         from trainables import checkpoint
+        guard_scoring_server()
         self.clf = checkpoint.load(context.artifacts["checkpoint"])
 
     # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
@@ -84,7 +122,8 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         fitted, bad = [], []
         for row, value in enumerate(model_input["image"]):
             try:   # decode every row first, so one error names all bad rows and nothing is computed for them
-                fitted.append(self.clf.fit(_raw_bytes(value)).copy())   # writable: torch warns on read-only arrays
+                # writable copy: torch warns on read-only arrays
+                fitted.append(self.clf.fit(_raw_bytes(value), max_pixels=MAX_PIXELS).copy())
             except BadImage as e:
                 bad.append(f"row {row}: {e}")
         if bad:  # INVALID_PARAMETER_VALUE: the scoring server answers 400, not 500

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import struct
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis import predict, registry
+from analysis import predict, registry, serving
 from analysis.scoring_server import scoring_server
 from search_spaces import get_family
-from search_spaces.space import TrialConfig
 from tests.conftest import TINY_COUNTS
 from trainables import checkpoint
 from trainables.pretrained import Weights
@@ -66,17 +67,9 @@ class Served:
     uri: str
 
 
-def _trial_config(family: str, **values) -> TrialConfig:
-    """A TrialConfig of `family`: its fixed values, the first choice / low end of each searched one, `values`."""
-    fam = get_family(family)
-    picked = {k: (v.choices[0] if hasattr(v, "choices") else getattr(v, "low", v))
-              for k, v in fam.params(standins=True).items()}
-    return TrialConfig(fam, {**picked, **values})
-
-
 def _checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
-    cfg = _trial_config("scratch", arch="simple_cnn", width=0.25)
+    cfg = get_family("scratch").config("simple_cnn", width=0.25)
     model = cfg.family.build(cfg, len(CLASSES), 32, Weights("none"))
     with torch.no_grad():  # spread the classes' logits: top-k order must not hinge on float noise between processes
         cfg.family.head(model).bias.copy_(torch.arange(len(CLASSES), dtype=torch.float32) * 1.5)
@@ -199,3 +192,31 @@ def test_predict_cli(served, tiny_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:    # no source given: argparse's usage error
         predict.main([str(files[0])])
     assert e.value.code == 2
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (no pixel data): what a decompression bomb looks like up front."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _post_raw(url: str, body: bytes) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_the_served_model_refuses_abuse_without_echoing_it(served):
+    """A 20000 x 20000 PNG is refused from its header (no 1.2 GB decode); a body over the request limit is a 413
+    before parsing; a malformed body is a 400 whose message does not quote it."""
+    code, body = _post(served.url, {"inputs": {"image": [_b64(_png_header(20_000, 20_000))]}})
+    assert code == 400 and "400 MP) is over the 89 MP limit" in body["message"], body
+    code, raw = _post_raw(served.url, b"{" + b"x" * (serving.MAX_REQUEST_BYTES + 1))
+    assert code == 413 and b"over the 64 MiB limit" in raw and len(raw) < 1000
+    code, raw = _post_raw(served.url, b"{" + b"x" * 5_000_000)
+    assert code == 400 and len(raw) < 5 * serving.MAX_ERROR_CHARS, len(raw)

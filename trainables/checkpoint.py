@@ -59,12 +59,12 @@ class Classifier:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def fit(self, image) -> np.ndarray:
+    def fit(self, image, max_pixels: int | None = None) -> np.ndarray:
         """bytes | path | uint8 array [H, W, 3] or [H, W] -> uint8 [side, side, 3] as the decode cache holds it.
-        Raises decode.BadImage for bytes or files that are not an image."""
+        Raises decode.BadImage for bytes or files that are not an image (or, as bytes, over max_pixels)."""
         side = cache.cached_side(self.image_size)
         if isinstance(image, (bytes, bytearray, memoryview)):
-            img = decode.decode_bytes(bytes(image), max_side=side * 2)
+            img = decode.decode_bytes(bytes(image), max_side=side * 2, max_pixels=max_pixels)
         elif isinstance(image, (str, Path)):
             img = decode.decode_rgb(image, max_side=side * 2)
         else:

@@ -70,17 +70,21 @@ def decode_rgb(path: str | Path, max_side: int | None = 1024) -> torch.Tensor:
     return decode_bytes(Path(path).read_bytes(), max_side)
 
 
-def decode_bytes(data: bytes, max_side: int | None = 1024) -> torch.Tensor:
-    """decode_rgb for a file's bytes (an upload to the served model); BadImage with the reason otherwise."""
+def decode_bytes(data: bytes, max_side: int | None = 1024, max_pixels: int | None = None) -> torch.Tensor:
+    """decode_rgb for a file's bytes (an upload to the served model); BadImage with the reason otherwise.
+    max_pixels: refuse larger images from their header, before any decoding (the served model's bomb guard)."""
     from torchvision.io import ImageReadMode, decode_image
     if not data:
         raise BadImage("zero-byte file")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            big = im.width * im.height > MAX_FULL_DECODE_PIXELS
+            pixels = im.width * im.height
+            big = pixels > MAX_FULL_DECODE_PIXELS
             fast = im.format in ("JPEG", "PNG", "WEBP", "GIF") and not big
     except Exception as e:
         raise BadImage(f"not an image ({type(e).__name__})") from None
+    if max_pixels and pixels > max_pixels:
+        raise BadImage(f"{im.width}x{im.height} px ({pixels / 1e6:.0f} MP) is over the {max_pixels / 1e6:.0f} MP limit")
     try:
         if fast:
             img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
