@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg("--resume", action="store_true", help="continue the stopped study of --experiment (same --storage and "
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
         "in the same MLflow parent run; other flags are taken from the study")
+    arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
     arg("--max-retries", type=int, default=2, help="restarts of a trial's workers after one is lost (a crash, a "
         "reclaimed spot node), each from the trial's last finished epoch (default 2)")
     arg("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on small "

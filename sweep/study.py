@@ -17,6 +17,7 @@ from shlex import quote
 import optuna
 import ray
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
 from search_spaces.space import SearchSpace
 from sweep import preflight, summary
@@ -208,7 +209,7 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
     asha = RecordedASHA(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
                         grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs),
                         record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id,
-                                                 s.parent_run_id))
+                                                 s.parent_run_id)) if s.early_stopping else FIFOScheduler()
     return tune.Tuner(
         _trainable(s, space, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,

@@ -1,12 +1,14 @@
 """Two Ray nodes on loopback (separate `ray start` processes, their own resources), a real `mlflow server`,
 the study submitted with `ray job submit`: trials run on both nodes and reach MLflow over HTTP only.
 Everything started here is stopped at the end."""
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,23 @@ def ray(*args, **kw):
                           env={**os.environ, **AUTH}, **kw)
 
 
+@dataclass
+class Cluster:
+    work: Path
+    mlflow_uri: str
+    dashboard: str
+    gcs_port: int
+    node: subprocess.Popen     # the non-head node's `ray start --block` (its process group is the node)
+
+
+def alive_nodes(dashboard: str) -> int:
+    out = ray("list", "nodes", f"--address={dashboard}", "--format=json")
+    try:
+        return sum(n.get("state") == "ALIVE" for n in json.loads(out.stdout))
+    except ValueError:
+        return 0
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("multinode")
@@ -42,10 +61,16 @@ def cluster(tmp_path_factory):
         head = ray("start", "--head", f"--port={gcs_port}", "--num-cpus=1", "--resources={\"artsweep_driver\": 1000}",
                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true")
         assert head.returncode == 0, head.stdout + head.stderr
-        node = ray("start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1")
-        assert node.returncode == 0, node.stdout + node.stderr
+        # the second node in the foreground (--block) in its own process group: a test can take it away whole
+        node = subprocess.Popen([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1",
+                                 "--block"], env={**os.environ, **AUTH}, start_new_session=True,
+                                stdout=open(work / "node.log", "w"), stderr=subprocess.STDOUT)
         wait_http(f"http://127.0.0.1:{dash_port}/api/version")
-        yield work, f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{dash_port}"
+        deadline = time.monotonic() + 120
+        while alive_nodes(f"http://127.0.0.1:{dash_port}") < 2:
+            assert node.poll() is None and time.monotonic() < deadline, (work / "node.log").read_text()[-2000:]
+            time.sleep(1)
+        yield Cluster(work, f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{dash_port}", gcs_port, node)
     finally:
         ray("stop", "--force")
         os.killpg(server.pid, signal.SIGTERM)
@@ -53,7 +78,7 @@ def cluster(tmp_path_factory):
 
 
 def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster):
-    work, mlflow_uri, dashboard = cluster
+    work, mlflow_uri, dashboard = cluster.work, cluster.mlflow_uri, cluster.dashboard
     for _ in range(30):   # the head's job agent registers a few seconds after the dashboard answers
         job = ray("job", "submit", f"--address={dashboard}", "--",
                   sys.executable, str(ROOT / "tune.py"), "--address", "auto", "--smoke", "--num-samples", "4",
@@ -75,3 +100,39 @@ def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster)
         assert client.get_run(r.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         assert client.list_artifacts(r.run_id, "checkpoint")
     assert list(work.glob("**/mlflow.db")) == []                     # no node-local store was created
+
+
+def test_a_lost_node_takes_no_trial_with_it(cluster):
+    """SIGKILL the non-head node (its whole process group: raylet and workers) while both trials train, one on
+    each node: the lost trial's workers restart on the head from its last epoch; both trials finish."""
+    client, experiment = MlflowClient(cluster.mlflow_uri), "lose-node"
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--address", f"127.0.0.1:{cluster.gcs_port}", "--smoke",
+           "--num-samples", "2", "--max-epochs", "4", "--image-size", "64", "--no-early-stopping",
+           "--experiment", experiment,
+           "--mlflow-uri", cluster.mlflow_uri, "--storage", str(cluster.work / "ray_results")]
+    proc = subprocess.Popen(cmd, cwd=cluster.work, env={**os.environ, **AUTH}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline, lost = time.monotonic() + 300, None
+    while lost is None and proc.poll() is None and time.monotonic() < deadline:
+        rows = _rows(client, experiment)
+        if len(rows) == 2 and all(r.epochs >= 1 for r in rows):
+            nodes = {r.run_id: client.get_run(r.run_id).data.tags.get("node_id") for r in rows}
+            if len(set(nodes.values())) == 2:                   # one trial on each node: take one node away
+                os.killpg(cluster.node.pid, signal.SIGKILL)
+                lost = nodes
+        time.sleep(0.5)
+    out = proc.communicate(timeout=600)[0]
+    assert lost is not None, "never saw one trial per node:\n" + out[-3000:]
+    assert proc.returncode == 0, out[-4000:]
+    rows = _rows(client, experiment)
+    assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == 4 for r in rows), rows
+    moved = [r for r in rows if client.get_run(r.run_id).data.tags.get("node_id") != lost[r.run_id]]
+    assert len(moved) == 1 and "resumed_from_epoch" in client.get_run(moved[0].run_id).data.tags
+
+
+def _rows(client, experiment):
+    try:
+        exp, parent = latest_study(client, experiment)
+    except LookupError:
+        return []
+    return trial_rows(client, exp.experiment_id, parent.info.run_id)

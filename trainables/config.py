@@ -32,6 +32,7 @@ class RunSettings:
     resize_policy: str = "crop"      # crop: aspect-preserving resize + centre crop; letterbox: resize + pad
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     smoke: bool = False              # --smoke: the tiny budget above was applied
+    early_stopping: bool = True      # ASHA stops poor trials; False: every trial runs max_epochs (FIFO)
     max_retries: int = 2             # restarts of a trial's worker group after a lost worker (from its last epoch)
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
