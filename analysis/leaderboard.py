@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import TrialRow, best_per_family, open_study, study_parser
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.tracking import live_driver
 
 # searched by every family; the family's own knobs are in the CSV (all params) and the MLflow UI
 KEY_PARAMS = ("lr", "batch_size", "aug_strength", "sampler_power", "weight_decay")
@@ -67,13 +68,22 @@ def log(client: MlflowClient, parent_run_id: str, rows: list[TrialRow], md: str)
         client.log_artifacts(parent_run_id, tmp, ARTIFACT_DIR)
 
 
+def study_state(parent) -> str:
+    """ended (its status), running (its driver is alive) or crashed (RUNNING, but its driver is gone)."""
+    if parent.info.status != "RUNNING":
+        return parent.info.status.lower()
+    live = live_driver(parent)
+    return f"running: {live}" if live else "crashed: RUNNING but its driver is gone (continue it with tune.py --resume)"
+
+
 def main(argv=None) -> int:
     p = study_parser(__doc__, "python -m analysis.leaderboard")
     p.add_argument("--no-log", action="store_true", help="print only; don't log the tables to the parent run")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
     text, md = render(rows)
-    print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials\n")
+    print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials, "
+          f"{study_state(study)}\n")
     print(text)
     if not a.no_log:
         log(client, study.info.run_id, rows, md)

@@ -37,3 +37,28 @@ def test_writes_wait_on_disk_through_an_outage_and_arrive_once_in_order(tmp_path
     assert [a.path for a in client.list_artifacts(run_id, "checkpoint")] == ["checkpoint/model.pt"]
     assert not spool.exists() or not any(spool.iterdir())
     server.stop()
+
+
+def test_sync_sends_what_a_study_left_on_disk_and_ends_its_runs(tmp_path, capsys):
+    """A study that ended while the server was away: `python -m analysis.sync` sends its spool later."""
+    from analysis import sync
+    from trainables import tracking
+    from trainables.config import RunSettings
+    server = MlflowServer(tmp_path).start()
+    client = MlflowClient(server.uri)
+    exp_id, parent = tracking.setup_study(server.uri, "sync", {"family": "scratch"}, None)
+    child = client.create_run(exp_id, tags={"mlflow.parentRunId": parent}).info.run_id
+    s = RunSettings(family="scratch", data_dir="-", num_samples=1, max_epochs=1, workers_per_trial=1,
+                    experiment="sync", mlflow_uri=server.uri, storage=str(tmp_path / "ray"), run_name="sync-1",
+                    mlflow_experiment_id=exp_id, parent_run_id=parent)
+    tracking.log_study(server.uri, parent, s.to_dict(), {})
+    server.stop()
+    box = Outbox(server.uri, child, tmp_path / "ray" / "sync-1" / "pending", "recorder")
+    box.metrics({"val_macro_f1": 0.5}, 1)
+    box.terminate("FINISHED")
+    server.start()
+    assert sync.main(["--experiment", "sync", "--mlflow-uri", server.uri, "--end-study", "FINISHED"]) == 0
+    assert "sent the pending writes of 1 run(s)" in capsys.readouterr().out
+    assert [m.value for m in client.get_metric_history(child, "val_macro_f1")] == [0.5]
+    assert client.get_run(child).info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
+    server.stop()

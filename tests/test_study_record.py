@@ -39,3 +39,14 @@ def test_another_machines_driver_counts_while_its_heartbeat_is_fresh(tmp_path):
     assert tracking.live_driver(client.get_run(fresh.info.run_id)) is None
     client.set_terminated(fresh.info.run_id, "KILLED")
     assert tracking.live_driver(client.get_run(fresh.info.run_id)) is None          # ended: nobody drives it
+
+
+def test_the_leaderboard_says_whether_a_study_is_live_crashed_or_ended(tmp_path):
+    from analysis.leaderboard import study_state
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    parent = _parent(tmp_path, driver_host=socket.gethostname(), driver_pid=dead.pid, heartbeat=0)
+    assert study_state(parent).startswith("crashed") and "--resume" in study_state(parent)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    assert study_state(client.get_run(parent.info.run_id)) == "finished"
