@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -37,15 +38,19 @@ class Cluster:
     mlflow_uri: str
     dashboard: str
     gcs_port: int
-    node: subprocess.Popen     # the non-head node's `ray start --block` (its process group is the node)
+    node: subprocess.Popen     # the non-head node's `ray start --block` (its process tree is the node)
+
+
+def nodes_of(dashboard: str) -> list[dict]:
+    out = ray("list", "nodes", f"--address={dashboard}", "--format=json")
+    try:
+        return [n for n in json.loads(out.stdout) if n.get("state") == "ALIVE"]
+    except ValueError:
+        return []
 
 
 def alive_nodes(dashboard: str) -> int:
-    out = ray("list", "nodes", f"--address={dashboard}", "--format=json")
-    try:
-        return sum(n.get("state") == "ALIVE" for n in json.loads(out.stdout))
-    except ValueError:
-        return 0
+    return len(nodes_of(dashboard))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +66,7 @@ def cluster(tmp_path_factory):
         head = ray("start", "--head", f"--port={gcs_port}", "--num-cpus=1", "--resources={\"artsweep_driver\": 1000}",
                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true")
         assert head.returncode == 0, head.stdout + head.stderr
-        # the second node in the foreground (--block) in its own process group: a test can take it away whole
+        # the second node in the foreground (--block): its process tree is the node, which a test can take away
         node = subprocess.Popen([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1",
                                  "--block"], env={**os.environ, **AUTH}, start_new_session=True,
                                 stdout=open(work / "node.log", "w"), stderr=subprocess.STDOUT)
@@ -102,32 +107,44 @@ def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster)
     assert list(work.glob("**/mlflow.db")) == []                     # no node-local store was created
 
 
+EPOCHS = 6
+
+
 def test_a_lost_node_takes_no_trial_with_it(cluster):
-    """SIGKILL the non-head node (its whole process group: raylet and workers) while both trials train, one on
-    each node: the lost trial's workers restart on the head from its last epoch; both trials finish."""
+    """SIGKILL the non-head node (its process tree: raylet and workers) while a trial trains there: that trial's
+    workers restart on the head from its last epoch (once the head has room), and both trials finish."""
     client, experiment = MlflowClient(cluster.mlflow_uri), "lose-node"
     cmd = [sys.executable, str(ROOT / "tune.py"), "--address", f"127.0.0.1:{cluster.gcs_port}", "--smoke",
-           "--num-samples", "2", "--max-epochs", "4", "--image-size", "64", "--no-early-stopping",
+           "--num-samples", "2", "--max-epochs", str(EPOCHS), "--image-size", "96", "--no-early-stopping",
            "--experiment", experiment,
            "--mlflow-uri", cluster.mlflow_uri, "--storage", str(cluster.work / "ray_results")]
     proc = subprocess.Popen(cmd, cwd=cluster.work, env={**os.environ, **AUTH}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    worker_node = next(n["node_id"] for n in nodes_of(cluster.dashboard) if not n["is_head_node"])
     deadline, lost = time.monotonic() + 300, None
     while lost is None and proc.poll() is None and time.monotonic() < deadline:
-        rows = _rows(client, experiment)
-        if len(rows) == 2 and all(r.epochs >= 1 for r in rows):
-            nodes = {r.run_id: client.get_run(r.run_id).data.tags.get("node_id") for r in rows}
-            if len(set(nodes.values())) == 2:                   # one trial on each node: take one node away
-                os.killpg(cluster.node.pid, signal.SIGKILL)
-                lost = nodes
+        for r in _rows(client, experiment):     # a trial's first report tags the node it trains on
+            if client.get_run(r.run_id).data.tags.get("node_id") == worker_node and r.epochs < EPOCHS - 2:
+                kill_tree(cluster.node.pid)     # mid-trial: take its node away
+                lost = r.run_id
         time.sleep(0.5)
     out = proc.communicate(timeout=600)[0]
-    assert lost is not None, "never saw one trial per node:\n" + out[-3000:]
+    assert lost is not None, "never saw a trial on the second node:\n" + out[-3000:]
     assert proc.returncode == 0, out[-4000:]
     rows = _rows(client, experiment)
-    assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == 4 for r in rows), rows
-    moved = [r for r in rows if client.get_run(r.run_id).data.tags.get("node_id") != lost[r.run_id]]
-    assert len(moved) == 1 and "resumed_from_epoch" in client.get_run(moved[0].run_id).data.tags
+    assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == EPOCHS for r in rows), rows
+    tags = client.get_run(lost).data.tags
+    assert tags["node_id"] != worker_node and int(tags["resumed_from_epoch"]) >= 1     # went on, on the head
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything below it (the node's raylet, its workers), children first."""
+    root = psutil.Process(pid)
+    for p in [*root.children(recursive=True), root]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _rows(client, experiment):
