@@ -53,7 +53,7 @@ def alive_nodes(dashboard: str) -> int:
     return len(nodes_of(dashboard))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture   # one cluster per test: a study's leftovers (placement groups) never shape the next test
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("multinode")
     mlflow_port, gcs_port, dash_port = free_port(), free_port(), free_port()

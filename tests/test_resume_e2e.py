@@ -1,5 +1,5 @@
-"""Stop a real study with Ctrl-C (SIGINT) after its first trial, then `tune.py --resume` it: finished
-trials are kept, the rest run, and everything lands in the same MLflow parent run."""
+"""Stop a real study with Ctrl-C, resume it, SIGKILL the resumed driver, resume again: finished trials are kept,
+the rest run, and everything lands in the same MLflow parent run, one run per trial."""
 import os
 import signal
 import subprocess
@@ -14,7 +14,7 @@ from analysis.runs import latest_study, trial_rows
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-N = 3
+N = 5   # enough that trials are still pending when each stop lands
 
 
 def _children(client, status=None):
@@ -28,35 +28,41 @@ def _children(client, status=None):
     return parent, client.search_runs([exp.experiment_id], query)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
-def test_stopped_study_resumes_in_the_same_parent_run(tmp_path, sig):
-    """Ctrl-C (Tune saves its state) or SIGKILL of the driver (nothing saved on the way out): --resume ends with
-    exactly N trials, one run each, the trials that had finished not trained again (their end times kept)."""
+def _start(tmp_path, *args):
+    return subprocess.Popen([sys.executable, str(ROOT / "tune.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _stop_after(proc, client, finished: int, sig) -> tuple[str, dict]:
+    """Wait until `finished` trial runs are FINISHED, send `sig` to the driver; (its output, {run: end time})."""
+    deadline = time.monotonic() + 300
+    while len(_children(client, "FINISHED")[1]) < finished:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    os.kill(proc.pid, sig)
+    out, _ = proc.communicate(timeout=180)
+    return out, {r.info.run_id: r.info.end_time for r in _children(client, "FINISHED")[1]}
+
+
+def test_a_study_stopped_by_ctrl_c_then_killed_resumes_to_exactly_its_trials(tmp_path):
+    """Ctrl-C (Tune saves its state, the record is closed KILLED), --resume, then SIGKILL of that driver (nothing
+    saved on the way out, the record left RUNNING), --resume again: exactly N trials with one run each, in the
+    same parent run, and no trial that had finished was trained again (its end time is kept)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ["--experiment", "resume", "--mlflow-uri", uri, "--storage", str(tmp_path / "ray_results"),
               "--no-dashboard"]
-    first = subprocess.Popen([sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", str(N),
-                              "--max-epochs", "2", *common], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
     client = MlflowClient(uri)
-    deadline = time.monotonic() + 300
-    while not _children(client, "FINISHED")[1]:            # the first trial is done: now stop, like Ctrl-C
-        assert first.poll() is None and time.monotonic() < deadline, first.stdout.read()[-3000:]
-        time.sleep(0.5)
-    os.kill(first.pid, sig)
-    out, _ = first.communicate(timeout=180)
+    out, kept = _stop_after(_start(tmp_path, "--smoke", "--num-samples", str(N), "--max-epochs", "2", *common),
+                            client, 1, signal.SIGINT)
     parent, _ = _children(client)
-    kept = {r.info.run_id: r.info.end_time for r in _children(client, "FINISHED")[1]}
-    if sig == signal.SIGINT:
-        assert parent.info.status == "KILLED" and "--resume" in out, out[-3000:]
-    else:
-        assert parent.info.status == "RUNNING"        # killed: nobody closed the record
-    assert 1 <= len(kept) < N, out[-3000:]
+    assert parent.info.status == "KILLED" and "--resume" in out and 1 <= len(kept) < N, out[-3000:]
 
-    second = subprocess.run([sys.executable, str(ROOT / "tune.py"), "--resume", *common], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
-    out2 = second.stdout + second.stderr
-    assert second.returncode == 0, out2[-4000:]
+    out, kept = _stop_after(_start(tmp_path, "--resume", *common), client, len(kept) + 1, signal.SIGKILL)
+    assert _children(client)[0].info.status == "RUNNING" and len(kept) < N, out[-3000:]   # nobody closed it
+
+    last = subprocess.run([sys.executable, str(ROOT / "tune.py"), "--resume", *common], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert last.returncode == 0, (last.stdout + last.stderr)[-4000:]
     parent2, finished = _children(client, "FINISHED")
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     trial_ids = Counter(r.data.tags["trial_id"] for r in finished)
