@@ -7,9 +7,12 @@ empty and nothing changes.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Mapping, Sequence
 
 from ray.tune.schedulers import ASHAScheduler
+
+log = logging.getLogger("artsweep")
 
 
 class RecordedASHA(ASHAScheduler):
@@ -31,6 +34,9 @@ class RecordedASHA(ASHAScheduler):
 
     def on_trial_add(self, tune_controller, trial):
         if not self._rebuilt and self._record is not None:
-            self._rebuilt = True
-            self.rebuild(self._record())
+            try:
+                self.rebuild(self._record())
+                self._rebuilt = True
+            except Exception as e:  # noqa: BLE001 - MLflow away: decide without the record, retry at the next trial
+                log.warning("artsweep: ASHA's rungs not rebuilt yet (%s); retrying at the next trial", type(e).__name__)
         super().on_trial_add(tune_controller, trial)

@@ -54,11 +54,9 @@ class Outbox:
         return self._put({"kind": "terminate", "status": status, "time": int(time.time() * 1000)})
 
     def artifact(self, path: Path, artifact_path: str) -> bool:
-        """Copies the file first: the caller's folder (a checkpoint Ray rotates) may be gone by the time it is sent."""
-        keep = self.folder / uuid.uuid4().hex[:12] / Path(path).name      # the upload keeps the file's name
-        keep.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, keep)
-        return self._put({"kind": "artifact", "file": str(keep.relative_to(self.folder)), "artifact_path": artifact_path})
+        """Sent from `path` when the server answers; copied into the spool only when it must wait (the caller's
+        folder, a checkpoint Ray rotates, may be gone by the time it is sent)."""
+        return self._put({"kind": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     # ------------------------------------------------------------ sending
     def flush(self, force: bool = False) -> bool:
@@ -89,9 +87,25 @@ class Outbox:
         return not self.items
 
     def _put(self, item: dict) -> bool:
-        self.items.append(item)
+        """Send at once when nothing waits (no disk work on the healthy path); else keep it, in order, on disk."""
+        if not self.items and time.monotonic() >= self.next_try:
+            try:
+                self._send(item)
+                return True
+            except Exception as e:  # noqa: BLE001 - any failure of the server keeps the write for later
+                self._failed(e)
+        self.items.append(self._keep(item))
         self._save()
-        return self.flush()
+        return False
+
+    def _keep(self, item: dict) -> dict:
+        """A waiting artifact gets its own copy in the spool."""
+        if item["kind"] != "artifact" or "file" in item:
+            return item
+        keep = self.folder / uuid.uuid4().hex[:12] / Path(item["path"]).name      # the upload keeps the file's name
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(item["path"], keep)
+        return {"kind": "artifact", "file": str(keep.relative_to(self.folder)), "artifact_path": item["artifact_path"]}
 
     def _send(self, item: dict) -> None:
         client = self._client = self._client or MlflowClient(self.uri)
@@ -102,6 +116,8 @@ class Outbox:
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["tags"].items()])
         elif item["kind"] == "terminate":
             client.set_terminated(self.run_id, status=item["status"], end_time=item["time"])
+        elif "path" in item:
+            client.log_artifact(self.run_id, item["path"], artifact_path=item["artifact_path"])
         else:
             client.log_artifact(self.run_id, str(self.folder / item["file"]), artifact_path=item["artifact_path"])
             shutil.rmtree((self.folder / item["file"]).parent, ignore_errors=True)
