@@ -7,12 +7,13 @@ Grad-CAM's map has the resolution of the layer it reads: stride 32 for timm CNNs
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-import torch
-from torch import nn
+if TYPE_CHECKING:   # torch is imported by whoever builds a model; importing a family must stay cheap (no torch)
+    import torch
+    from torch import nn
 
-Layer = tuple[nn.Module, Optional[Callable[[torch.Tensor], torch.Tensor]]]   # (layer, token reshape or None)
+Layer = "tuple[nn.Module, Optional[Callable[[torch.Tensor], torch.Tensor]]]"   # (layer, token reshape or None)
 
 
 def timm_classifier(model: nn.Module) -> nn.Module:
@@ -23,7 +24,7 @@ def timm_classifier(model: nn.Module) -> nn.Module:
 def last_stage(model: nn.Module) -> Layer:
     """A timm CNN's map before pooling: EfficientNet's bn2 (conv_head + BN + act, what its head pools),
     else the last stage timm's feature_info names (ResNet, ConvNeXt, Xception, VGG)."""
-    if isinstance(getattr(model, "bn2", None), nn.Module) and hasattr(model, "conv_head"):
+    if hasattr(model, "bn2") and hasattr(model, "conv_head"):
         return model.bn2, None
     return model.get_submodule(model.feature_info[-1]["module"]), None
 

@@ -5,15 +5,19 @@ label smoothing 0.03, early backbone frozen for some epochs, grad clip 1.0.
 Run:  python tune.py --family hybrid --data /data/wikiart
 """
 from search_spaces.hooks import last_stage
-from search_spaces.nets import HybridCNNRNN
 from search_spaces.space import Choice, Family, Float, Int
+
+
+def build(cfg, num_classes, image_size, weights):
+    from search_spaces.nets import HybridCNNRNN   # torch at build time, not when the family is imported
+    return HybridCNNRNN(weights.create(cfg.timm_name, num_classes=0, global_pool=""), num_classes, dropout=cfg.dropout)
+
 
 FAMILY = Family(
     name="hybrid",
     archs={"resnet50_bigru": "resnet50.a1_in1k"},
     standins={"test_resnet_bigru": "test_resnet"},
-    build=lambda cfg, num_classes, image_size, weights: HybridCNNRNN(
-        weights.create(cfg.timm_name, num_classes=0, global_pool=""), num_classes, dropout=cfg.dropout),
+    build=build,
     space={
         "lr": Float(2e-4, 2e-3, log=True),
         "batch_size": Choice([16, 32]),

@@ -4,14 +4,18 @@ Priors from the WikiArt study (shared/SEEDS.md, 000): AdamW 5e-4, batch 32-128, 
 label smoothing 0.1, dropout 0.3 (SimpleCNN) / 0.5 (DeepCNN); reached ~48 % / ~55 % macro F1 on 27 styles.
 Run:  python tune.py --family scratch
 """
-from search_spaces import nets  # noqa: F401  (registers simple_cnn / deep_cnn with timm)
 from search_spaces.space import Choice, Family, Float
+
+
+def build(cfg, num_classes, image_size, weights):
+    from search_spaces import nets  # noqa: F401  registers simple_cnn / deep_cnn with timm (imports torch: here, not at import)
+    return weights.create(cfg.timm_name, num_classes, image_size=image_size, drop_rate=cfg.dropout, width=cfg.width)
+
 
 FAMILY = Family(
     name="scratch",
     archs={"simple_cnn": "simple_cnn", "deep_cnn": "deep_cnn"},   # already CPU-sized: no stand-ins
-    build=lambda cfg, num_classes, image_size, weights: weights.create(
-        cfg.timm_name, num_classes, image_size=image_size, drop_rate=cfg.dropout, width=cfg.width),
+    build=build,
     space={
         "lr": Float(1e-4, 3e-3, log=True),
         "batch_size": Choice([32, 64, 128]),

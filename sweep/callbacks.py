@@ -25,11 +25,13 @@ log = logging.getLogger("artsweep")
 class ReleaseTrainWorkers(tune.Callback):
     """Frees the Train workers of a trial that Tune stopped (ray-project/ray#54305).
 
-    ASHA's stop kills the trial driver; Train V2's controller dies with it, but the workers' placement
-    group belongs to the job and stays reserved, so later trials wait for resources forever. Ray's own
-    PlacementGroupCleaner frees it only when the dashboard's state API answers. Worker rank 0 reports its
-    placement group id; GRACE_S after the trial ends (time for the driver, and with it the controller, to
-    exit quietly) we remove the group if it still exists.
+    Tune stops a trial gracefully: it asks the driver to stop, but the driver's thread is blocked in
+    TorchTrainer.fit() and lives on, and with it the Train controller (an actor the driver owns), which keeps
+    training and, once its workers go, retries them in a new placement group that blocks later trials. So a
+    trial stopped mid-run (ASHA) has its driver killed at once: the controller and its workers die with it.
+    Their placement group belongs to the job and stays reserved (Ray's own PlacementGroupCleaner frees it only
+    when the dashboard's state API answers): worker rank 0 reports its id, and GRACE_S after the trial ends
+    we remove the group if it still exists.
     """
 
     GRACE_S = 3.0
@@ -43,6 +45,9 @@ class ReleaseTrainWorkers(tune.Callback):
             self._groups[trial.trial_id] = result[PG_KEY]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        driver = trial.temporary_state.ray_actor   # still set: Tune schedules the stop after its callbacks
+        if driver is not None and not trial.last_result.get("done"):   # stopped mid-run, not returned
+            ray.kill(driver, no_restart=True)
         self._schedule(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -20,10 +20,9 @@ from torch import nn
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
 from trainables import cache, data, decode, engine
+from trainables.artifacts import ARTIFACT, FILENAME  # noqa: F401  (analysis reads checkpoint.ARTIFACT)
 from trainables.pretrained import Weights
 
-FILENAME = "model.pt"
-ARTIFACT = f"checkpoint/{FILENAME}"   # where each trial's best checkpoint sits in its MLflow child run
 
 
 def save(folder: Path, model: nn.Module, classes: Sequence[str], cfg: TrialConfig, image_size: int, norm: dict,

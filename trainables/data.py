@@ -7,6 +7,7 @@ the split is written once as a manifest (write_manifest) that every trial reads.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,8 +158,12 @@ def write_manifest(splits: Splits, path: Path) -> Path:
 
 
 def read_manifest(path: str | Path, classes: list[str]) -> Splits:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    return parse_manifest(Path(path).read_text(encoding="utf-8"), classes)
+
+
+def parse_manifest(text: str, classes: list[str]) -> Splits:
+    """A manifest's CSV text (as write_manifest wrote it) -> Splits, labels indexed by `classes`."""
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     index = {c: i for i, c in enumerate(classes)}
     names = np.asarray([r["split"] for r in rows])
     return Splits(classes, [r["path"] for r in rows], np.asarray([index[r["label"]] for r in rows], dtype=np.int64),

@@ -6,22 +6,26 @@ per-epoch report to Tune, where ASHA decides to go on or stop.
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import ray.tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from trainables import tracking
+from trainables.entry import train_loop
 from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
 from trainables.recorder import EpochRecorder
 from trainables.config import RunSettings
 
 
-def train_loop(config: dict) -> None:
-    """Entry of every Train worker. The import is deferred so the trial driver and the Train controller,
-    which only pass this function along, do not pay the workers' ~8 s of torch/timm/sklearn imports."""
-    from trainables.worker import train_loop_per_worker
-    train_loop_per_worker(config)
+def split_manifest(uri: str, parent_run_id: str, artifact: str) -> str:
+    """The CSV text of the split every trial reads, from the parent run (any node can reach MLflow). Fetched
+    here, once per trial driver, and handed to the workers in their config: no worker talks to MLflow."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(tracking.fetch_artifact(uri, parent_run_id, artifact, tmp)).read_text(encoding="utf-8")
 
 
 def train_storage(s: RunSettings) -> str:
@@ -43,7 +47,9 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         return
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id},
+        train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id,
+                           "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id,
+                                                      settings.split_manifest)},
         scaling_config=ScalingConfig(num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu,
                                      resources_per_worker={"CPU": settings.cpus_per_worker}),
         run_config=RunConfig(

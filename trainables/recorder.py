@@ -16,12 +16,11 @@ from pathlib import Path
 
 from ray.train.v2.api.callback import UserCallback
 
-from trainables.checkpoint import ARTIFACT, FILENAME
-from trainables.metrics import PG_KEY, RUN_ID_KEY
+from trainables.artifacts import ARTIFACT, FILENAME
+from trainables.metrics import IMPROVED_KEY, PG_KEY, RUN_ID_KEY, TAGS_KEY
 from trainables.outbox import Outbox
 
 log = logging.getLogger("artsweep")
-TAGS_KEY, IMPROVED_KEY = "artsweep_tags", "artsweep_improved"
 DRAIN_S = 10.0    # at a trial's last epoch, wait this long at most for writes held during an outage (the study
                   # sends what is left: sweep.callbacks.CloseTrialRuns while it runs, finish_record at its end)
 

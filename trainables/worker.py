@@ -20,10 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainables import cache, checkpoint, data, engine, resume
-from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY
+from trainables.metrics import BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY, TAGS_KEY
 from trainables.pretrained import Weights
-from trainables.recorder import IMPROVED_KEY, TAGS_KEY
-from trainables.tracking import fetch_artifact
 
 
 def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int):
@@ -114,9 +112,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
     torch.manual_seed(s.seed)
-    with tempfile.TemporaryDirectory() as tmp:   # the split every trial reads, from the parent run
-        splits = data.read_manifest(fetch_artifact(s.mlflow_uri, s.parent_run_id, s.split_manifest, tmp),
-                                    list(s.classes))
+    splits = data.parse_manifest(config["manifest"], list(s.classes))   # the driver fetched it (driver.split_manifest)
     w = _setup(cfg, s, splits, rank, world)
     objects = (w["model"], w["optimizer"], w["scheduler"], w["scaler"])
     progress = _restore(*objects, rank)
