@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+
+import psutil
 from pathlib import Path
 
 from search_spaces import ALL, FAMILIES
@@ -32,6 +35,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg("--data", help="folder with one sub-folder of images per class, or a CSV manifest (path,label[,split]) "
         "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)")
     arg("--num-samples", type=int, help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']})")
+    arg("--time-budget", help="wall time for the whole study, from now: 90s, 20m, 2h, 1h30m; trials stop at an "
+        "epoch boundary and no new one starts once it would not fit (with no --num-samples: as many as fit)")
+    arg("--gpu-hours", type=float, help="GPU-hours the study's trials may reserve (CPU-hours on a CPU-only "
+        "cluster); same rule as --time-budget")
+    arg("--price-per-gpu-hour", type=float, default=0.0, help="price of one GPU-hour: the study's record and "
+        "summary then show its cost")
     arg("--max-epochs", type=int, help=f"epoch budget per trial = ASHA max_t (default {DEMO['max_epochs']}, "
         f"smoke {SMOKE['max_epochs']})")
     arg("--workers-per-trial", type=int, default=1, help="DDP workers per trial: GPUs on a cluster, CPU processes "
@@ -66,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    # a --time-budget counts from the process's start (imports included), on the monotonic clock
+    started = time.monotonic() - (time.time() - psutil.Process().create_time())
     a = parse_args(argv)
     from sweep.settings import from_flags
     from sweep.study import Study
@@ -73,10 +84,10 @@ def main(argv=None) -> int:
         if a.resume:
             from trainables.tracking import default_uri
             study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
-                                 a.address, not a.no_dashboard)
+                                 a.address, not a.no_dashboard, started)
         else:
             settings, space, source = from_flags(a, Path.cwd())
-            study = Study.start(settings, space, source, a.address, not a.no_dashboard)
+            study = Study.start(settings, space, source, a.address, not a.no_dashboard, started)
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")
         raise SystemExit(2) from None

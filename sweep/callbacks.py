@@ -1,6 +1,6 @@
 """The two Tune callbacks that keep the study sound when a trial ends, however it ends:
   ReleaseTrainWorkers  frees the Train workers of a trial Tune stopped (ray-project/ray#54305)
-  CloseTrialRuns       ends the trial's MLflow child run and tags whether ASHA stopped it early
+  CloseTrialRuns       ends the trial's MLflow child run, tags whether ASHA stopped it early and logs its spend
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
+from sweep import budget
 from trainables import tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
@@ -88,7 +89,12 @@ class CloseTrialRuns(tune.Callback):
         if result.get(RUN_ID_KEY):
             self.runs[trial.trial_id] = result[RUN_ID_KEY]
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if budget.active():
+            budget.active().started(trial.trial_id)   # its spend counts from here (resources reserved)
+
     def _close(self, trial, status: str, error: str | None = None) -> None:
+        wall = budget.active().ended(trial.trial_id) if budget.active() else 0.0
         if (trial.last_result or {}).get(REPLAYED_KEY):
             return            # a trial finished before a resume: its run is closed and keeps its end time
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
@@ -100,6 +106,7 @@ class CloseTrialRuns(tune.Callback):
                 trial.trial_id).info.run_id
             box = Outbox(self.s.mlflow_uri, run_id, Path(self.s.spool))
             box.tags(tags)
+            box.metrics(budget.trial_spend(wall, self.s), step=epochs)
             box.terminate(status)
         except Exception as e:  # noqa: BLE001 - a failing tracking server must not abort the study
             log.warning("artsweep: could not close the MLflow run of trial %s (%s: %s); the study marks it at "
@@ -120,6 +127,9 @@ class CloseTrialRuns(tune.Callback):
             try:   # the study's heartbeat: --resume tells a live study from a crashed one by it
                 MlflowClient(self.s.mlflow_uri).set_tag(self.s.parent_run_id, tracking.HEARTBEAT_TAG,
                                                         str(int(time.time())))
+                if budget.active():    # and its spend so far, which a crashed study's --resume goes on from
+                    tracking.log_metrics(self.s.mlflow_uri, self.s.parent_run_id,
+                                         budget.study_spend(budget.active(), self.s))
             except Exception:  # noqa: BLE001 - a missed beat is fine; the next one comes in SEND_EVERY_S
                 pass
 

@@ -4,12 +4,16 @@ Ray 2.60's OptunaSearch tells Optuna that a trial ASHA stopped COMPLETEd with it
 TPE would model 1-epoch scores as if they were final. Here a trial that ends before `max_t` is PRUNED (its
 per-epoch values stay as Optuna intermediate values; TPE ranks pruned trials below complete ones, deeper
 ones first), and a trial that failed is FAIL even when it had reported: TPE models full-budget results only.
+It also stops proposing once the study's budget (sweep.budget) has no room for another trial.
 """
 from __future__ import annotations
 
 from optuna.trial import TrialState
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
+
+from sweep import budget
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -23,3 +27,10 @@ class HonestOptunaSearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL if error else TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+    def suggest(self, trial_id: str):
+        b = budget.active()
+        if b is not None and b.limited and not b.can_start():
+            # done for good when nothing runs that could still end early and leave room; else ask again later
+            return Searcher.FINISHED if b.exhausted() else None
+        return super().suggest(trial_id)

@@ -14,6 +14,7 @@ from trainables import data, tracking
 from trainables.builtin_dataset import ensure_builtin_dataset
 from trainables.config import RunSettings
 from sweep import preflight
+from sweep.budget import parse_duration
 from sweep.preflight import UsageError
 
 SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
@@ -27,6 +28,19 @@ def _positive(a: argparse.Namespace) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
     if a.max_retries < 0:
         raise UsageError(f"--max-retries must be 0 or more, got {a.max_retries}")
+    if a.gpu_hours is not None and a.gpu_hours <= 0:
+        raise UsageError(f"--gpu-hours must be positive, got {a.gpu_hours}")
+    if a.price_per_gpu_hour < 0:
+        raise UsageError(f"--price-per-gpu-hour must be 0 or more, got {a.price_per_gpu_hour}")
+
+
+def _time_budget(a: argparse.Namespace) -> float:
+    if not a.time_budget:
+        return 0.0
+    try:
+        return parse_duration(a.time_budget)
+    except ValueError as e:
+        raise UsageError(f"--time-budget: {e}") from None
 
 
 def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, data.Source]:
@@ -43,8 +57,11 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     except data.DataError as e:
         raise UsageError(str(e)) from None
     mode = SMOKE if a.smoke else DEMO
+    time_budget_s, budgeted = _time_budget(a), bool(a.time_budget or a.gpu_hours)
     s = RunSettings(
-        family=a.family, data_dir=str(data_dir), num_samples=a.num_samples or mode["num_samples"],
+        family=a.family, data_dir=str(data_dir),
+        # a budget without --num-samples: as many trials as it allows (0)
+        num_samples=a.num_samples or (0 if budgeted else mode["num_samples"]),
         max_epochs=a.max_epochs or mode["max_epochs"], workers_per_trial=a.workers_per_trial,
         experiment=a.experiment or f"artsweep-{a.family}", mlflow_uri=a.mlflow_uri or tracking.default_uri(workdir),
         storage=a.storage or str(workdir / "ray_results"),
@@ -53,7 +70,8 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
         weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
         max_retries=a.max_retries, early_stopping=not a.no_early_stopping,
-        max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke)
+        max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke,
+        time_budget_s=time_budget_s, gpu_hours=a.gpu_hours or 0.0, price_per_gpu_hour=a.price_per_gpu_hour)
     preflight.image_size(s, len(source.paths))
     if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
         preflight.workers(s, *preflight.local_capacity(), "this machine")

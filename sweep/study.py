@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from search_spaces.space import SearchSpace
-from sweep import preflight, summary
+from sweep import budget, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
@@ -89,7 +89,8 @@ def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict
     if len(source.skipped) > 20:
         log(f"... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
     log(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
-    log(f"{s.family}: {s.num_samples} trials x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
+    log(f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
+        f"x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
         f"{'stand-in' if s.standins else 'real'} architectures, pretrained={s.pretrained}")
     return splits, report
 
@@ -100,9 +101,10 @@ class Study:
 
     @classmethod
     def start(cls, s: RunSettings, space: SearchSpace, source: data.Source, address: str | None = None,
-              dashboard: bool = True) -> "Study":
+              dashboard: bool = True, started: float | None = None) -> "Study":
+        """`started`: time.monotonic() when the command started (a --time-budget counts from there)."""
+        t0 = time.monotonic() if started is None else started
         splits, report = prepare_data(s, source)
-        t0 = time.perf_counter()
         plan = start_ray(s, address, dashboard)
         exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
             "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
@@ -123,11 +125,12 @@ class Study:
                 f"{len(meta['bad'])} undecodable)")
         log(f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
             f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}")
+        budget.activate(budget.for_study(s, plan, _grace(s, space), started=t0))
         return cls(s, space, plan, _tuner(s, space, plan), t0)
 
     @classmethod
     def resume(cls, experiment: str, storage: str | None, uri: str, address: str | None = None,
-               dashboard: bool = True) -> "Study":
+               dashboard: bool = True, started: float | None = None) -> "Study":
         """Continue the latest study of `experiment` where Tune's saved state left it: finished trials are
         kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
         all of it lands in the same MLflow parent run. `storage`: where the study's folder is now (default:
@@ -146,11 +149,13 @@ class Study:
         if not tune.Tuner.can_restore(path):
             raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
                              "study to continue (tune.py prints them when a study stops)")
-        t0 = time.perf_counter()
+        t0 = time.monotonic() if started is None else started
         plan = start_ray(s, address, dashboard)
         tracking.reopen_study(uri, s.parent_run_id)
         log(f"resuming study {path} (MLflow run {s.parent_run_id})")
         space = space_of(s)
+        budget.activate(budget.for_study(s, plan, _grace(s, space), started=t0, spent=tracking.MlflowClient(
+            uri).get_run(s.parent_run_id).data.metrics))   # the spend so far: a resumed study continues its budget
         tuner = tune.Tuner.restore(path, trainable=_trainable(s, space, plan), resume_unfinished=True,
                                    restart_errored=True)
         return cls(s, space, plan, tuner, t0)
@@ -163,7 +168,9 @@ class Study:
         try:
             results = self.tuner.fit()
             done = results.num_terminated + results.num_errors
-            status = "FINISHED" if done >= s.num_samples else "KILLED"
+            b = budget.active()
+            ran_out = b is not None and b.limited and b.exhausted()    # a budget that ran out ends a study
+            status = "FINISHED" if ran_out or (s.num_samples and done >= s.num_samples) else "KILLED"
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -171,19 +178,23 @@ class Study:
             ray.shutdown()
             finish_record(s, status)
             if status == "KILLED":
-                log(f"study stopped after {done} of {s.num_samples} trials; continue it with:\n"
+                log(f"study stopped after {done} of {s.num_samples or 'its budget of'} trials; continue it with:\n"
                     f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
                     f"--mlflow-uri {quote(s.mlflow_uri)}")
-        return summary.print_summary(s, time.perf_counter() - self.t0)
+        return summary.print_summary(s, time.monotonic() - self.t0)
 
 
 def finish_record(s: RunSettings, status: str) -> None:
     """Send what MLflow did not take during the study (bounded wait), then end the parent run and any child run
     still open (KILLED). What cannot be sent stays on disk, and the study says where and how to send it."""
     left = send_pending(s.mlflow_uri, Path(s.spool), PENDING_WAIT_S)
+    spend = budget.study_spend(budget.active(), s) if budget.active() else {}
+
+    def close() -> list[str]:
+        tracking.log_metrics(s.mlflow_uri, s.parent_run_id, spend)   # what the study cost (--resume goes on from it)
+        return tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
     try:
-        killed = tracking.retrying(lambda: tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id,
-                                                                s.parent_run_id, status),
+        killed = tracking.retrying(close,
                                    "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0)
         if killed:
             log(f"marked {len(killed)} unfinished trial run(s) KILLED")
@@ -196,6 +207,11 @@ def finish_record(s: RunSettings, status: str) -> None:
             f"--mlflow-uri {quote(s.mlflow_uri)}")
 
 
+def _grace(s: RunSettings, space: SearchSpace) -> int:
+    """Epochs before ASHA's first decision: the least of the families' own (and at most the epoch budget)."""
+    return min(min(f.grace_epochs for f in space.families), s.max_epochs)
+
+
 def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
     """The trial driver with the study's settings and space bound, and its (tiny) resources."""
     return tune.with_resources(tune.with_parameters(run_trial, settings=s, space=space), plan.driver)
@@ -204,16 +220,17 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
     search = HonestOptunaSearch(
         space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
-        sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples)),
+        sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples or 10)),
         max_t=s.max_epochs)
     asha = RecordedASHA(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
-                        grace_period=min(min(f.grace_epochs for f in space.families), s.max_epochs),
+                        grace_period=_grace(s, space),
                         record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id,
                                                  s.parent_run_id)) if s.early_stopping else FIFOScheduler()
     return tune.Tuner(
         _trainable(s, space, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,
-                                    num_samples=s.num_samples, max_concurrent_trials=plan.max_concurrent),
-        run_config=tune.RunConfig(name=s.run_name, storage_path=s.storage,
+                                    num_samples=s.num_samples or -1,   # -1: until the budget ends it
+                                    max_concurrent_trials=plan.max_concurrent),
+        run_config=tune.RunConfig(name=s.run_name, storage_path=s.storage, stop=budget.BudgetStopper(),
                                   callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s)],
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1))

@@ -6,6 +6,7 @@ from shlex import quote
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import best_per_family, trial_rows
+from sweep.budget import COST, CPU, GPU, WALL
 from trainables.config import RunSettings
 from trainables.tracking import retrying
 from trainables.metrics import OBJECTIVE_KEY
@@ -22,8 +23,8 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
         return 0
     done = [r for r in rows if r.epochs]
     stopped = sum(r.stopped_early for r in rows)
-    print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early by ASHA, "
-          f"{sum(r.status == 'FAILED' for r in rows)} failed)")
+    print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early, "
+          f"{sum(r.status == 'FAILED' for r in rows)} failed); {spend_line(s)}")
     if not done:
         print("artsweep: no trial reported a result; see the errors above")
         return 1
@@ -40,3 +41,20 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
     print(f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
           f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}")
     return 0
+
+
+def spend_line(s: RunSettings) -> str:
+    """What the study's trials reserved (its parent run's spend metrics), against its budget."""
+    try:
+        m = MlflowClient(s.mlflow_uri).get_run(s.parent_run_id).data.metrics
+    except Exception:  # noqa: BLE001 - the record is behind; the rest of the summary stands
+        return "spend not recorded"
+    kind, used = ("GPU", m.get(GPU, 0.0)) if s.use_gpu else ("CPU", m.get(CPU, 0.0))
+    text = f"trials reserved {used / 3600:.3f} {kind}-hours"
+    if s.gpu_hours:
+        text += f" of a {s.gpu_hours:g} budget"
+    if COST in m:
+        text += f", cost {m[COST]:.2f} at {s.price_per_gpu_hour:g} per GPU-hour"
+    if s.time_budget_s:
+        text += f"; wall {m.get(WALL, 0.0):.0f} s of a {s.time_budget_s:.0f} s budget"
+    return text

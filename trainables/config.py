@@ -16,7 +16,7 @@ from typing import Any, Optional
 class RunSettings:
     family: str                      # --family: a search_spaces.FAMILIES key, or "all"
     data_dir: str                    # what --data pointed at (a folder or CSV manifest), for the record
-    num_samples: int                 # trials in the study
+    num_samples: int                 # trials in the study; 0 = as many as the budget allows (sweep.budget)
     max_epochs: int                  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int           # DDP workers in each trial's gang
     experiment: str                  # MLflow experiment name (any characters)
@@ -34,6 +34,9 @@ class RunSettings:
     smoke: bool = False              # --smoke: the tiny budget above was applied
     early_stopping: bool = True      # ASHA stops poor trials; False: every trial runs max_epochs (FIFO)
     max_retries: int = 2             # restarts of a trial's worker group after a lost worker (from its last epoch)
+    time_budget_s: float = 0.0       # --time-budget: wall seconds for the whole study, 0 = none
+    gpu_hours: float = 0.0           # --gpu-hours: GPU-hours (CPU-hours without GPUs) of trial reservations, 0 = none
+    price_per_gpu_hour: float = 0.0  # --price-per-gpu-hour: turns the study's GPU-hours into a cost in the record
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
                                      # so two studies of one experiment never share a folder

@@ -93,6 +93,13 @@ def log_study(uri: str, parent_run_id: str, settings: Mapping, space: Mapping) -
     client.log_dict(parent_run_id, dict(space), SPACE)
 
 
+def log_metrics(uri: str, run_id: str, values: Mapping[str, float]) -> None:
+    """One batch of metrics now (e.g. the study's spend on its parent run)."""
+    if values:
+        now = int(time.time() * 1000)
+        MlflowClient(uri).log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+
+
 def read_artifact_json(client: MlflowClient, run_id: str, path: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         with open(client.download_artifacts(run_id, path, tmp)) as f:
