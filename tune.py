@@ -1,6 +1,6 @@
 """artsweep: search hyper-parameters and train the best image classifier the budget allows.
 
-  python tune.py                                     # demo: scratch CNNs on the built-in dataset
+  python tune.py                                     # demo: scratch CNNs on the built-in dataset, < 2 minutes
   python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15
   python tune.py --smoke                             # a tiny study to check the wiring (about a minute)
   mlflow ui --backend-store-uri sqlite:///mlflow.db  # browse every trial afterwards
@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg("--arch", help="pin one architecture of the family instead of searching it")
     arg("--data", help="folder with one sub-folder of images per class, or a CSV manifest (path,label[,split]) "
         "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)")
-    arg("--num-samples", type=int, help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']})")
+    arg("--num-samples", type=int, help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']}; "
+        f"with a budget: as many as fit; the demo on the built-in data: a {DEMO['builtin_time_budget']} time budget)")
     arg("--time-budget", help="wall time for the whole study, from now: 90s, 20m, 2h, 1h30m; trials stop at an "
         "epoch boundary and no new one starts once it would not fit (with no --num-samples: as many as fit)")
     arg("--gpu-hours", type=float, help="GPU-hours the study's trials may reserve (CPU-hours on a CPU-only "

@@ -29,7 +29,7 @@ class ReleaseTrainWorkers(tune.Callback):
     Tune stops a trial gracefully: it asks the driver to stop, but the driver's thread is blocked in
     TorchTrainer.fit() and lives on, and with it the Train controller (an actor the driver owns), which keeps
     training and, once its workers go, retries them in a new placement group that blocks later trials. So a
-    trial stopped mid-run (ASHA) has its driver killed at once: the controller and its workers die with it.
+    trial that ends has its driver killed at once: the controller and its workers die with it.
     Their placement group belongs to the job and stays reserved (Ray's own PlacementGroupCleaner frees it only
     when the dashboard's state API answers): worker rank 0 reports its id, and GRACE_S after the trial ends
     we remove the group if it still exists.
@@ -47,8 +47,8 @@ class ReleaseTrainWorkers(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         driver = trial.temporary_state.ray_actor   # still set: Tune schedules the stop after its callbacks
-        if driver is not None and not trial.last_result.get("done"):   # stopped mid-run, not returned
-            ray.kill(driver, no_restart=True)
+        if driver is not None:   # stopped mid-run, or returning: either way its record is written (EpochRecorder
+            ray.kill(driver, no_restart=True)   # logs a report before Tune sees it), so nothing is lost
         self._schedule(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -70,7 +70,7 @@ class ReleaseTrainWorkers(tune.Callback):
             pg = PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
             if placement_group_table(pg).get("state", "REMOVED") != "REMOVED":
                 remove_placement_group(pg)
-                log.warning("artsweep: released the Train workers left by stopped trial %s", trial_id)
+                log.debug("artsweep: removed the placement group of ended trial %s", trial_id)
 
 
 class CloseTrialRuns(tune.Callback):
