@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-
-import psutil
 from pathlib import Path
 
 from search_spaces import ALL, FAMILIES
@@ -65,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
         "in the same MLflow parent run; other flags are taken from the study")
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
+    arg("--pack", default="auto", choices=["auto", "off"], help="auto: single-worker trials share a GPU when their "
+        "estimated memory fits several times (fractional GPUs; DDP trials keep whole GPUs); off: one GPU each")
     arg("--max-retries", type=int, default=2, help="restarts of a trial's workers after one is lost (a crash, a "
         "reclaimed spot node), each from the trial's last finished epoch (default 2)")
     arg("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on small "
@@ -76,8 +75,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    # a --time-budget counts from the process's start (imports included), on the monotonic clock
-    started = time.monotonic() - (time.time() - psutil.Process().create_time())
     a = parse_args(argv)
     from sweep.settings import from_flags
     from sweep.study import Study
@@ -85,10 +82,10 @@ def main(argv=None) -> int:
         if a.resume:
             from trainables.tracking import default_uri
             study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
-                                 a.address, not a.no_dashboard, started)
+                                 a.address, not a.no_dashboard)
         else:
             settings, space, source = from_flags(a, Path.cwd())
-            study = Study.start(settings, space, source, a.address, not a.no_dashboard, started)
+            study = Study.start(settings, space, source, a.address, not a.no_dashboard)
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")
         raise SystemExit(2) from None

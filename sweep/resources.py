@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
+
+from trainables.memory import MAX_PACK
 
 DRIVER_CPUS = 0.01   # a trial driver only waits on its TorchTrainer; Tune rejects 0 ("empty head bundle")
 DRIVER_RESOURCE = "artsweep_driver"   # custom resource only the head declares (cluster/*.yaml): drivers stay there
+ACCELERATOR = "accelerator_type:"     # Ray's resource naming a node's GPU model (cluster/*.yaml declares it too)
+GPU_GIB = {"T4": 14.5, "V100": 15.5, "A10G": 22, "A10": 22, "L4": 22, "L40S": 44, "A100": 39, "A100-80G": 79,
+           "H100": 79, "H200": 139}   # GiB per GPU model that a process can allocate (the card's GB, less ECC/driver)
 
 
 @dataclass(frozen=True)
 class ResourcePlan:
     max_concurrent: int        # trials running at once
     driver: dict               # resources of one trial driver
-    cpus_per_worker: float     # logical CPUs per Train worker
-    use_gpu: bool              # one GPU per Train worker
+    cpus_per_worker: float     # logical CPUs per Train worker (per whole GPU when packed: trials take a share)
+    use_gpu: bool              # one GPU per Train worker (or a share of one: trainables.memory.gpu_share)
+    gpu_gib: float = 0.0       # memory of the smallest GPU model among the nodes; 0 = unknown (no packing)
 
     @property
     def loader_workers(self) -> int:
@@ -27,10 +33,18 @@ class ResourcePlan:
         return max(0, int(self.cpus_per_worker) - 1)
 
 
-def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int) -> ResourcePlan:
+def gpu_gib(node: Mapping[str, float]) -> Optional[float]:
+    """A GPU node's memory per GPU from its accelerator_type resource, None when it names no known model."""
+    return next((GPU_GIB[k[len(ACCELERATOR):]] for k in node if k.startswith(ACCELERATOR)
+                 and k[len(ACCELERATOR):] in GPU_GIB), None)
+
+
+def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int, pack: str = "off") -> ResourcePlan:
     """Concurrency from the nodes' resources (those running and those the autoscaler may add, see
     cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
-    resources that running trials' workers need."""
+    resources that running trials' workers need. With pack=auto and single-worker trials on GPUs of known
+    memory, up to MAX_PACK trials per GPU may run: each asks for the share its memory estimate needs
+    (trainables.memory.gpu_share) and Ray's fractional accounting places them."""
     cpus = sum(float(n.get("CPU", 0)) for n in nodes)
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
     gpus = int(sum(n["GPU"] for n in gpu_nodes))
@@ -39,7 +53,11 @@ def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int)
         concurrent = gpus // workers_per_trial
         # a worker takes one GPU and the CPUs that go with it on the leanest GPU node type
         cpus_per_worker = max(1.0, math.floor(min(n.get("CPU", 1) / n["GPU"] for n in gpu_nodes)))
-        return ResourcePlan(concurrent, driver, cpus_per_worker, use_gpu=True)
+        memory = [gpu_gib(n) for n in gpu_nodes]
+        known = 0.0 if None in memory else float(min(memory))
+        if pack == "auto" and workers_per_trial == 1 and known:
+            concurrent *= MAX_PACK
+        return ResourcePlan(concurrent, driver, cpus_per_worker, use_gpu=True, gpu_gib=known)
     concurrent = max(1, int(cpus // workers_per_trial))
     # all drivers may sit on one node (the head), so each gang leaves room for every driver there
     per_trial = cpus / concurrent - concurrent * DRIVER_CPUS

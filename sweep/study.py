@@ -14,18 +14,16 @@ import time
 from pathlib import Path
 from shlex import quote
 
-import optuna
+import psutil
 import ray
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
 
 from search_spaces.space import SearchSpace
 from sweep import budget, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
-from sweep.scheduler import RecordedASHA
-from sweep.search import HonestOptunaSearch
+from sweep.search import search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
 from trainables import data, tracking
 from trainables.outbox import send_pending
@@ -38,9 +36,6 @@ from trainables.report import dataset_report, plot, summary_lines
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 PENDING_WAIT_S = 120.0   # at the study's end, wait at most this long for writes MLflow has not taken yet
-# ASHA halves the field at each rung: with the 5-15 epoch budgets used here, factor 2 gives 2-4 rungs, so a
-# trial is judged several times; factor 3-4 leaves one or two rungs and stops on 1-epoch scores alone.
-REDUCTION_FACTOR = 2
 
 
 def run_name(experiment: str, parent_run_id: str) -> str:
@@ -53,10 +48,9 @@ def log(message: str) -> None:
     print(f"artsweep: {message}", flush=True)
 
 
-def _startup_trials(num_samples: int) -> int:
-    """TPE's random start: half the budget, at least 3 (TPE needs a few points to split good from bad) and
-    at most 10 (Optuna's default; more only delays the model-based proposals)."""
-    return max(3, min(10, num_samples // 2))
+def process_start() -> float:
+    """When this process started, on the time.monotonic() clock."""
+    return time.monotonic() - (time.time() - psutil.Process().create_time())
 
 
 def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourcePlan:
@@ -75,7 +69,7 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourceP
     except UsageError:
         ray.shutdown()
         raise
-    return plan_resources(nodes, s.workers_per_trial)
+    return plan_resources(nodes, s.workers_per_trial, s.pack)
 
 
 def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict]:
@@ -102,8 +96,9 @@ class Study:
     @classmethod
     def start(cls, s: RunSettings, space: SearchSpace, source: data.Source, address: str | None = None,
               dashboard: bool = True, started: float | None = None) -> "Study":
-        """`started`: time.monotonic() when the command started (a --time-budget counts from there)."""
-        t0 = time.monotonic() if started is None else started
+        """`started`: time.monotonic() when the study began (default: when this process started, imports
+        included: a --time-budget counts from there)."""
+        t0 = process_start() if started is None else started
         splits, report = prepare_data(s, source)
         plan = start_ray(s, address, dashboard)
         exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
@@ -113,7 +108,8 @@ class Study:
             artifact_root=Path.cwd() / "mlartifacts")
         tracking.claim_study(s.mlflow_uri, parent)
         s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
-                      cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers)
+                      cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,
+                      gpu_gib=plan.gpu_gib)
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
             tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
@@ -149,7 +145,7 @@ class Study:
         if not tune.Tuner.can_restore(path):
             raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
                              "study to continue (tune.py prints them when a study stops)")
-        t0 = time.monotonic() if started is None else started
+        t0 = process_start() if started is None else started
         plan = start_ray(s, address, dashboard)
         tracking.reopen_study(uri, s.parent_run_id)
         log(f"resuming study {path} (MLflow run {s.parent_run_id})")
@@ -218,14 +214,10 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
 
 
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
-    search = HonestOptunaSearch(
-        space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=space.first_points(),
-        sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=_startup_trials(s.num_samples or 10)),
-        max_t=s.max_epochs)
-    asha = RecordedASHA(time_attr="training_iteration", max_t=s.max_epochs, reduction_factor=REDUCTION_FACTOR,
-                        grace_period=_grace(s, space),
-                        record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id,
-                                                 s.parent_run_id)) if s.early_stopping else FIFOScheduler()
+    search, asha = search_and_scheduler(
+        space, seed=s.seed, num_samples=s.num_samples, max_t=s.max_epochs, grace=_grace(s, space),
+        first_points=space.first_points(), early_stopping=s.early_stopping,
+        record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id))
     return tune.Tuner(
         _trainable(s, space, plan),
         tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,

@@ -56,3 +56,18 @@ def test_nccl_ddp_keeps_ranks_identical():
     port = free_port()
     world = torch.cuda.device_count()
     mp.spawn(_nccl_rank, args=(port, world), nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("family, arch, size, batch", [("scratch", "deep_cnn", 64, 128), ("cnn", "resnet50", 224, 32),
+                                                       ("transformers", "vit_b16", 224, 32)])
+def test_memory_estimate_bounds_a_measured_step(family, arch, size, batch, tmp_path):
+    """--pack trusts the estimate never to be below what a step really takes (within 2.5x above it)."""
+    from trainables import memory
+    fam = FAMILIES[family]
+    cfg = fam.config(arch)
+    build = lambda: cfg.family.build(cfg, 8, size, Weights("none"))   # noqa: E731
+    probe = memory.probe(f"{family}:{arch}", build, size, tmp_path / "memory.json")
+    estimate = memory.estimate_gib(probe["params"], probe["activations"], batch, amp=True)
+    measured = memory.measure_gib(build(), size, batch)
+    print(f"{family}/{arch} {size}px batch {batch}: estimate {estimate:.2f} GiB, measured {measured:.2f} GiB")
+    assert measured <= estimate <= 2.5 * measured

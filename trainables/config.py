@@ -37,6 +37,7 @@ class RunSettings:
     time_budget_s: float = 0.0       # --time-budget: wall seconds for the whole study, 0 = none
     gpu_hours: float = 0.0           # --gpu-hours: GPU-hours (CPU-hours without GPUs) of trial reservations, 0 = none
     price_per_gpu_hour: float = 0.0  # --price-per-gpu-hour: turns the study's GPU-hours into a cost in the record
+    pack: str = "auto"               # --pack: auto = single-worker trials may share a GPU (trainables.memory); off
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
                                      # so two studies of one experiment never share a folder
@@ -45,7 +46,8 @@ class RunSettings:
     mlflow_experiment_id: str = ""   # study experiment
     parent_run_id: str = ""          # the study's MLflow parent run
     cpus_per_worker: float = 1.0     # logical CPUs reserved per Train worker (torch threads = round of it)
-    use_gpu: bool = False            # one GPU per worker, NCCL; else gloo on CPU
+    use_gpu: bool = False            # one GPU per worker (or a share of one, packed), NCCL; else gloo on CPU
+    gpu_gib: float = 0.0             # memory of the smallest GPU trials may land on (0 = unknown: no packing)
     loader_workers: int = 0          # DataLoader processes per Train worker: the worker's CPUs beyond the one
                                      # that trains (0 on small CPU trials = decode inline)
 

@@ -14,7 +14,8 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from trainables import tracking
+from search_spaces.space import BASE, Float
+from trainables import memory, tracking
 from trainables.entry import train_loop
 from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
 from trainables.recorder import EpochRecorder
@@ -45,13 +46,14 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         for values in finished:
             ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
         return
+    settings, resources = worker_resources(cfg, settings)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id,
                            "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id,
                                                       settings.split_manifest)},
         scaling_config=ScalingConfig(num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu,
-                                     resources_per_worker={"CPU": settings.cpus_per_worker}),
+                                     resources_per_worker=resources),
         run_config=RunConfig(
             name=f"trial-{trial_id}",
             storage_path=train_storage(settings),
@@ -65,3 +67,30 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         ),
     )
     trainer.fit()
+
+
+def worker_resources(cfg, s: RunSettings) -> tuple[RunSettings, dict]:
+    """What each Train worker asks Ray for: its CPUs, and on GPUs a whole one or, packed, the share its memory
+    estimate needs (trainables.memory) with the CPUs that go with that share. Returns the settings the worker
+    sees (its CPUs and DataLoader processes) and the resources."""
+    if not s.use_gpu:
+        return s, {"CPU": s.cpus_per_worker}
+    share = 1.0
+    if s.pack == "auto" and s.workers_per_trial == 1 and s.gpu_gib:
+        share = memory.gpu_share(trial_memory_gib(cfg, s), s.gpu_gib, s.workers_per_trial, s.pack)
+    cpus = round(s.cpus_per_worker * share, 3)
+    s = s.replace(cpus_per_worker=cpus, loader_workers=max(0, int(cpus) - 1))
+    return s, {"CPU": cpus, "GPU": share}
+
+
+def trial_memory_gib(cfg, s: RunSettings) -> float:
+    """The trial's estimated peak GPU memory: its model (random init, built on this CPU once per architecture
+    and input size, then cached), its batch size, AMP."""
+    from trainables.pretrained import Weights
+    size = s.image_size or cfg.family.image_size
+    # the architecture: its timm model and the family's own discrete knobs (scratch's width); continuous knobs
+    # (lr, dropout, drop_path) never change what a step holds in memory
+    shape = {k: cfg.values[k] for k, d in cfg.family.space.items() if k not in BASE and not isinstance(d, Float)}
+    probe = memory.probe(f"{cfg.family.name}:{cfg.timm_name}:{sorted(shape.items())}", lambda: cfg.family.build(
+        cfg, len(s.classes), size, Weights("none")), size)
+    return memory.estimate_gib(probe["params"], probe["activations"], cfg.batch_size, amp=s.amp != "off")
