@@ -103,8 +103,9 @@ def main() -> None:
         cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "tune.py"), "--smoke", "--max-epochs", "1",
                "--num-samples", str(a.trials), "--experiment", a.experiment, "--mlflow-uri", a.mlflow_uri,
                "--storage", str(work / "ray_results"), "--no-dashboard"]
-        print("running:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, cwd=work, check=True, stdout=subprocess.DEVNULL)
+        print("running:", " ".join(cmd), f"(output: {work / 'tune.log'})", flush=True)
+        with open(work / "tune.log", "w") as log:
+            subprocess.run(cmd, cwd=work, check=True, stdout=log, stderr=subprocess.STDOUT)
     print(json.dumps(report(a.mlflow_uri, a.experiment)))
 
 
