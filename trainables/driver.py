@@ -6,6 +6,7 @@ per-epoch report to Tune, where ASHA decides to go on or stop.
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -76,8 +77,12 @@ def worker_resources(cfg, s: RunSettings) -> tuple[RunSettings, dict]:
     if not s.use_gpu:
         return s, {"CPU": s.cpus_per_worker}
     share = 1.0
-    if s.pack == "auto" and s.workers_per_trial == 1 and s.gpu_gib:
-        share = memory.gpu_share(trial_memory_gib(cfg, s), s.gpu_gib, s.workers_per_trial, s.pack)
+    if s.pack == "auto" and s.workers_per_trial == 1 and s.gpu_gib:   # else gpu_share is 1: skip the probe
+        try:
+            share = memory.gpu_share(trial_memory_gib(cfg, s), s.gpu_gib, s.workers_per_trial, s.pack)
+        except Exception as e:  # noqa: BLE001 - a model the CPU probe cannot run still trains, on a whole GPU
+            logging.getLogger("artsweep").warning("artsweep: no memory estimate for %s (%s: %s); it takes a whole "
+                                                  "GPU", cfg.timm_name, type(e).__name__, e)
     cpus = round(s.cpus_per_worker * share, 3)
     s = s.replace(cpus_per_worker=cpus, loader_workers=max(0, int(cpus) - 1))
     return s, {"CPU": cpus, "GPU": share}

@@ -7,8 +7,7 @@ every leaf module's output in one forward pass at batch 1 (what autograd keeps f
 probed on CPU once per (model, image size) and cached in ~/.cache/artsweep/memory.json; 2 bytes each under AMP
 (bf16/fp16), 4 in fp32. CONTEXT_GIB: the CUDA context and cuBLAS/cuDNN workspaces of one process.
 On a GPU, measure_gib() runs a real step; tests/test_gpu.py checks the estimate bounds it from above.
-
-python -c "from trainables.memory import *; ..."  (used by trainables.driver; unit tests: tests/test_packing.py)
+Used by trainables.driver (each trial's GPU share); unit tests: tests/test_packing.py.
 """
 from __future__ import annotations
 
