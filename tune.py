@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg("--address", help="join a running Ray cluster ('auto' or host:port) instead of starting one")
     arg("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 "
         "where supported, fp16 on older GPUs)")
+    arg("--compile", action="store_true", help="torch.compile each trial's model (slower start, faster steps on "
+        "GPUs; see README 'GPU data path')")
     arg("--pretrained", choices=["timm", "none"], help="timm: start from pretrained weights (downloaded, from the HF "
         "cache, or from --weights-dir); none: random init (default timm; none with --smoke)")
     arg("--weights-dir", help="offline weights: DIR/<timm name>.safetensors (or .pth/.bin) per model")

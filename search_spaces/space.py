@@ -76,7 +76,8 @@ class Family:
     image_size: int = 224             # default input side, px
     grace_epochs: int = 1             # ASHA grace period: epochs every trial gets before it can be stopped
     pretrained: bool = True           # build loads pretrained weights (--pretrained / --weights-dir)
-    augment: str = "strong"           # trainables.data recipe that aug_strength scales
+    augment: str = "strong"           # trainables.augment recipe that aug_strength scales
+    channels_last: bool = True        # NHWC weights and inputs (faster convolutions); False for transformers
     head: Callable = timm_classifier  # model -> its final classifier layer (embeddings are its input)
     new_parameters: Optional[Callable] = None   # model -> params new for the data (full LR); None: head's
     saliency_layer: Callable = last_stage       # model -> (layer Grad-CAM reads, token reshape or None)

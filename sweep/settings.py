@@ -78,7 +78,7 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         max_retries=a.max_retries, early_stopping=not a.no_early_stopping,
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke,
         time_budget_s=time_budget_s, gpu_hours=a.gpu_hours or 0.0, price_per_gpu_hour=a.price_per_gpu_hour,
-        pack=a.pack)
+        pack=a.pack, compile=a.compile)
     preflight.image_size(s, len(source.paths))
     if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
         preflight.workers(s, *preflight.local_capacity(), "this machine")

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import evaluate
 from search_spaces import get_family
-from trainables import checkpoint, data
+from trainables import augment, checkpoint, data
 from trainables.pretrained import Weights
 
 COMMANDS = ("leaderboard", "study_plots", "evaluate", "registry")
@@ -46,7 +46,7 @@ def test_unknown_experiment(capsys, name, tmp_path):
 def test_evaluation_names_images_missing_on_this_machine(tmp_path):
     cfg = get_family("scratch").config("simple_cnn", width=0.25)
     model = cfg.family.build(cfg, 2, 32, Weights("none"))
-    norm = {"mean": data.IMAGENET_MEAN, "std": data.IMAGENET_STD}
+    norm = {"mean": augment.IMAGENET_MEAN, "std": augment.IMAGENET_STD}
     clf = checkpoint.load(checkpoint.save(tmp_path, model, ["a", "b"], cfg, 32, norm, "crop", 1, {}))
     gone = [str(tmp_path / "elsewhere" / f"{i}.jpg") for i in range(4)]
     splits = data.Splits(["a", "b"], gone, np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2]), np.array([3]))

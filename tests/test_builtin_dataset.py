@@ -1,7 +1,7 @@
 """The built-in dataset: real files, >= 8 classes, >= 10:1 imbalance, reproducible, and not trivial."""
 import numpy as np
 
-from trainables import data, decode
+from trainables import augment, data, decode
 from trainables.builtin_dataset import CLASS_COUNTS, STYLES, ensure_builtin_dataset, render
 
 
@@ -14,7 +14,7 @@ def test_written_as_real_image_files_in_class_folders(tmp_path):
     counts = np.bincount(labels)
     assert counts.max() / counts.min() >= 10
     assert {p.rsplit(".", 1)[1] for p in paths} == {"jpg", "png"}
-    img = data.build_transform(32, False)(decode.decode_rgb(paths[0]))
+    img = augment.preprocess(32, augment.IMAGENET_MEAN, augment.IMAGENET_STD)(decode.decode_rgb(paths[0]))
     assert img.shape == (3, 32, 32)
     mtime = (root / ".complete").stat().st_mtime
     assert ensure_builtin_dataset(root) == root and (root / ".complete").stat().st_mtime == mtime  # cached

@@ -1,5 +1,6 @@
-"""DDP is real: two gloo processes train the same model, their weights stay identical, and the
-validation metrics they report equal those computed on the whole split in one process."""
+"""DDP is real: two gloo processes train the same model through the trial's data path, their weights stay
+identical, and the validation metrics they report equal those computed on the whole split in one process.
+Loader processes change nothing: 0 and 2 give the same training and the same validation metrics."""
 import json
 import os
 import tempfile
@@ -10,14 +11,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 
 from search_spaces import get_family
-from trainables import cache, data, engine
+from trainables import cache, data, engine, loaders
 from trainables.pretrained import Weights
 from trainables.net import free_port
 
-SIZE, WORLD = 32, 2
+SIZE, WORLD, CPU = 32, 2, torch.device("cpu")
 CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
 CFG = get_family("scratch").config("simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)
 
@@ -27,14 +27,26 @@ def _model(n_classes):
     return CFG.family.build(CFG, n_classes, SIZE, Weights("none"))
 
 
-def _images(splits):
-    return cache.open_or_build(splits.paths, SIZE, root=CACHE)[0]
+def _data_path(splits, rank=0, world=1, workers=0):
+    """The trial's own data path (trainables.loaders), on CPU."""
+    images = cache.open_or_build(splits.paths, SIZE, root=CACHE)[0]
+    return loaders.make(images, splits, splits.train, splits.val[rank::world], image_size=SIZE,
+                        batch_size=CFG.batch_size, aug_strength=0.5, recipe=CFG.family.augment, sampler_power=1.0,
+                        norm={}, seed=0, rank=rank, world=world, device=CPU, workers=workers)
 
 
-def _val_loader(splits, rank=0, world=1):
-    idx = splits.val[rank::world]
-    ds = cache.CachedImages(_images(splits), idx, splits.labels[idx], data.build_transform(SIZE, False))
-    return DataLoader(ds, batch_size=8)
+def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, loaders.Loaders]:
+    torch.manual_seed(rank)
+    path = _data_path(splits, rank, world, workers)
+    opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
+    sched = engine.make_scheduler(opt, len(path.train), epochs, 0.5)
+    train_model = DDP(model) if world > 1 else model
+    step = 0
+    for epoch in range(epochs):
+        path.sampler.set_epoch(epoch)
+        train, step = engine.train_one_epoch(train_model, path.train, opt, sched, torch.nn.CrossEntropyLoss(), CPU,
+                                             grad_clip=1.0, step=step)
+    return {**train, "steps": step}, path
 
 
 def _rank_main(rank, root, port, out):
@@ -43,22 +55,11 @@ def _rank_main(rank, root, port, out):
     torch.set_num_threads(1)
     splits = data.make_splits(data.scan(root), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
-    ddp = DDP(model)
-    sampler = data.WeightedShardSampler(splits.labels[splits.train], 1.0, WORLD, rank, seed=0)
-    ds = cache.CachedImages(_images(splits), splits.train, splits.labels[splits.train],
-                            data.build_transform(SIZE, True, 0.5))
-    loader = DataLoader(ds, CFG.batch_size // WORLD, sampler=sampler, drop_last=True)
-    opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
-    sched = engine.make_scheduler(opt, len(loader), 2, 0.5)
-    step = 0
-    for epoch in range(2):
-        sampler.set_epoch(epoch)
-        train, step = engine.train_one_epoch(ddp, loader, opt, sched, torch.nn.CrossEntropyLoss(), torch.device("cpu"),
-                                             grad_clip=1.0, step=step)
-    val = engine.evaluate(model, _val_loader(splits, rank, WORLD), torch.device("cpu"))
+    train, path = _train(model, splits, rank, WORLD)
+    val = engine.evaluate(model, path.val, CPU)
     torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({**train, **val, "steps": step}, f)
+        json.dump({**train, **val}, f)
     dist.destroy_process_group()
 
 
@@ -85,7 +86,19 @@ def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder)
     splits = data.make_splits(data.scan(tiny_folder), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     model.load_state_dict(torch.load(ddp_run / "rank0.pt"))
-    single = engine.evaluate(model, _val_loader(splits), torch.device("cpu"))
+    single = engine.evaluate(model, _data_path(splits).val, CPU)
     for k, v in single.items():
         assert reports[0][k] == pytest.approx(v, abs=1e-6), k
     assert reports[0]["steps"] > 0 and reports[0]["train_loss"] > 0
+
+
+def test_loader_processes_change_nothing(tiny_folder):
+    """Each draw's crop is seeded by the sampler, not by the loader process that runs it."""
+    splits = data.make_splits(data.scan(tiny_folder), 0.25, 0.0, seed=0)
+    results = []
+    for workers in (0, 2):
+        model = _model(len(splits.classes))
+        train, path = _train(model, splits, workers=workers)
+        results.append({**train, **engine.evaluate(model, path.val, CPU)})
+    assert results[0] == results[1]
+    assert results[0]["steps"] > 0 and 0 <= results[0]["val_macro_f1"] <= 1

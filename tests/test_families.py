@@ -6,7 +6,7 @@ from optuna.distributions import BaseDistribution
 
 from search_spaces import ALL, FAMILIES, get_family, search_space
 from search_spaces.space import BASE, Choice, Family, Float, SearchSpace
-from trainables import data, engine
+from trainables import augment, engine
 from trainables.pretrained import Weights
 
 SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in {**fam.archs, **fam.standins}]
@@ -84,10 +84,12 @@ def test_all_names_every_knob_once_per_family_in_one_tpe_study():
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_declares_its_budget_weights_and_augmentation(name):
     family = FAMILIES[name]
-    assert family.augment in data.RECIPES and family.image_size > 0 and family.grace_epochs >= 1
+    assert family.augment in augment.RECIPES and family.image_size > 0 and family.grace_epochs >= 1
     assert isinstance(family.pretrained, bool)
-    transform = data.build_transform(32, True, 1.0, family.augment)
-    assert transform(torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8)).shape == (3, 32, 32)
+    sample = augment.sample_transform(32, True, 1.0, family.augment)(torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8))
+    assert sample.shape == (3, 32, 32) and sample.dtype == torch.uint8
+    batch = augment.BatchAugment(True, 1.0, family.augment)(torch.stack([sample] * 4))
+    assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32 and batch.isfinite().all()
 
 
 def test_unknown_config_keys_are_rejected():

@@ -3,7 +3,7 @@
 save() is called by worker rank 0 at each new best epoch; load() rebuilds the model from its family
 (random init, then the saved weights: no download) with the exact validation preprocessing of training:
 decode (torchvision.io / Pillow) -> cache.fit to the cached side with the study's resize policy ->
-validation transform (1.14x resize, centre crop, the weights' normalisation). Evaluation, the
+validation preprocessing (augment.preprocess: 1.14x resize, centre crop, the weights' normalisation). Evaluation, the
 registered MLflow model and analysis.predict all go through Classifier, so they agree with training.
 """
 from __future__ import annotations
@@ -19,10 +19,9 @@ from torch import nn
 
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
-from trainables import cache, data, decode, engine
+from trainables import augment, cache, decode, engine
 from trainables.artifacts import ARTIFACT, FILENAME  # noqa: F401  (analysis reads checkpoint.ARTIFACT)
 from trainables.pretrained import Weights
-
 
 
 def save(folder: Path, model: nn.Module, classes: Sequence[str], cfg: TrialConfig, image_size: int, norm: dict,
@@ -47,7 +46,7 @@ class Classifier:
     metrics: dict = field(default_factory=dict)   # validation metrics at that epoch
 
     def __post_init__(self):
-        self.transform = data.build_transform(self.image_size, False, **self.normalization)
+        self.transform = augment.preprocess(self.image_size, **self.normalization)
 
     @property
     def head(self) -> nn.Module:

@@ -37,6 +37,7 @@ class RunSettings:
     time_budget_s: float = 0.0       # --time-budget: wall seconds for the whole study, 0 = none
     gpu_hours: float = 0.0           # --gpu-hours: GPU-hours (CPU-hours without GPUs) of trial reservations, 0 = none
     price_per_gpu_hour: float = 0.0  # --price-per-gpu-hour: turns the study's GPU-hours into a cost in the record
+    compile: bool = False            # --compile: torch.compile the training forward of every trial
     pack: str = "auto"               # --pack: auto = single-worker trials may share a GPU (trainables.memory); off
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,

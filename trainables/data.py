@@ -1,4 +1,4 @@
-"""Labelled images -> fixed splits -> augmented tensors, and a class-weighted DDP sampler.
+"""Labelled images -> fixed splits, and a class-weighted DDP sampler (augmentation: trainables.augment).
 
 Pure torch/torchvision: no Ray, no MLflow. --data is a folder `root/<class>/<...>/image` or a CSV manifest
 (path,label[,split]). Class names are sorted so every trial, evaluation and logged model shares one order;
@@ -16,13 +16,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Sampler
-from torchvision.transforms import v2
 
 from trainables import decode
 
 VAL_FRACTION = 0.1275   # share of each class held out for validation (WikiArt study: 12.75 %)
 TEST_FRACTION = 0.1525  # share held out for the final test, never used for selection (15.25 %)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class DataError(ValueError):
@@ -168,38 +166,6 @@ def parse_manifest(text: str, classes: list[str]) -> Splits:
     names = np.asarray([r["split"] for r in rows])
     return Splits(classes, [r["path"] for r in rows], np.asarray([index[r["label"]] for r in rows], dtype=np.int64),
                   *(np.flatnonzero(names == n) for n in ("train", "val", "test")))
-
-
-RECIPES = ("strong", "conservative")  # per family: CNNs take strong augmentation, pretrained ViTs conservative
-
-
-def build_transform(image_size: int, train: bool, aug_strength: float = 0.0, recipe: str = "strong",
-                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-    """uint8 CHW tensor -> normalised float tensor; aug_strength s in [0, 1] scales every random op.
-
-    conservative (transformers; the WikiArt study's winner): crops keeping >= 1 - 0.1 s of the image,
-      flip, colour jitter <= 0.1.
-    strong (CNNs): crops keeping >= 1 - 0.65 s, flip, rotation <= 15 s degrees, jitter <= 0.4 s,
-      RandAugment magnitude 9 s, random erasing with probability 0.25 s.
-    """
-    s = float(aug_strength)
-    if not train:  # validation: resize 1.14x then centre crop, as in the WikiArt study
-        ops = [v2.Resize(int(round(image_size * 1.14)), antialias=True), v2.CenterCrop(image_size)]
-        return v2.Compose(ops + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    if recipe not in RECIPES:
-        raise ValueError(f"augmentation recipe must be one of {RECIPES}, got {recipe!r}")
-    strong = recipe == "strong"
-    ops = [v2.RandomResizedCrop(image_size, scale=(1.0 - (0.65 if strong else 0.1) * s, 1.0), antialias=True)]
-    if s > 0:
-        ops.append(v2.RandomHorizontalFlip())
-        if strong:
-            ops += [v2.RandomRotation(15 * s), v2.RandAugment(magnitude=int(round(9 * s)))]
-        j = (0.4 if strong else 0.1) * s
-        ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))  # no hue: 5x the cost of the rest
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if strong and s > 0:
-        ops.append(v2.RandomErasing(p=0.25 * s))
-    return v2.Compose(ops)
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float) -> torch.Tensor:

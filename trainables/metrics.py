@@ -18,9 +18,10 @@ import numpy as np
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
 RUN_ID_KEY = "mlflow_run_id"   # also in each report: the trial's child run, which the study closes
 REPLAYED_KEY = "replayed"      # a finished trial's record given back to a resumed study (not trained again)
-# rank 0's report only; trainables.recorder takes them out before Tune sees the report
+# trainables.recorder takes these out before Tune sees the report (rank 0's only, but SYSTEM_KEY)
 TAGS_KEY = "artsweep_tags"           # tags for the trial's run, on a worker group's first report
 IMPROVED_KEY = "artsweep_improved"   # this epoch is the best so far: the checkpoint folder also holds model.pt
+SYSTEM_KEY = "artsweep_system"       # any rank's report: its node's system metrics (trainables.sysmetrics)
 
 
 @dataclass(frozen=True)

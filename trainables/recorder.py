@@ -17,7 +17,7 @@ from pathlib import Path
 from ray.train.v2.api.callback import UserCallback
 
 from trainables.artifacts import ARTIFACT, FILENAME
-from trainables.metrics import IMPROVED_KEY, PG_KEY, RUN_ID_KEY, TAGS_KEY
+from trainables.metrics import IMPROVED_KEY, PG_KEY, RUN_ID_KEY, SYSTEM_KEY, TAGS_KEY
 from trainables.outbox import Outbox
 
 log = logging.getLogger("artsweep")
@@ -33,12 +33,13 @@ class EpochRecorder(UserCallback):
     def after_report(self, run_context, metrics, checkpoint=None, **_):
         report = metrics[0]                   # rank 0's; popped keys never reach Tune (its callback runs next)
         tags, improved = report.pop(TAGS_KEY, None), report.pop(IMPROVED_KEY, False)
+        system = {k: v for m in metrics for k, v in (m.pop(SYSTEM_KEY, None) or {}).items()}   # one per node
         try:
             out = self._outbox = self._outbox or Outbox(self.uri, self.run_id, Path(self.spool), "recorder")
             if tags:
                 out.tags(tags)
             epoch = int(report["epoch"])
-            out.metrics({k: v for k, v in report.items() if k not in (PG_KEY, RUN_ID_KEY, "epoch")}, epoch)
+            out.metrics({**{k: v for k, v in report.items() if k not in (PG_KEY, RUN_ID_KEY, "epoch")}, **system}, epoch)
             if improved and checkpoint is not None:
                 with checkpoint.as_directory() as folder:
                     out.artifact(Path(folder) / FILENAME, str(Path(ARTIFACT).parent))

@@ -7,6 +7,7 @@ family included) and the study's RunSettings arrive as objects: nothing here loo
 from __future__ import annotations
 
 import functools
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -19,27 +20,24 @@ import timm.data
 import torch
 from torch.utils.data import DataLoader
 
-from trainables import cache, checkpoint, data, engine, resume
-from trainables.metrics import BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY, TAGS_KEY
+from trainables import cache, checkpoint, data, engine, loaders, resume, sysmetrics
+from trainables.metrics import (BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY, SYSTEM_KEY,
+                                TAGS_KEY)
 from trainables.pretrained import Weights
 
 
-def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int):
-    images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy)  # decoded once per node
-    bad = {b["index"] for b in meta["bad"]}
+def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int, device):
+    images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy, storage=s.storage,
+                                              processes=max(1, int(s.cpus_per_worker)))   # published: downloaded
+    bad = {b["index"] for b in meta["bad"]}   # undecodable files: left out of training and validation
     train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
     val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
-    sampler = data.WeightedShardSampler(splits.labels[train_idx], cfg.sampler_power, world, rank, s.seed,
-                                        num_samples=s.max_train_images or None)
-    augment = data.build_transform(image_size, True, cfg.aug_strength, cfg.family.augment, **norm)
-    train_ds = cache.CachedImages(images, train_idx, splits.labels[train_idx], augment)
-    val_ds = cache.CachedImages(images, val_idx, splits.labels[val_idx], data.build_transform(image_size, False, **norm))
-    per_worker_batch = min(max(1, cfg.batch_size // world), len(sampler))
-    common = dict(num_workers=s.loader_workers, pin_memory=s.use_gpu, persistent_workers=s.loader_workers > 0)
-    train = DataLoader(train_ds, per_worker_batch, sampler=sampler, drop_last=True, **common)
-    val = DataLoader(val_ds, max(64, per_worker_batch), shuffle=False, **common)
-    return sampler, train, val, {"split_manifest": f"{s.parent_run_id}/{s.split_manifest}", "decode_cache": meta["key"],
-                                 "decode_cache_built_by_trial": str(built).lower()}
+    out = loaders.make(images, splits, train_idx, val_idx, image_size=image_size, batch_size=cfg.batch_size,
+                       aug_strength=cfg.aug_strength, recipe=cfg.family.augment, sampler_power=cfg.sampler_power,
+                       norm=norm, seed=s.seed, rank=rank, world=world, device=device, workers=s.loader_workers,
+                       num_samples=s.max_train_images, channels_last=cfg.family.channels_last)
+    return out, {"split_manifest": f"{s.parent_run_id}/{s.split_manifest}", "decode_cache": meta["key"],
+                 "decode_cache_built_by_trial": str(built).lower(), "loader_workers": s.loader_workers}
 
 
 def _loss(cfg, splits: data.Splits, batch_size: int, device):
@@ -74,7 +72,8 @@ def _restore(model, optimizer, scheduler, scaler, rank: int) -> resume.Progress:
         return resume.load(Path(folder), rank, model, optimizer, scheduler, scaler)
 
 
-def _report(values: dict, progress: resume.Progress, objects: tuple, rank: int, extra: dict, best=None) -> None:
+def _report(values: dict, progress: resume.Progress, objects: tuple, rank: int, extra: dict, best=None,
+            system: dict | None = None) -> None:
     """Every rank reports (the report is a barrier) with its part of the resume checkpoint; rank 0's report
     also carries `extra` (recorder keys) and, at a new best, the best checkpoint `best(folder)` writes.
     The controller's EpochRecorder logs it to MLflow once Ray has kept the checkpoint."""
@@ -82,25 +81,32 @@ def _report(values: dict, progress: resume.Progress, objects: tuple, rank: int, 
         resume.save(Path(folder), rank, progress, *objects)
         if rank == 0 and best is not None:
             best(Path(folder))
-        ray.train.report({**values, **(extra if rank == 0 else {}), IMPROVED_KEY: best is not None},
+        ray.train.report({**values, **(extra if rank == 0 else {}), IMPROVED_KEY: best is not None,
+                          **({SYSTEM_KEY: system} if system else {})},
                          checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def _setup(cfg, s, splits, rank: int, world: int) -> dict:
     """Model, data, optimizer, schedule, AMP and loss of one worker, as a dict of the pieces the loop uses."""
     device = ray.train.torch.get_device()
+    engine.tune_backend(device)
     model, image_size, norm = _model(cfg, s, len(splits.classes))
-    sampler, train_loader, val_loader, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world)
+    if cfg.family.channels_last:   # NHWC: faster convolutions (tensor cores on GPU, oneDNN on CPU)
+        model = model.to(memory_format=torch.channels_last)
+    data_path, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world, device)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
+    if s.compile:   # --compile: torch.compile the training forward (evaluation keeps the eager module)
+        ddp_model = torch.compile(ddp_model)
     optimizer = engine.make_optimizer(model, cfg.lr, cfg.weight_decay, head=cfg.family.trainable_parameters(model),
                                       layer_decay=cfg.get("layer_decay", 0.0),
                                       backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0))
-    scheduler = engine.make_scheduler(optimizer, len(train_loader), s.max_epochs, cfg.warmup_epochs)
+    scheduler = engine.make_scheduler(optimizer, len(data_path.train), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
-    loss_fn, mix = _loss(cfg, splits, train_loader.batch_size, device)
-    return dict(device=device, model=model, ddp_model=ddp_model, image_size=image_size, norm=norm, sampler=sampler,
-                train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, scheduler=scheduler,
+    loss_fn, mix = _loss(cfg, splits, data_path.train.loader.batch_size, device)
+    return dict(device=device, model=model, ddp_model=ddp_model, image_size=image_size, norm=norm,
+                sampler=data_path.sampler, train_loader=data_path.train, val_loader=data_path.val,
+                optimizer=optimizer, scheduler=scheduler,
                 amp_dtype=amp_dtype, scaler=scaler, loss_fn=loss_fn, mix=mix,
                 tags={**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
 
@@ -112,6 +118,8 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
     torch.manual_seed(s.seed)
+    random.seed(s.seed * 1000 + rank)   # timm's random erasing draws from Python's generator
+    system = sysmetrics.Sampler() if ctx.get_local_rank() == 0 else None   # one per node of the trial
     splits = data.parse_manifest(config["manifest"], list(s.classes))   # the driver fetched it (driver.split_manifest)
     w = _setup(cfg, s, splits, rank, world)
     objects = (w["model"], w["optimizer"], w["scheduler"], w["scaler"])
@@ -128,6 +136,7 @@ def train_loop_per_worker(config: dict) -> None:
             w["ddp_model"], w["train_loader"], w["optimizer"], w["scheduler"], w["loss_fn"], w["device"],
             amp_dtype=w["amp_dtype"], scaler=w["scaler"], grad_clip=cfg.grad_clip, step=progress.step, mix=w["mix"])
         t_train = time.perf_counter() - t_epoch
+        values["train_images_per_s"] = values.pop("train_images") / t_train   # all ranks together
         values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
         values.update(epoch=epoch + 1, lr=max(g["lr"] for g in w["optimizer"].param_groups), time_train_s=t_train,
                       time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s,
@@ -140,5 +149,6 @@ def train_loop_per_worker(config: dict) -> None:
         best = functools.partial(checkpoint.save, model=w["model"], classes=splits.classes, cfg=cfg,
                                  image_size=w["image_size"], norm=w["norm"], resize_policy=s.resize_policy,
                                  epoch=epoch + 1, values=values) if improved else None
-        _report(values, progress, objects, rank, extra, best)
+        _report(values, progress, objects, rank, extra, best,
+                system and sysmetrics.metric_names(system.take(), ctx.get_node_rank()))
         extra = {k: extra[k] for k in (PG_KEY, RUN_ID_KEY)}     # tags go once per worker group
