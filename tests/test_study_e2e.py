@@ -37,3 +37,16 @@ def test_mlflow_holds_parent_and_every_trial_none_running(study):
         for key in ("val_macro_f1", "val_accuracy", "val_top5", "val_weighted_f1", "val_loss", "train_loss"):
             assert len(client.get_metric_history(r.run_id, key)) == r.epochs, key
         assert [a.path for a in client.list_artifacts(r.run_id, "checkpoint")] == ["checkpoint/model.pt"]
+
+
+def test_every_trial_run_records_its_nodes_use_and_its_speed(study):
+    """MLflow's system-metrics monitors sample the trial's node; images/s is measured per epoch."""
+    client = study.client
+    exp, parent = latest_study(client, "e2e")
+    for r in trial_rows(client, exp.experiment_id, parent.info.run_id):
+        cpu = client.get_metric_history(r.run_id, "system/cpu_utilization_percentage")
+        memory = client.get_metric_history(r.run_id, "system/system_memory_usage_megabytes")
+        speed = client.get_metric_history(r.run_id, "train_images_per_s")
+        assert len(cpu) == len(memory) == len(speed) == r.epochs
+        assert all(0 <= m.value <= 100 for m in cpu) and any(m.value > 0 for m in cpu)
+        assert all(m.value > 0 for m in memory + speed)
