@@ -71,3 +71,22 @@ def test_memory_estimate_bounds_a_measured_step(family, arch, size, batch, tmp_p
     measured = memory.measure_gib(build(), size, batch)
     print(f"{family}/{arch} {size}px batch {batch}: estimate {estimate:.2f} GiB, measured {measured:.2f} GiB")
     assert measured <= estimate <= 2.5 * measured
+
+
+def test_data_path_on_cuda_prefetches_augments_and_matches_the_cpu():
+    """DeviceLoader moves uint8 batches one ahead on a side stream; the recipe runs on the GPU; the optimizer
+    is fused; validation preprocessing gives the CPU's numbers."""
+    from trainables import augment
+    cuda = torch.device("cuda")
+    x, y = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    on_gpu = list(augment.DeviceLoader(batches, cuda, augment.BatchAugment(False), channels_last=True))
+    on_cpu = list(augment.DeviceLoader(batches, torch.device("cpu"), augment.BatchAugment(False)))
+    assert len(on_gpu) == 2
+    for (a, ya), (b, yb) in zip(on_gpu, on_cpu):
+        assert a.is_cuda and a.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(a.cpu(), b, atol=1e-5) and torch.equal(ya.cpu(), yb)
+    for recipe in augment.RECIPES:
+        out = augment.BatchAugment(True, 1.0, recipe).to(cuda)(x.to(cuda))
+        assert out.is_cuda and out.isfinite().all()
+    assert engine.make_optimizer(_model().to(cuda), 1e-3, 0.0).defaults["fused"]
