@@ -2,6 +2,7 @@
 identical, and the validation metrics they report equal those computed on the whole split in one process.
 Loader processes change nothing: 0 and 2 give the same training and the same validation metrics."""
 import json
+import random
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +38,7 @@ def _data_path(splits, rank=0, world=1, workers=0):
 
 def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, loaders.Loaders]:
     torch.manual_seed(rank)
+    random.seed(rank)        # timm's random erasing draws from Python's generator (the worker seeds it too)
     path = _data_path(splits, rank, world, workers)
     opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
     sched = engine.make_scheduler(opt, len(path.train), epochs, 0.5)

@@ -110,11 +110,11 @@ class BatchAugment(nn.Module):
         return KE.equalize(sub)
 
     def _rand_augment(self, x: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
-        for column in range(self.NUM_OPS):   # in draw order, each op on just the samples that drew it
-            for op in self.COLOUR:
-                idx = (drawn[:, column] == self.OPS.index(op)).nonzero().flatten()
-                if len(idx):
-                    x[idx] = self._colour(x[idx], op)
+        """Each colour op on just the samples that drew it (in the table's order; an op drawn twice runs once)."""
+        for op in self.COLOUR:
+            idx = (drawn == self.OPS.index(op)).any(1).nonzero().flatten()
+            if len(idx):
+                x[idx] = self._colour(x[idx], op)
         return x
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
