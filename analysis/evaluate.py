@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from analysis import evaluation_plots, scores
 from analysis.runs import TrialRow, open_study, study_parser
-from trainables import cache, checkpoint, data, engine, tracking
+from trainables import cache, checkpoint, data, engine, loaders, tracking
 from trainables.metrics import OBJECTIVE_KEY
 
 ARTIFACT_DIR = "evaluation"
@@ -53,7 +53,7 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
                              "evaluation where the study's --data is mounted at the same path") from None
     bad = {b["index"] for b in meta["bad"]}
     idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
-    loader = DataLoader(cache.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)
+    loader = DataLoader(loaders.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)
     captured: list[torch.Tensor] = []
     hook = clf.head.register_forward_hook(
         lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu()))

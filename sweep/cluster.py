@@ -23,6 +23,13 @@ def on_network_fs(path: str, mounts: str = "/proc/mounts") -> bool:
     return bool(best) and best[1].startswith(NETWORK_FS)
 
 
+def shared_storage(storage: str) -> bool:
+    """Whether every node reaches `storage`: an object-store URI (s3://, gs://...) or a network filesystem."""
+    if "://" in storage and not storage.startswith("file://"):
+        return True
+    return on_network_fs(storage.removeprefix("file://"))
+
+
 def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> list[str]:
     """What stops a study on `machines` distinct hosts (empty when fine or on one machine)."""
     if machines <= 1:
@@ -32,7 +39,7 @@ def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> lis
         problems.append(f"--mlflow-uri {mlflow_uri} is a node-local store, but the cluster spans {machines} machines: "
                         "start `mlflow server --host 0.0.0.0 --port 5000` on the head (cluster/gpu.yaml does) and "
                         "pass --mlflow-uri http://HEAD_IP:5000")
-    if "://" not in storage and not on_network_fs(storage):
+    if not shared_storage(storage):
         problems.append(f"--storage {storage} is on this node's local disk, but the cluster spans {machines} machines: "
                         "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount")
     return problems

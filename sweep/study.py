@@ -21,7 +21,7 @@ from ray import tune
 from search_spaces.space import SearchSpace
 from sweep import budget, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
-from sweep.cluster import node_capacity, shared_storage_problems
+from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
 from sweep.search import search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
@@ -109,16 +109,17 @@ class Study:
         tracking.claim_study(s.mlflow_uri, parent)
         s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,
-                      gpu_gib=plan.gpu_gib)
+                      gpu_gib=plan.gpu_gib, cache_storage=s.storage if shared_storage(s.storage) else "")
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
             tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
         tracking.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())   # what --resume and analysis read
         if s.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
             from trainables import cache
-            _, meta, built = cache.open_or_build(splits.paths, s.image_size, s.resize_policy)
-            log(f"decode cache {'built' if built else 'reused'} ({meta['n']} images, {meta['side']} px, "
-                f"{len(meta['bad'])} undecodable)")
+            _, meta, built = cache.open_or_build(splits.paths, s.image_size, s.resize_policy,
+                                                 storage=s.cache_storage or None)
+            how = "built" if built else "downloaded" if meta.get("source") == "downloaded" else "reused"
+            log(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")
         log(f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
             f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}")
         budget.activate(budget.for_study(s, plan, _grace(s, space), started=t0))

@@ -1,16 +1,45 @@
-"""The decode cache: built once per (files, size, policy), shared by concurrent trials, rebuilt on change."""
+"""The decode cache: built once per (files, size, policy), shared by concurrent trials, rebuilt on change; the same
+bytes from any number of build processes; published to the study's storage and downloaded, not rebuilt, by
+another node."""
 import multiprocessing as mp
+import os
+import re
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from trainables import cache, data
+from trainables import cache, data, decode, loaders
+
+SIZE = 32   # cached side 36 px: a JPEG with the relevant side >= 72 px is decoded at a reduced scale
 
 
 def _open(args):
     paths, root = args
-    return cache.open_or_build(paths, 32, "crop", root=root)[2]
+    return cache.open_or_build(paths, SIZE, "crop", root=root)[2]
+
+
+def mixed_folder(root, n_jpeg=36):
+    """Real files: JPEGs of 90-400 px (most take the reduced-scale path), one with EXIF rotation, a 16-bit PNG,
+    a non-image and a truncated JPEG. -> (paths, indices of the two bad files)."""
+    rng = np.random.default_rng(1)
+    root.mkdir()
+    paths = []
+    for i in range(n_jpeg):
+        w, h = int(rng.integers(90, 400)), int(rng.integers(90, 400))
+        small = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)   # features ~6 px in the 36 px cache
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i == 3 else 1   # 6: stored turned, shown rotated 90 degrees clockwise
+        paths.append(str(root / f"{i:03d}.jpg"))
+        Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR).save(paths[-1], quality=90,
+                                                                              exif=exif.tobytes())
+    Image.fromarray(rng.integers(0, 65535, (150, 220), dtype=np.uint16)).save(root / "deep.png")
+    (root / "notes.jpg").write_bytes(b"not an image at all")
+    whole = Path(paths[0]).read_bytes()
+    (root / "cut.jpg").write_bytes(whole[:len(whole) // 2])   # header intact, scan data cut
+    paths += [str(root / "deep.png"), str(root / "notes.jpg"), str(root / "cut.jpg")]
+    return paths, [n_jpeg + 1, n_jpeg + 2]
 
 
 def test_concurrent_trials_build_once_and_read_the_same_pixels(tiny_folder, tmp_path):
@@ -18,9 +47,9 @@ def test_concurrent_trials_build_once_and_read_the_same_pixels(tiny_folder, tmp_
     with mp.get_context("spawn").Pool(2) as pool:
         built = pool.map(_open, [(paths, tmp_path)] * 2)
     assert sorted(built) == [False, True]                    # one trial built it, the other waited and reused
-    images, meta, again = cache.open_or_build(paths, 32, "crop", root=tmp_path)
-    assert not again and images.shape == (len(paths), cache.cached_side(32), cache.cached_side(32), 3)
-    assert meta["bad"] == [] and images.dtype == np.uint8 and images[0].any()
+    images, meta, again = cache.open_or_build(paths, SIZE, "crop", root=tmp_path)
+    assert not again and images.shape == (len(paths), cache.cached_side(SIZE), cache.cached_side(SIZE), 3)
+    assert meta["bad"] == [] and meta["source"] == "built" and images.dtype == np.uint8 and images[0].any()
 
 
 def test_changes_rebuild_and_policies_differ(tmp_path):
@@ -39,8 +68,64 @@ def test_changes_rebuild_and_policies_differ(tmp_path):
 
 def test_cached_dataset_applies_augmentation_per_sample(tiny_folder, tmp_path):
     splits = data.make_splits(data.scan(tiny_folder), 0.2, 0.2, seed=0)
-    images, _, _ = cache.open_or_build(splits.paths, 32, root=tmp_path)
-    ds = cache.CachedImages(images, splits.train, splits.labels[splits.train], data.build_transform(32, True, 1.0))
+    images, _, _ = cache.open_or_build(splits.paths, SIZE, root=tmp_path)
+    noise = lambda img: img.float() + torch.rand(img.shape)   # any per-sample random transform
+    ds = loaders.CachedImages(images, splits.train, splits.labels[splits.train], noise)
     a, b = ds[0][0], ds[0][0]
-    assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and not torch.equal(a, b)
+    assert a.shape == (3, 36, 36) and a.dtype == torch.float32 and not torch.equal(a, b)
+    assert torch.equal(a.floor(), torch.from_numpy(np.array(images[splits.train[0]])).permute(2, 0, 1).float())
     assert ds[3][1] == splits.labels[splits.train][3]
+
+
+def test_parallel_build_is_byte_identical_to_serial(tmp_path, capsys):
+    paths, bad = mixed_folder(tmp_path / "images")
+    serial, meta1, built1 = cache.open_or_build(paths, SIZE, root=tmp_path / "one", processes=1)
+    lines = capsys.readouterr().err.splitlines()
+    parallel, meta2, built2 = cache.open_or_build(paths, SIZE, root=tmp_path / "two", processes=2)
+    assert built1 and built2 and meta1["processes"] == 1 and meta2["processes"] == 2
+    assert np.array_equal(serial, parallel) and meta1["bad"] == meta2["bad"]
+    assert [b["index"] for b in meta2["bad"]] == bad and all(b["path"] == paths[b["index"]] for b in meta2["bad"])
+    assert "not an image" in meta2["bad"][0]["reason"] and "undecodable" in meta2["bad"][1]["reason"]
+    assert not parallel[bad].any() and all(parallel[i].any() for i in range(len(paths)) if i not in bad)
+    assert re.fullmatch(r"artsweep: decode cache 100% \(39/39, [\d,]+ images/s, ETA 0 s\)", lines[-1]), lines
+    boxed, _, _ = cache.open_or_build(paths, SIZE, "letterbox", root=tmp_path / "one", processes=1)
+    side = cache.cached_side(SIZE)
+    for i in (0, 3, len(paths) - 3):   # reduced-scale (one EXIF-rotated) and PNG rows: close to a full decode
+        for policy, rows in (("crop", parallel), ("letterbox", boxed)):
+            full = cache.fit(decode.decode_rgb(paths[i], max_side=None), side, policy)
+            assert np.abs(rows[i].astype(int) - full).mean() < 3, (i, policy)
+
+
+def test_a_second_node_downloads_the_published_cache_without_decoding(tmp_path, capsys):
+    paths, bad = mixed_folder(tmp_path / "images", n_jpeg=12)
+    storage = tmp_path / "ray_results"
+    first, meta1, built1 = cache.open_or_build(paths, SIZE, root=tmp_path / "node1", storage=str(storage))
+    published = storage / "decoded" / meta1["key"]
+    assert built1 and sorted(os.listdir(published)) == ["images.npy", "meta.json"]
+    for p in paths:   # garble every source but keep size and mtime (the key): decoding now fails on every file
+        st = os.stat(p)
+        open(p, "wb").write(bytes(st.st_size))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second, meta2, built2 = cache.open_or_build(paths, SIZE, root=tmp_path / "node2", storage=f"file://{storage}")
+    assert not built2 and meta2["source"] == "downloaded" and meta2["key"] == meta1["key"]
+    assert np.array_equal(first, second) and meta2["bad"] == meta1["bad"]   # decoded, every row would be bad
+    assert "downloaded from" in capsys.readouterr().err
+    third, meta3, built3 = cache.open_or_build(paths, SIZE, root=tmp_path / "node3")
+    assert built3 and len(meta3["bad"]) == len(paths)   # proof that a build would have decoded garbage
+
+
+def test_storage_failures_only_warn(tmp_path, capsys):
+    paths, _ = mixed_folder(tmp_path / "images", n_jpeg=4)
+    (tmp_path / "plain_file").write_text("")
+    storage = str(tmp_path / "plain_file" / "results")   # under a file: cannot be read or written
+    images, meta, built = cache.open_or_build(paths, SIZE, root=tmp_path / "node1", storage=storage)
+    assert built and meta["source"] == "built" and images[0].any() and "could not publish" in capsys.readouterr().err
+    good = tmp_path / "ray_results"
+    _, meta, _ = cache.open_or_build(paths, SIZE, root=tmp_path / "node2", storage=str(good))
+    published = good / "decoded" / meta["key"] / "images.npy"
+    published.write_bytes(published.read_bytes()[:-100])   # a damaged upload: the next node builds instead
+    again, meta, built = cache.open_or_build(paths, SIZE, root=tmp_path / "node3", storage=str(good))
+    assert built and meta["source"] == "built" and np.array_equal(again, images)
+    assert "could not download" in capsys.readouterr().err and not list((tmp_path / "node3").glob("*/*download*"))
+    _, meta, built = cache.open_or_build(paths, SIZE, root=tmp_path / "node4", storage=str(good))
+    assert not built and meta["source"] == "downloaded"   # node3 replaced the damaged copy

@@ -1,17 +1,29 @@
-"""A decode cache shared by every trial on a node: decode + resize each image once, read it back by mmap.
+"""A decode cache shared by every trial on a node, and by every node of a study: each image is decoded and resized
+once, then read back by mmap.
 
 Key: the files (path, size, mtime), the cached side and the resize policy, so a changed file, another
---image-size or another policy builds a new cache and nothing else does. Layout under
+--image-size or another policy makes a new cache and nothing else does. Layout under
 ~/.cache/artsweep/decoded/<key>/: images.npy (uint8 [N, S, S, 3], memory-mapped), meta.json (written last:
-its presence means complete). A file lock makes concurrent trials wait for one builder.
-Augmentation still runs per sample, after the cache (CachedImages).
+its presence means complete). A file lock makes concurrent trials on a node wait for one builder or downloader.
+
+Getting a missing cache, in order: (1) with `storage` (the study's Ray storage: a path, file://, s3://, gs://...),
+download <storage>/decoded/<key>/ if a node published it: no decoding; (2) else build it: decode.decode_fit per
+image (a large JPEG is decoded at 1/2-1/8 scale by libjpeg, then an antialiased resize) in a pool of spawned
+processes (default: one per CPU, at most one per IMAGES_PER_PROCESS images), each writing its rows of
+images.npy: byte-identical for any number of processes; (3) after a build, publish it to storage (images.npy,
+then meta.json) for the other nodes. A storage failure only warns: the node builds, or keeps what it built.
+meta["source"]: "built" or "downloaded".
+Trials read it through trainables.loaders.CachedImages (per-sample crop + flip after the cache).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
+import multiprocessing as mp
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,13 +32,16 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from trainables import decode
 
-VERSION = 1
+VERSION = 2   # 2: reduced-scale JPEG decoding, area-averaging resize (pixels differ from version 1 caches)
 ROOT = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / "decoded"
 POLICIES = ("crop", "letterbox")   # crop: shorter side to S, centre crop; letterbox: longer side to S, pad
+# Auto pool size: at most one process per this many images. A spawned process re-imports the caller's main
+# module (a Ray worker: ~1-2 s), worth it only with seconds of decoding (~400 images/s per process) ahead.
+IMAGES_PER_PROCESS = 500
+PROGRESS_S = 10.0   # a progress line at least this often (s), besides one per 5 %
 
 
 def cached_side(image_size: int) -> int:
@@ -43,45 +58,155 @@ def cache_key(paths: Sequence[str], side: int, policy: str) -> str:
 
 
 def fit(img: torch.Tensor, side: int, policy: str) -> np.ndarray:
-    """uint8 [3, H, W] -> uint8 [side, side, 3], aspect preserved (Pillow's antialiased bicubic)."""
-    pil = Image.fromarray(img.permute(1, 2, 0).numpy())
-    w, h = pil.size
-    scale = side / (min(w, h) if policy == "crop" else max(w, h))
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    pil = pil.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if policy == "crop":
-        left, top = (nw - side) // 2, (nh - side) // 2
-        return np.asarray(pil.crop((left, top, left + side, top + side)))
-    out = np.zeros((side, side, 3), np.uint8)   # letterbox: black padding, image centred
-    top, left = (side - nh) // 2, (side - nw) // 2
-    out[top:top + nh, left:left + nw] = np.asarray(pil)
-    return out
+    """uint8 [3, H, W] -> uint8 [side, side, 3], aspect preserved, with the cache's own resize (decode.fit_image):
+    what serving (checkpoint.Classifier) applies to a decoded upload."""
+    return decode.fit_image(Image.fromarray(img.permute(1, 2, 0).numpy()), side, policy)
 
 
-def _build(folder: Path, paths: Sequence[str], side: int, policy: str) -> None:
+def pool_size(n: int, processes: int | None) -> int:
+    """Processes for decoding n images: `processes` (>= 1), or by default the CPUs this process may run on,
+    capped by IMAGES_PER_PROCESS; never more than the images, and 1 in a daemonic process (a multiprocessing
+    pool's worker), which may not start any."""
+    if mp.current_process().daemon:
+        return 1
+    if processes is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        processes = min(cpus, n // IMAGES_PER_PROCESS)
+    return max(1, min(int(processes), n))
+
+
+class _Progress:
+    """One stderr line per 5 % or per PROGRESS_S seconds: percent, count, rate and time left."""
+
+    def __init__(self, n: int):
+        self.n, self.done, self.t0 = n, 0, time.monotonic()
+        self.shown_pct, self.shown_t = 0, self.t0
+
+    def add(self, k: int) -> None:
+        self.done += k
+        now, pct = time.monotonic(), 100 * self.done // max(1, self.n)
+        if pct // 5 == self.shown_pct // 5 and now - self.shown_t < PROGRESS_S and self.done < self.n:
+            return
+        self.shown_pct, self.shown_t = pct, now
+        rate = self.done / max(1e-6, now - self.t0)
+        eta = (self.n - self.done) / max(rate, 1e-6)
+        print(f"artsweep: decode cache {pct:3d}% ({self.done:,}/{self.n:,}, {rate:,.0f} images/s, ETA {eta:,.0f} s)",
+              file=sys.stderr, flush=True)
+
+
+def _build(folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None) -> dict:
+    """Decodes every image into folder/images.npy; the meta to write. Bad files stay black rows, listed in meta."""
+    n, procs, t0 = len(paths), pool_size(len(paths), processes), time.monotonic()
     tmp = folder / "images.partial.npy"
-    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), side, side, 3))
-    bad, t0, shown = [], time.monotonic(), -1
-    for i, p in enumerate(paths):
-        try:
-            mm[i] = fit(decode.decode_rgb(p, max_side=side * 2), side, policy)
-        except decode.BadImage as e:
-            bad.append({"index": i, "path": p, "reason": str(e)})
-        pct = 100 * (i + 1) // len(paths)
-        if pct // 5 != shown:
-            shown = pct // 5
-            rate = (i + 1) / max(1e-6, time.monotonic() - t0)
-            print(f"artsweep: decode cache {pct:3d}% ({i + 1}/{len(paths)}, {rate:.0f} images/s)",
-                  file=sys.stderr, flush=True)
-    mm.flush()
+    mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, side, side, 3))
+    offset = mm.offset   # the header's size: row i starts at offset + i * side * side * 3
     del mm
+    chunk = max(4, min(64, n // (32 * procs)))   # images per task: ~32 tasks per process keep the last one short
+    tasks = [(str(tmp), offset, i, list(paths[i:i + chunk]), side, policy) for i in range(0, n, chunk)]
+    progress, bad = _Progress(n), []
+    if procs == 1:
+        for k, errors in map(decode.decode_into, tasks):
+            bad += errors
+            progress.add(k)
+    else:  # spawn, not fork: callers are Ray workers with threads running
+        with mp.get_context("spawn").Pool(procs) as pool:
+            for k, errors in pool.imap_unordered(decode.decode_into, tasks):
+                bad += errors
+                progress.add(k)
     tmp.rename(folder / "images.npy")
-    meta = {"key": folder.name, "side": side, "policy": policy, "n": len(paths), "bad": bad}
-    (folder / "meta.json").write_text(json.dumps(meta))
+    return {"key": folder.name, "side": side, "policy": policy, "n": n, "source": "built", "host": socket.gethostname(),
+            "processes": procs, "seconds": round(time.monotonic() - t0, 1),
+            "bad": [{"index": i, "path": paths[i], "reason": reason} for i, reason in sorted(bad)]}
 
 
-def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", root: Path = ROOT):
-    """(uint8 memmap [N, S, S, 3], meta dict, built_here). Builds at most once per node and key."""
+def _remote(storage: str):
+    """(pyarrow FileSystem, path of the decoded/ folder in it) for a Ray storage path or URI."""
+    from pyarrow import fs as pafs
+    uri = storage if "://" in storage else Path(storage).expanduser().resolve().as_uri()
+    filesystem, base = pafs.FileSystem.from_uri(uri)
+    return filesystem, f"{base.rstrip('/')}/decoded"
+
+
+def _download(storage: str, folder: Path) -> dict | None:
+    """The published meta, after copying the published images.npy into folder; None if none is published."""
+    from pyarrow import fs as pafs
+    filesystem, base = _remote(storage)
+    src = f"{base}/{folder.name}"
+    if filesystem.get_file_info(f"{src}/meta.json").type != pafs.FileType.File:
+        return None
+    with filesystem.open_input_stream(f"{src}/meta.json") as f:
+        meta = json.loads(f.read())
+    t0, tmp = time.monotonic(), folder / "images.download.npy"
+    pafs.copy_files(f"{src}/images.npy", str(tmp), source_filesystem=filesystem,
+                    destination_filesystem=pafs.LocalFileSystem())
+    shape = np.load(tmp, mmap_mode="r").shape   # a short copy fails here, not in a trial
+    if shape != (meta["n"], meta["side"], meta["side"], 3):
+        raise ValueError(f"published images.npy is {shape}, meta says {meta['n']} x {meta['side']} px")
+    tmp.rename(folder / "images.npy")
+    seconds, mib = time.monotonic() - t0, (folder / "images.npy").stat().st_size / 2**20
+    print(f"artsweep: decode cache downloaded from {storage} ({mib:,.0f} MiB in {seconds:.1f} s, "
+          f"{mib / max(seconds, 1e-6):,.0f} MiB/s)", file=sys.stderr, flush=True)
+    return {**meta, "source": "downloaded", "built_by": meta.get("host"), "host": socket.gethostname(),
+            "downloaded_from": storage, "seconds": round(seconds, 1)}
+
+
+def _publish(storage: str, folder: Path) -> None:
+    """Copies folder's images.npy, then meta.json, to <storage>/decoded/<key>/ unless already there whole.
+    On a local or shared file system each lands under a temporary name first (rename is atomic there);
+    on object stores an upload appears whole."""
+    from pyarrow import fs as pafs
+    filesystem, base = _remote(storage)
+    dst, t0 = f"{base}/{folder.name}", time.monotonic()
+    meta, images = filesystem.get_file_info([f"{dst}/meta.json", f"{dst}/images.npy"])
+    if meta.type == pafs.FileType.File and images.size == (folder / "images.npy").stat().st_size:
+        return   # another node published the same key (the same bytes); a damaged copy is replaced
+    filesystem.create_dir(dst, recursive=True)
+    local = isinstance(filesystem, pafs.LocalFileSystem)
+    for name in ("images.npy", "meta.json"):
+        part = f"{dst}/{name}.{socket.gethostname()}-{os.getpid()}.partial" if local else f"{dst}/{name}"
+        try:
+            pafs.copy_files(str(folder / name), part, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=filesystem)
+            if local:
+                filesystem.move(part, f"{dst}/{name}")
+        except Exception:
+            with contextlib.suppress(Exception):   # no half-copied file left behind where it can be removed
+                filesystem.delete_file(part)
+            raise
+    seconds, mib = time.monotonic() - t0, (folder / "images.npy").stat().st_size / 2**20
+    print(f"artsweep: decode cache published to {storage}/decoded/{folder.name} ({mib:,.0f} MiB in {seconds:.1f} s)",
+          file=sys.stderr, flush=True)
+
+
+def _warn(action: str, storage: str, e: Exception) -> None:
+    print(f"artsweep: warning: could not {action} the decode cache in {storage} ({type(e).__name__}: {e}); "
+          "going on without it", file=sys.stderr, flush=True)
+
+
+def _obtain(folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None,
+            storage: str | None) -> bool:
+    """Downloads or builds folder's cache (caller holds the lock); True when built here."""
+    meta = None
+    if storage:
+        try:
+            meta = _download(storage, folder)
+        except Exception as e:  # unreachable storage, missing credentials, a short copy: build instead
+            _warn("download", storage, e)
+            (folder / "images.download.npy").unlink(missing_ok=True)
+    built = meta is None
+    if built:
+        meta = _build(folder, paths, side, policy, processes)
+    tmp = folder / "meta.partial.json"
+    tmp.write_text(json.dumps(meta))
+    tmp.rename(folder / "meta.json")
+    return built
+
+
+def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", root: Path = ROOT, *,
+                  processes: int | None = None, storage: str | None = None):
+    """(uint8 memmap [N, S, S, 3], meta dict, built_here: True only when this call decoded the images).
+    A node missing the cache downloads it from `storage` if published there, else builds it with `processes`
+    processes (default: pool_size) and publishes it there. At most one builder or downloader per node and key."""
     if policy not in POLICIES:
         raise ValueError(f"resize policy must be one of {POLICIES}, got {policy!r}")
     side = cached_side(image_size)
@@ -90,24 +215,14 @@ def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", r
     if not (folder / "meta.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)          # another trial building it: wait, then reuse
+            fcntl.flock(lock, fcntl.LOCK_EX)          # another trial building or downloading it: wait, then reuse
             if not (folder / "meta.json").exists():
-                _build(folder, paths, side, policy)
-                built = True
+                built = _obtain(folder, paths, side, policy, processes, storage)
+    if built and storage:   # outside the lock: trials on this node need not wait for the upload
+        try:
+            _publish(storage, folder)
+        except Exception as e:
+            _warn("publish", storage, e)
     meta = json.loads((folder / "meta.json").read_text())
     return np.load(folder / "images.npy", mmap_mode="r"), meta, built
 
-
-class CachedImages(Dataset):
-    """Samples `indices` of a decode cache; per-sample augmentation runs on the cached uint8 tensor."""
-
-    def __init__(self, images: np.ndarray, indices: Sequence[int], labels: Sequence[int], transform):
-        self.images, self.indices = images, np.asarray(indices)
-        self.labels, self.transform = [int(x) for x in labels], transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        img = torch.from_numpy(np.array(self.images[self.indices[i]])).permute(2, 0, 1)  # copy out of the mmap
-        return self.transform(img), self.labels[i]

@@ -49,6 +49,8 @@ class RunSettings:
     cpus_per_worker: float = 1.0     # logical CPUs reserved per Train worker (torch threads = round of it)
     use_gpu: bool = False            # one GPU per worker (or a share of one, packed), NCCL; else gloo on CPU
     gpu_gib: float = 0.0             # memory of the smallest GPU trials may land on (0 = unknown: no packing)
+    cache_storage: str = ""          # where nodes publish and fetch decode caches (trainables.cache): the storage
+                                     # when every node reaches it (an object store, NFS), "" on one machine's disk
     loader_workers: int = 0          # DataLoader processes per Train worker: the worker's CPUs beyond the one
                                      # that trains (0 on small CPU trials = decode inline)
 

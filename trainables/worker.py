@@ -27,8 +27,8 @@ from trainables.pretrained import Weights
 
 
 def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int, device):
-    images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy, storage=s.storage,
-                                              processes=max(1, int(s.cpus_per_worker)))   # published: downloaded
+    images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy,   # once per node: reused,
+                                              storage=s.cache_storage or None)            # downloaded or built
     bad = {b["index"] for b in meta["bad"]}   # undecodable files: left out of training and validation
     train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
     val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
