@@ -19,6 +19,8 @@ class Sampler:
     """Starts sampling in a thread (MLflow imports there, off the setup's critical path); take() averages."""
 
     def __init__(self, interval_s: float = SAMPLE_S):
+        import psutil
+        psutil.cpu_percent()   # CPU use is measured between calls of one thread: this one's origin (take)
         self.interval_s, self.monitors = interval_s, []
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._ready = threading.Event()
@@ -27,7 +29,7 @@ class Sampler:
 
     def _run(self) -> None:
         import psutil
-        psutil.cpu_percent()   # CPU use is measured between calls: the first call only sets the origin
+        psutil.cpu_percent()   # the sampling thread's origin
         from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
         monitors = [CPUMonitor()]
         try:
