@@ -44,6 +44,17 @@ def run_name(experiment: str, parent_run_id: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', experiment).strip('._')[:80] or 'study'}-{parent_run_id[:8]}"
 
 
+def describe(s: RunSettings, num_classes: int) -> str:
+    """The experiment's description in the MLflow UI (markdown): what the latest study searched, on what, for how long."""
+    trials = f"{s.num_samples} trials" if s.num_samples else "as many trials as the budget allows"
+    limits = [f"{s.time_budget_s:.0f} s" if s.time_budget_s else "", f"{s.gpu_hours:g} GPU-hours" if s.gpu_hours else ""]
+    return (f"**artsweep** study of family `{s.family}` on `{s.data_dir}` ({num_classes} classes): {trials} x <= "
+            f"{s.max_epochs} epochs, {s.workers_per_trial} worker(s) each; budget: "
+            f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
+            f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "
+            "`study-...` parent run.")
+
+
 def log(message: str) -> None:
     print(f"artsweep: {message}", flush=True)
 
@@ -105,7 +116,7 @@ class Study:
             "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
             "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
-            artifact_root=Path.cwd() / "mlartifacts")
+            artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)))
         tracking.claim_study(s.mlflow_uri, parent)
         s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,

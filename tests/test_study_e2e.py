@@ -50,3 +50,10 @@ def test_every_trial_run_records_its_nodes_use_and_its_speed(study):
         assert len(cpu) == len(memory) == len(speed) == r.epochs
         assert all(0 <= m.value <= 100 for m in cpu) and any(m.value > 0 for m in cpu)
         assert all(m.value > 0 for m in memory + speed)
+
+
+def test_the_experiment_opens_as_model_training_with_a_description(study):
+    """MLflow's UI shows a model-training experiment (not its GenAI view) that says what the study was."""
+    exp, _ = latest_study(study.client, "e2e")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "family `scratch`" in exp.tags["mlflow.note.content"] and "val_macro_f1" in exp.tags["mlflow.note.content"]

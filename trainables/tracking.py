@@ -61,8 +61,14 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
         ) from None
 
 
-def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path | None) -> tuple[str, str]:
-    """(experiment_id, parent_run_id). A local store keeps artifacts under `artifact_root`."""
+# The MLflow UI (3.x) opens an experiment in its GenAI view (traces, prompts) unless this tag says it trains models
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path | None,
+                description: str = "") -> tuple[str, str]:
+    """(experiment_id, parent_run_id). A local store keeps artifacts under `artifact_root`. The experiment is
+    tagged as model training and carries `description` (the UI's description: the latest study's)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -70,6 +76,8 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
+    for key, value in {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}.items():
+        client.set_experiment_tag(exp_id, key, value)
     run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}", tags={STUDY_TAG: "1"})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return exp_id, run.info.run_id
