@@ -23,6 +23,8 @@ from timm.data.random_erasing import RandomErasing
 from torch import nn
 from torchvision.transforms import v2
 
+from trainables.cache import cached_side
+
 RECIPES = ("strong", "conservative")  # per family: CNNs take strong augmentation, pretrained ViTs conservative
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CROP_LOSS = {"strong": 0.65, "conservative": 0.1}      # share of the image a crop may drop at s = 1
@@ -39,7 +41,7 @@ def sample_transform(image_size: int, train: bool, aug_strength: float = 0.0, re
     """uint8 [3, H, W] (a decode cache entry, side 1.14 x image_size) -> uint8 [3, S, S]: the loader's share."""
     s = float(aug_strength)
     if not train or s == 0:   # validation (and s = 0): resize 1.14x then centre crop, as in the WikiArt study
-        return v2.Compose([v2.Resize(int(round(image_size * 1.14)), antialias=True), v2.CenterCrop(image_size)])
+        return v2.Compose([v2.Resize(cached_side(image_size), antialias=True), v2.CenterCrop(image_size)])
     check_recipe(recipe)
     return v2.Compose([v2.RandomResizedCrop(image_size, scale=(1.0 - CROP_LOSS[recipe] * s, 1.0), antialias=True),
                        v2.RandomHorizontalFlip()])
@@ -132,7 +134,7 @@ class BatchAugment(nn.Module):
             x = self._rand_augment(self._geometry(x, drawn), drawn)
         if self.jitter > 0:
             x = self._jitter(x)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = (x - self.mean) / self.std
         if self.erase is not None:
             self.erase.device = x.device   # timm makes its fill values on .device
             x = self.erase(x)

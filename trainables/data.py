@@ -197,6 +197,10 @@ class WeightedShardSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def rank_seed(self) -> int:
+        """This epoch's seed for this rank's draws (trainables.loaders derives each draw's own from it)."""
+        return (self.seed * 100_003 + self.epoch) * 1_009 + self.rank
+
     def shard(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         perm = torch.randperm(len(self.labels), generator=g)
@@ -205,7 +209,7 @@ class WeightedShardSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         own = self.shard()
-        g = torch.Generator().manual_seed((self.seed * 100_003 + self.epoch) * 1_009 + self.rank)
+        g = torch.Generator().manual_seed(self.rank_seed())
         if self.power == 0:  # natural frequencies: each own sample once, wrapped to the common length
             order = own[torch.randperm(len(own), generator=g)]
             order = order.repeat(math.ceil(self.per_rank / max(1, len(order))))[: self.per_rank]

@@ -62,9 +62,8 @@ class SeededDraws(torch.utils.data.Sampler):
         self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        s = self.sampler
-        base = ((s.seed * 100_003 + s.epoch) * 1_009 + s.rank) * 1_000_003
-        return ((i, base + n) for n, i in enumerate(s))
+        base = self.sampler.rank_seed() * 1_000_003   # room for a million draws per rank and epoch
+        return ((i, base + n) for n, i in enumerate(self.sampler))
 
     def __len__(self) -> int:
         return len(self.sampler)

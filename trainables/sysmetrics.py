@@ -30,15 +30,15 @@ class Sampler:
     def _run(self) -> None:
         import psutil
         psutil.cpu_percent()   # the sampling thread's origin
-        from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
-        monitors = [CPUMonitor()]
-        try:
+        try:   # a monitor that cannot start costs its metrics, never a trial (nor a wait per epoch: _ready)
+            from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+            self.monitors = [CPUMonitor()]
             from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
-            monitors.append(GPUMonitor())      # raises without an NVIDIA driver (CPU nodes)
+            self.monitors.append(GPUMonitor())      # raises without an NVIDIA driver (CPU nodes)
         except Exception:  # noqa: BLE001 - no GPU, or no nvidia-ml-py: CPU and memory only
             pass
-        self.monitors = monitors
-        self._ready.set()
+        finally:
+            self._ready.set()
         while not self._stop.wait(self.interval_s):
             self._collect()
 
