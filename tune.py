@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "reclaimed spot node), each from the trial's last finished epoch (default 2)")
     arg("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on small "
         "machines; artsweep still frees the workers of trials ASHA stops)")
+    arg("--verbose", action="store_true", help="show Ray's own output (its processes, Tune's trial tables, worker "
+        "logs) here; by default it goes to ray.log in the study's run folder and only artsweep's lines show")
     arg("--smoke", action="store_true", help=f"tiny budget for a quick check: {SMOKE['num_samples']} trials, "
         f"{SMOKE['max_epochs']} epochs, {SMOKE['image_size']} px, {SMOKE['max_train_images']} images/epoch, CPU-sized "
         "stand-in architectures, no pretrained weights (explicit flags win)")
@@ -84,10 +86,10 @@ def main(argv=None) -> int:
         if a.resume:
             from trainables.tracking import default_uri
             study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
-                                 a.address, not a.no_dashboard)
+                                 a.address, not a.no_dashboard, verbose=a.verbose)
         else:
             settings, space, source = from_flags(a, Path.cwd())
-            study = Study.start(settings, space, source, a.address, not a.no_dashboard)
+            study = Study.start(settings, space, source, a.address, not a.no_dashboard, verbose=a.verbose)
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")
         raise SystemExit(2) from None

@@ -42,22 +42,22 @@ def using_tracking_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
-def register(client_or_uri: MlflowClient | str, run_id: str, model_name: str,
-             parent_run_id: str | None = None) -> ModelVersion:
-    """Log the checkpoint of trial run `run_id` as a pyfunc model (under that run, or under `parent_run_id`)
-    and register it as a new version of `model_name`. Existing runs are not reopened or ended."""
+def log_model(client: MlflowClient, run_id: str, owner_run_id: str | None = None,
+              registered_model_name: str | None = None):
+    """Log the checkpoint of trial run `run_id` as a pyfunc MLflow logged model (under that run, or under
+    `owner_run_id`), optionally registered as a new version of `registered_model_name`. Existing runs are not
+    reopened or ended. Returns (mlflow ModelInfo, the checkpoint's Classifier)."""
     from trainables import checkpoint
-    client = MlflowClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     uri = client.tracking_uri
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         try:
             ckpt = client.download_artifacts(run_id, checkpoint.ARTIFACT, str(tmp))
         except (OSError, MlflowException) as e:
-            raise LookupError(f"run {run_id} has no {checkpoint.ARTIFACT} to register ({e})") from None
+            raise LookupError(f"run {run_id} has no {checkpoint.ARTIFACT} to log as a model ({e})") from None
         clf = checkpoint.load(ckpt)
         (tmp / "code").mkdir()
-        owner = parent_run_id or run_id
+        owner = owner_run_id or run_id
         # Model.log is what mlflow.pyfunc.log_model calls; it takes run_id, whereas pyfunc.log_model logs to the
         # active run, and start_run(run_id=...) would reopen the finished trial and rewrite its end time.
         # The LoggedModel is created here because Model.log would put it in the active (else Default)
@@ -72,7 +72,16 @@ def register(client_or_uri: MlflowClient | str, run_id: str, model_name: str,
                 pip_requirements=requirements(),   # explicit: inferring them loads the model in a subprocess
                 metadata={"classes": clf.classes, "image_size": clf.image_size, "resize_policy": clf.resize_policy,
                           "trial_run_id": run_id, "checkpoint_epoch": clf.epoch},
-                registered_model_name=model_name)
+                registered_model_name=registered_model_name)
+    return info, clf
+
+
+def register(client_or_uri: MlflowClient | str, run_id: str, model_name: str,
+             parent_run_id: str | None = None) -> ModelVersion:
+    """Log the checkpoint of trial run `run_id` as a pyfunc model (under that run, or under `parent_run_id`)
+    and register it as a new version of `model_name`. Existing runs are not reopened or ended."""
+    client = MlflowClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
+    info, clf = log_model(client, run_id, parent_run_id, registered_model_name=model_name)
     version = str(info.registered_model_version)
     tags = {"trial_run_id": run_id, "family": clf.trial_config.family.name,
             "arch": clf.trial_config.arch, "checkpoint_epoch": str(clf.epoch),

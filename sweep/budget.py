@@ -75,6 +75,7 @@ class Budget:
     trials: dict = field(default_factory=dict)     # running trial_id -> _Trial
     _first_s: list = field(default_factory=list)   # start-up + first epoch of every trial that reported
     _epoch_s: list = field(default_factory=list)   # seconds per epoch of every trial with >= 2 epochs
+    cut: set = field(default_factory=set)          # trial ids the budget stopped (BudgetStopper)
 
     def __post_init__(self):
         self.t0 = self.clock() - self.spent_wall_s
@@ -211,7 +212,10 @@ class BudgetStopper(tune.Stopper):
         if b is None:
             return False
         b.reported(trial_id, int(result.get("training_iteration", 0)))
-        return b.limited and b.should_stop(trial_id)
+        if b.limited and b.should_stop(trial_id):
+            b.cut.add(trial_id)
+            return True
+        return False
 
     def stop_all(self) -> bool:
         return False   # never cut running trials mid-epoch: the searcher stops proposing instead

@@ -15,9 +15,11 @@ from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from sweep import budget
+from sweep.console import ending, error_text
 from trainables import tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
+from trainables.tracking import NOTE_TAG
 from trainables.outbox import Outbox, send_pending
 
 log = logging.getLogger("artsweep")
@@ -80,8 +82,10 @@ class CloseTrialRuns(tune.Callback):
 
     SEND_EVERY_S = 30.0
 
-    def __init__(self, settings: RunSettings):
-        self.s = settings
+    def __init__(self, settings: RunSettings, space=None, milestones: tuple = ()):
+        """`space`: the study's SearchSpace (names each run's family and architecture in its description);
+        `milestones`: ASHA's rungs (sweep.console.rungs)."""
+        self.s, self.space, self.milestones = settings, space, list(milestones)
         self.runs: dict[str, str] = {}          # trial_id -> MLflow run id (from the trial's reports)
         self._next_send = 0.0
 
@@ -99,6 +103,7 @@ class CloseTrialRuns(tune.Callback):
             return            # a trial finished before a resume: its run is closed and keeps its end time
         epochs = int((trial.last_result or {}).get("training_iteration", 0))
         tags = {"stopped_early": str(error is None and epochs < self.s.max_epochs).lower(), "epochs_reached": epochs,
+                NOTE_TAG: f"{self._what(trial)}{ending(trial, self.s.max_epochs, self.milestones, error)}",
                 **({"error": error[:4000]} if error else {})}
         try:
             run_id = self.runs.get(trial.trial_id) or tracking.find_trial_run(
@@ -111,6 +116,13 @@ class CloseTrialRuns(tune.Callback):
         except Exception as e:  # noqa: BLE001 - a failing tracking server must not abort the study
             log.warning("artsweep: could not close the MLflow run of trial %s (%s: %s); the study marks it at "
                         "its end", trial.trial_id, type(e).__name__, e)
+
+    def _what(self, trial) -> str:
+        try:
+            cfg = self.space.trial_config(trial.config)
+            return f"**{cfg.family.name} / {cfg.arch}** "
+        except Exception:  # noqa: BLE001 - no space (older state) or a config it cannot read: the ending alone
+            return ""
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial, "FINISHED")
@@ -132,17 +144,3 @@ class CloseTrialRuns(tune.Callback):
                                          budget.study_spend(budget.active(), self.s))
             except Exception:  # noqa: BLE001 - a missed beat is fine; the next one comes in SEND_EVERY_S
                 pass
-
-
-def error_text(trial, lines: int = 25) -> str:
-    """The trial's real error: the exception and the last lines of its traceback (Tune keeps the text on the
-    head, in the trial's folder; the run's tag must not be a path the user cannot open)."""
-    try:
-        err = trial.get_error()
-    except Exception:   # noqa: BLE001 - an unreadable error file must not hide the failure itself
-        err = None
-    text = str(err or "").strip()
-    if not text:
-        return f"trial failed; Tune's error file: {getattr(trial, 'error_file', None)}"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail)[-4000:]

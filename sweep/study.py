@@ -21,9 +21,10 @@ from ray import tune
 from search_spaces.space import SearchSpace
 from sweep import budget, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
+from sweep.console import CONSOLE, TrialEvents, rungs, say
 from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
-from sweep.search import search_and_scheduler
+from sweep.search import REDUCTION_FACTOR, search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
 from trainables import data, tracking
 from trainables.outbox import send_pending
@@ -34,7 +35,8 @@ from trainables.report import dataset_report, plot, summary_lines
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}   # MLflow's download bars: noise in every log
 PENDING_WAIT_S = 120.0   # at the study's end, wait at most this long for writes MLflow has not taken yet
 
 
@@ -55,8 +57,15 @@ def describe(s: RunSettings, num_classes: int) -> str:
             "`study-...` parent run.")
 
 
-def log(message: str) -> None:
-    print(f"artsweep: {message}", flush=True)
+log = say   # artsweep's own lines reach the user even while Ray's output goes to the log file
+
+
+def ray_log(s: RunSettings) -> Path:
+    """Where Ray's output goes (tune.py prints it once): ray.log in the study's run folder when storage is a
+    local or shared path, else this machine's cache. Before the run folder has its name: beside it."""
+    local = s.storage.removeprefix("file://") if "://" not in s.storage or s.storage.startswith("file://") else None
+    base = Path(local) if local else Path.home() / ".cache" / "artsweep" / "logs"
+    return base / s.run_name / "ray.log" if s.run_name else base / f".ray-{os.getpid()}.log"
 
 
 def process_start() -> float:
@@ -64,9 +73,12 @@ def process_start() -> float:
     return time.monotonic() - (time.time() - psutil.Process().create_time())
 
 
-def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourcePlan:
-    """Start or join Ray, refuse node-local stores on a multi-machine cluster, and plan concurrency."""
+def start_ray(s: RunSettings, address: str | None, dashboard: bool, verbose: bool = False) -> ResourcePlan:
+    """Start or join Ray, refuse node-local stores on a multi-machine cluster, and plan concurrency. Unless
+    `verbose`, Ray's output (and that of every process it starts) goes to the log file ray_log(s)."""
     os.environ.update(RAY_ENV)
+    if not verbose:
+        CONSOLE.capture(ray_log(s))
     local = {} if address else {"include_dashboard": None if dashboard else False}  # joining: the cluster's
     ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
     alive = [n for n in ray.nodes() if n["Alive"]]
@@ -79,11 +91,12 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool) -> ResourceP
                           "the cluster")
     except UsageError:
         ray.shutdown()
+        CONSOLE.release()
         raise
     return plan_resources(nodes, s.workers_per_trial, s.pack)
 
 
-def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict]:
+def prepare_data(s: RunSettings, space: SearchSpace, source: data.Source) -> tuple[data.Splits, dict]:
     """Split once (seeded) and print the dataset report before anything starts."""
     splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, s.seed)
     report = dataset_report(source, splits)
@@ -96,22 +109,36 @@ def prepare_data(s: RunSettings, source: data.Source) -> tuple[data.Splits, dict
     log(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
     log(f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
         f"x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
-        f"{'stand-in' if s.standins else 'real'} architectures, pretrained={s.pretrained}")
+        f"{'stand-in' if s.standins else 'real'} architectures, {weights(s, space)}")
     return splits, report
+
+
+def weights(s: RunSettings, space: SearchSpace) -> str:
+    """What the trials start from, as they really do (a family that has no pretrained weights starts random)."""
+    loads = [f.name for f in space.families if f.pretrained and s.pretrained != "none"]
+    if not loads:
+        return "random init"
+    where = f"from {s.weights_dir}" if s.weights_dir else "timm's"
+    if len(loads) == len(space.families):
+        return f"{where} pretrained weights"
+    return f"{where} pretrained weights for {', '.join(loads)}, random init for the rest"
 
 
 class Study:
     def __init__(self, s: RunSettings, space: SearchSpace, plan: ResourcePlan, tuner: tune.Tuner, t0: float):
         self.s, self.space, self.plan, self.tuner, self.t0 = s, space, plan, tuner, t0
+        if CONSOLE.log_path is not None:   # now that the run folder has its name
+            CONSOLE.move_log(ray_log(s))
+            log(f"Ray's output: {CONSOLE.log_path} (tune.py --verbose shows it here)")
 
     @classmethod
     def start(cls, s: RunSettings, space: SearchSpace, source: data.Source, address: str | None = None,
-              dashboard: bool = True, started: float | None = None) -> "Study":
+              dashboard: bool = True, started: float | None = None, verbose: bool = False) -> "Study":
         """`started`: time.monotonic() when the study began (default: when this process started, imports
-        included: a --time-budget counts from there)."""
+        included: a --time-budget counts from there). `verbose`: Ray's output interleaves with the study's."""
         t0 = process_start() if started is None else started
-        splits, report = prepare_data(s, source)
-        plan = start_ray(s, address, dashboard)
+        splits, report = prepare_data(s, space, source)
+        plan = start_ray(s, address, dashboard, verbose)
         exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
             "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
@@ -124,6 +151,8 @@ class Study:
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
             tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
+            s = s.replace(dataset=tracking.dataset_input(manifest, s.data_dir))
+            tracking.log_input(tracking.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
         tracking.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())   # what --resume and analysis read
         if s.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
             from trainables import cache
@@ -138,7 +167,7 @@ class Study:
 
     @classmethod
     def resume(cls, experiment: str, storage: str | None, uri: str, address: str | None = None,
-               dashboard: bool = True, started: float | None = None) -> "Study":
+               dashboard: bool = True, started: float | None = None, verbose: bool = False) -> "Study":
         """Continue the latest study of `experiment` where Tune's saved state left it: finished trials are
         kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
         all of it lands in the same MLflow parent run. `storage`: where the study's folder is now (default:
@@ -158,7 +187,7 @@ class Study:
             raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
                              "study to continue (tune.py prints them when a study stops)")
         t0 = process_start() if started is None else started
-        plan = start_ray(s, address, dashboard)
+        plan = start_ray(s, address, dashboard, verbose)
         tracking.reopen_study(uri, s.parent_run_id)
         log(f"resuming study {path} (MLflow run {s.parent_run_id})")
         space = space_of(s)
@@ -184,6 +213,7 @@ class Study:
             raise
         finally:
             ray.shutdown()
+            CONSOLE.release()
             finish_record(s, status)
             if status == "KILLED":
                 log(f"study stopped after {done} of {s.num_samples or 'its budget of'} trials; continue it with:\n"
@@ -226,6 +256,7 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
 
 
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
+    milestones = rungs(s.max_epochs, _grace(s, space), REDUCTION_FACTOR) if s.early_stopping else []
     search, asha = search_and_scheduler(
         space, seed=s.seed, num_samples=s.num_samples, max_t=s.max_epochs, grace=_grace(s, space),
         first_points=space.first_points(), early_stopping=s.early_stopping,
@@ -236,5 +267,7 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
                                     num_samples=s.num_samples or -1,   # -1: until the budget ends it
                                     max_concurrent_trials=plan.max_concurrent),
         run_config=tune.RunConfig(name=s.run_name, storage_path=s.storage, stop=budget.BudgetStopper(),
-                                  callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s)],
+                                  # saved with Tune's state: a resumed study gets them back
+                                  callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s, space, milestones),
+                                             TrialEvents(s.num_samples, s.max_epochs, milestones)],
                                   failure_config=tune.FailureConfig(max_failures=0), verbose=1))

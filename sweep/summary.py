@@ -1,13 +1,18 @@
 """The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next."""
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from shlex import quote
 
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import best_per_family, trial_rows
+from analysis import winner
+from analysis.runs import TrialRow, best_per_family, trial_rows
 from sweep.budget import COST, CPU, GPU, WALL
+from sweep.console import say, short
 from trainables.config import RunSettings
+from trainables.data import DataError
 from trainables.tracking import retrying
 from trainables.metrics import OBJECTIVE_KEY
 
@@ -29,18 +34,65 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
         print("artsweep: no trial reported a result; see the errors above")
         return 1
     best = done[0]
+    crowned = crown(s, best)
     print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE_KEY}={best.best:.4f} "
           f"(epoch {best.best_epoch} of {best.epochs})")
-    print("  config: " + ", ".join(f"{k}={v}" for k, v in sorted(best.params.items())))
+    knobs = {k.rsplit(".", 1)[-1]: v for k, v in best.params.items()}   # the winner's family's own names
+    print("  config: " + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items()) if k not in ("family", "arch")))
+    if crowned:
+        print(f"  {crowned}")
     families = best_per_family(rows)
     if len(families) > 1:
         print("families ranked by their best trial:")
         for i, (fam, r) in enumerate(families.items(), 1):
             print(f"  {i}. {fam:<13} {OBJECTIVE_KEY}={r.best:.4f}  ({r.arch}, {r.name})")
-    print(f"browse the study:  mlflow ui --backend-store-uri {quote(s.mlflow_uri)}   (experiment {s.experiment!r})")
+    print(f"browse the study:  {browse(s)}")
     print(f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
           f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}")
     return 0
+
+
+def browse(s: RunSettings) -> str:
+    """How to open the study's runs in the MLflow UI."""
+    page = f"#/experiments/{s.mlflow_experiment_id}"
+    if s.mlflow_uri.startswith(("http://", "https://")):
+        return f"{s.mlflow_uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {quote(s.mlflow_uri)}, then open http://127.0.0.1:5000/{page}"
+
+
+@contextmanager
+def quiet_mlflow():
+    """MLflow's INFO lines and warnings while it logs a model (signature checks, cloudpickle advice): noise here."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def crown(s: RunSettings, best: TrialRow) -> str:
+    """Mark the winner in MLflow (analysis.winner): its test metrics (scored here, on this machine's copy of the
+    data) and its checkpoint as a logged model. Returns the summary's line about it; a failure is a warning:
+    the study's record stands without it."""
+    client = MlflowClient(s.mlflow_uri)
+    try:
+        test, n = winner.test_scores(client, best, s.parent_run_id)
+    except DataError as e:   # the images are on the workers' nodes only: the winner still gets its tag and model
+        say(f"warning: no test metrics for the winner here ({e}); python -m analysis.evaluate scores it where the "
+            "data is")
+        test, n = {}, 0
+    try:
+        with quiet_mlflow():
+            model_id = winner.crown(client, s.mlflow_experiment_id, s.parent_run_id, best, test, s.dataset)
+    except Exception as e:  # noqa: BLE001 - the study is done; only its winner's marks are missing
+        say(f"warning: could not mark the winner in MLflow ({type(e).__name__}: {str(e)[:200]}); "
+            f"python -m analysis.evaluate --experiment {quote(s.experiment)} marks it")
+        return ""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in winner.HEADLINE)
+    return (f"{'test split (' + str(n) + ' images, never used for selection): ' + scores + '; ' if test else ''}"
+            f"tagged {winner.WINNER_TAG}=true in MLflow with its checkpoint as logged model {model_id}")
 
 
 def spend_line(s: RunSettings) -> str:

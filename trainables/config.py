@@ -7,7 +7,7 @@ is a search_spaces.space.TrialConfig.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,6 +53,8 @@ class RunSettings:
                                      # when every node reaches it (an object store, NFS), "" on one machine's disk
     loader_workers: int = 0          # DataLoader processes per Train worker: the worker's CPUs beyond the one
                                      # that trains (0 on small CPU trials = decode inline)
+    dataset: dict = field(default_factory=dict)   # the split as an MLflow dataset (tracking.dataset_input): every
+                                                  # trial run logs it as its input
 
     @property
     def run_path(self) -> str:

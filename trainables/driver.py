@@ -41,8 +41,9 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
     run_id, finished = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id,
-                                               settings.parent_run_id, trial_id, ctx.get_trial_name(), cfg.params(),
-                                               {"family": cfg.family.name, "arch": cfg.arch})
+                                               settings.parent_run_id, trial_id, ctx.get_trial_name(), run_params(cfg),
+                                               {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running"},
+                                               settings.dataset)
     if finished is not None:   # finished before the study was restarted: Tune gets its record, nothing retrains
         for values in finished:
             ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
@@ -68,6 +69,14 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         ),
     )
     trainer.fit()
+
+
+def run_params(cfg) -> dict:
+    """The trial run's params: its searched values under their study names, and what it trains (family, arch),
+    also where the study fixed them. Params, not tags: filter with `params.family = 'cnn'` in the MLflow UI."""
+    searched = cfg.params()
+    names = {k.rsplit(".", 1)[-1] for k in searched}   # `cnn.arch` in a --family all study
+    return {**{k: v for k, v in {"family": cfg.family.name, "arch": cfg.arch}.items() if k not in names}, **searched}
 
 
 def worker_resources(cfg, s: RunSettings) -> tuple[RunSettings, dict]:

@@ -6,8 +6,11 @@ Who writes what:
   trial driver             creates the child run with params and tags before any worker starts
   Train's controller       per-epoch metrics, tags and the best checkpoint of the child run, as it takes each
                            report (trainables.recorder, through an outbox that outlasts a server outage)
-Params of a child run: exactly its searched values under their study names. Tags: family, arch, trial_id,
-stopped_early, epochs_reached. Nothing stays RUNNING.
+Params of a child run: its searched values under their study names, and family and arch (what it trains) where
+the study fixed them. Tags: trial_id, stopped_early, epochs_reached, best_epoch, a description
+(mlflow.note.content), and winner=true on the study's winner (analysis.winner). Metrics: per epoch (step = epoch;
+the scheduled LR is `scheduled_lr`, the searched peak the param `lr`), system/... (MLflow's monitors) and the
+winner's test_*. Input: the study's split as an MLflow dataset. Nothing stays RUNNING.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy fo
 from trainables.metrics import OBJECTIVE_KEY
 
 log = logging.getLogger("artsweep")
+# a new SQLite store announces its schema set-up at INFO ("Creating initial MLflow database tables..."): noise
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 STUDY_TAG = "artsweep.study"          # "1" on the parent run
 SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
@@ -35,6 +40,7 @@ TRIAL_ID_TAG = "trial_id"
 SUPERSEDED_TAG = "superseded"          # "true" on a child run replaced by a newer run of the same trial
 DRIVER_TAGS = ("driver_host", "driver_pid")   # on the parent run: which process runs the study now
 HEARTBEAT_TAG = "heartbeat"            # on the parent run: unix time of the driver's last sign of life
+NOTE_TAG = "mlflow.note.content"       # a run's (or experiment's) description in the MLflow UI, markdown
 
 
 
@@ -76,7 +82,7 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
-    for key, value in {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}.items():
+    for key, value in {**EXPERIMENT_KIND, **({NOTE_TAG: description} if description else {})}.items():
         client.set_experiment_tag(exp_id, key, value)
     run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}", tags={STUDY_TAG: "1"})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -89,6 +95,25 @@ def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plot
     for path in (manifest, *plots):
         client.log_artifact(parent_run_id, str(path), artifact_path="dataset")
     client.log_dict(parent_run_id, report, "dataset/report.json")
+
+
+def dataset_input(manifest: Path, data_dir: str) -> dict:
+    """The study's split as an MLflow dataset (the manifest path,label,split: every trial reads it): the fields of
+    mlflow.entities.Dataset, which the study keeps in its settings and every trial run logs as its input."""
+    import mlflow.data
+    import pandas as pd
+    df = pd.read_csv(manifest)
+    ds = mlflow.data.from_pandas(df, source=data_dir, targets="label", name=f"{Path(data_dir).name}-splits")
+    e = ds._to_mlflow_entity()
+    return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
+            "schema": e.schema, "profile": e.profile}
+
+
+def log_input(client: MlflowClient, run_id: str, dataset: Mapping, context: str) -> None:
+    """`dataset` (dataset_input's fields) as an input of the run, shown in the UI's "Datasets used"."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    if dataset:
+        client.log_inputs(run_id, [DatasetInput(Dataset(**dataset), [InputTag("mlflow.data.context", context)])])
 
 
 SETTINGS = "study/settings.json"   # artifact of the parent run: the RunSettings --resume rebuilds
@@ -174,16 +199,16 @@ def live_driver(parent, stale_s: float = 180.0) -> str | None:
 
 
 def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
-                   params: Mapping, tags: Mapping) -> tuple[str, list[dict] | None]:
+                   params: Mapping, tags: Mapping, dataset: Mapping | None = None) -> tuple[str, list[dict] | None]:
     """(run id, None) of the trial's child run, to train in; or (run id, its per-epoch metrics) when the trial
     already FINISHED before the study was restarted, which must not train again. One run per trial: a trial
     Tune starts again (a resumed study) continues its own run; an older duplicate is tagged superseded.
     Waits out a tracking server that is restarting (tracking.retrying)."""
-    return retrying(lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags),
+    return retrying(lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset),
                     f"opening the MLflow run of trial {trial_id}")
 
 
-def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags):
+def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset):
     client = MlflowClient(uri)
     runs = _trial_runs(client, experiment_id, parent_run_id, trial_id)
     for old in runs[1:]:
@@ -194,7 +219,7 @@ def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, 
             return run.info.run_id, history(client, run)
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id, None
-    return _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags), None
+    return _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset), None
 
 
 def history(client: MlflowClient, run) -> list[dict]:
@@ -206,11 +231,13 @@ def history(client: MlflowClient, run) -> list[dict]:
     return [epochs[k] for k in sorted(epochs)]
 
 
-def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags) -> str:
+def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags,
+                      dataset=None) -> str:
     run = client.create_run(experiment_id, tags={
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
         **{k: str(v) for k, v in tags.items()}})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    log_input(client, run.info.run_id, dataset, "train/val")
     return run.info.run_id
 
 

@@ -138,8 +138,9 @@ def train_loop_per_worker(config: dict) -> None:
         t_train = time.perf_counter() - t_epoch
         values["train_images_per_s"] = values.pop("train_images") / t_train   # all ranks together
         values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
-        values.update(epoch=epoch + 1, lr=max(g["lr"] for g in w["optimizer"].param_groups), time_train_s=t_train,
-                      time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s,
+        # scheduled_lr: the LR the schedule reached this epoch (the searched peak is the param `lr`)
+        values.update(epoch=epoch + 1, scheduled_lr=max(g["lr"] for g in w["optimizer"].param_groups),
+                      time_train_s=t_train, time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s,
                       time_import_s=config.get("time_import_s", 0.0))   # the training stack's imports, once
         improved = OBJECTIVE.better(values[OBJECTIVE_KEY], progress.best)
         progress.best = values[OBJECTIVE_KEY] if improved else progress.best

@@ -1,0 +1,82 @@
+"""The study's winner, marked where people look for it in the MLflow UI.
+
+tune.py crowns the best trial (by best val_macro_f1) when a study ends; analysis.evaluate crowns it again with
+its bootstrap intervals. Crowning:
+  - tags the winning trial run `winner=true` (and no other run of the study), with a description saying so,
+  - logs its test-split metrics on it (test_macro_f1, ...; the test split is never used for selection),
+  - logs its best checkpoint as an MLflow logged model of that run (the UI's Models tab, with the test metrics
+    linked to it), once: a model already logged from that run is reused,
+  - tags the parent run `winner_run_id` and writes its description: links to the winning run and its model.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from analysis.runs import TrialRow
+from trainables import metrics
+from trainables.metrics import OBJECTIVE_KEY
+from trainables.tracking import NOTE_TAG
+
+WINNER_TAG = "winner"               # "true" on exactly one trial run of a study
+WINNER_RUN_TAG = "winner_run_id"    # on the parent run: the winning trial run's id
+HEADLINE = ("test_macro_f1", "test_accuracy")   # the test metrics a description quotes
+
+
+def run_link(experiment_id: str, run_id: str, text: str) -> str:
+    """A markdown link the MLflow UI's descriptions open in place (its pages live under #/)."""
+    return f"[{text}](#/experiments/{experiment_id}/runs/{run_id})"
+
+
+def model_link(experiment_id: str, model_id: str, text: str) -> str:
+    return f"[{text}](#/experiments/{experiment_id}/models/{model_id})"
+
+
+def test_scores(client: MlflowClient, row: TrialRow, parent_run_id: str) -> tuple[dict[str, float], int]:
+    """(test-split metrics of the trial's best checkpoint, images scored): quick, without intervals or plots
+    (analysis.evaluate adds those). DataError when the study's images are not on this machine."""
+    from analysis.evaluate import load_trial, predict_split
+    with tempfile.TemporaryDirectory() as tmp:
+        clf, splits = load_trial(client, row, parent_run_id, Path(tmp))
+    pred = predict_split(clf, splits)
+    return metrics.compute(pred.logits, pred.targets, "test"), len(pred.targets)
+
+
+def logged_model_id(client: MlflowClient, experiment_id: str, run_id: str) -> str | None:
+    """The logged model already made from this run's checkpoint, if any (crowning twice logs it once)."""
+    found = client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'", max_results=1)
+    return found[0].model_id if found else None
+
+
+def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: TrialRow, test: Mapping[str, float],
+          dataset: Mapping | None = None, log_model: bool = True) -> str | None:
+    """Mark `row` as the study's winner (see the module docstring); `test`: its test metrics; `dataset`: the
+    study's split (tracking.dataset_input), which the test metrics are linked to. Returns the logged model's id."""
+    others = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{WINNER_TAG}` = 'true'"))
+    for r in others:
+        if r.info.run_id != row.run_id:   # a resumed study, or an earlier crowning, that chose another run
+            client.delete_tag(r.info.run_id, WINNER_TAG)
+    model_id = logged_model_id(client, experiment_id, row.run_id)
+    if model_id is None and log_model:
+        from analysis.registry import log_model as log_checkpoint
+        model_id = log_checkpoint(client, row.run_id)[0].model_id
+    now = int(time.time() * 1000)
+    link = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
+    client.log_batch(row.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id, **link)
+                                          for k, v in test.items()])
+    quoted = ", ".join(f"{k} {test[k]:.4f}" for k in HEADLINE if k in test)
+    model = f" Model: {model_link(experiment_id, model_id, 'logged model')}." if model_id else ""
+    client.log_batch(row.run_id, tags=[RunTag(WINNER_TAG, "true"), RunTag(NOTE_TAG, (
+        f"**Winner of the study** ({row.family} / {row.arch}): best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
+        f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"))])
+    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id), RunTag(NOTE_TAG, (
+        f"**Winner:** {run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
+        f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}"))])
+    return model_id
