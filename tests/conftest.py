@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.servers import MlflowServer
 from trainables.builtin_dataset import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,21 +35,24 @@ def tiny_folder(tmp_path_factory):
 class Study:
     out: str                 # tune.py's stdout + stderr
     client: MlflowClient
-    uri: str                 # MLflow tracking URI (SQLite)
-    work: Path               # tune.py's working directory (mlruns, ray_results)
+    uri: str                 # MLflow tracking URI: the real `mlflow server` below
+    work: Path               # tune.py's working directory (ray_results)
+    server: MlflowServer     # still running for the whole session
     experiment: str = "e2e"
 
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Study:
     """One real smoke study for every test that needs one: local Ray, Optuna + ASHA, 6 trials of 2-worker
-    gloo DDP, 4 epochs, SQLite MLflow. The analysis tests read its runs and checkpoints."""
+    gloo DDP, 4 epochs, recorded by a real `mlflow server` (SQLite store, proxied artifacts) as a team's
+    tracking server would. The analysis and MLflow UI tests read its runs, checkpoints and logged model."""
     work = tmp_path_factory.mktemp("study")
-    uri = f"sqlite:///{work / 'mlflow.db'}"
+    server = MlflowServer(work).start()
     cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--num-samples", "6", "--max-epochs", "4",
-           "--workers-per-trial", "2", "--smoke", "--experiment", "e2e", "--mlflow-uri", uri,
+           "--workers-per-trial", "2", "--smoke", "--experiment", "e2e", "--mlflow-uri", server.uri,
            "--storage", str(work / "ray_results"), "--no-dashboard"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=840)
     (work / "out.txt").write_text(proc.stdout + proc.stderr)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return Study(proc.stdout + proc.stderr, MlflowClient(uri), uri, work)
+    yield Study(proc.stdout + proc.stderr, MlflowClient(server.uri), server.uri, work, server)
+    server.stop()

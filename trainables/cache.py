@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from trainables import decode
 
@@ -41,7 +42,7 @@ POLICIES = ("crop", "letterbox")   # crop: shorter side to S, centre crop; lette
 # Auto pool size: at most one process per this many images. A spawned process re-imports the caller's main
 # module (a Ray worker: ~1-2 s), worth it only with seconds of decoding (~400 images/s per process) ahead.
 IMAGES_PER_PROCESS = 500
-PROGRESS_S = 10.0   # a progress line at least this often (s), besides one per 5 %
+PROGRESS_S = 30.0   # not on a terminal: a progress line at least this often (s), besides one per 25 %
 
 
 def cached_side(image_size: int) -> int:
@@ -76,16 +77,24 @@ def pool_size(n: int, processes: int | None) -> int:
 
 
 class _Progress:
-    """One stderr line per 5 % or per PROGRESS_S seconds: percent, count, rate and time left."""
+    """On a terminal, a live bar (tqdm) on stderr; elsewhere (files, CI, Ray workers' logs) one line per 25 % or
+    per PROGRESS_S seconds: percent, count, rate and time left."""
 
     def __init__(self, n: int):
         self.n, self.done, self.t0 = n, 0, time.monotonic()
         self.shown_pct, self.shown_t = 0, self.t0
+        self.bar = tqdm(total=n, desc="artsweep: decode cache", unit="img", file=sys.stderr,
+                        dynamic_ncols=True, leave=False) if sys.stderr.isatty() else None
 
     def add(self, k: int) -> None:
         self.done += k
+        if self.bar is not None:
+            self.bar.update(k)
+            if self.done >= self.n:
+                self.bar.close()
+            return
         now, pct = time.monotonic(), 100 * self.done // max(1, self.n)
-        if pct // 5 == self.shown_pct // 5 and now - self.shown_t < PROGRESS_S and self.done < self.n:
+        if pct // 25 == self.shown_pct // 25 and now - self.shown_t < PROGRESS_S and self.done < self.n:
             return
         self.shown_pct, self.shown_t = pct, now
         rate = self.done / max(1e-6, now - self.t0)

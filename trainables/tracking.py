@@ -20,6 +20,7 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -103,7 +104,9 @@ def dataset_input(manifest: Path, data_dir: str) -> dict:
     import mlflow.data
     import pandas as pd
     df = pd.read_csv(manifest)
-    ds = mlflow.data.from_pandas(df, source=data_dir, targets="label", name=f"{Path(data_dir).name}-splits")
+    with warnings.catch_warnings():   # "can be interpreted in multiple ways": two local sources, same meaning
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_pandas(df, source=data_dir, targets="label", name=f"{Path(data_dir).name}-splits")
     e = ds._to_mlflow_entity()
     return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
             "schema": e.schema, "profile": e.profile}
