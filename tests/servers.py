@@ -2,6 +2,7 @@
 same port and store (as a restarting tracking server is), and an HTTP readiness wait."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -40,12 +41,13 @@ class MlflowServer:
             [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.work / 'server.db'}",
              "--artifacts-destination", str(self.work / "artifacts")],
-            stdout=open(self.work / "mlflow.log", "a"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=open(self.work / "mlflow.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+            # no GenAI job runners (two huey consumer processes, ~250 MB each): nothing here uses them
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         wait_http(f"{self.uri}/health")
         return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            import os
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
