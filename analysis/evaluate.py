@@ -8,7 +8,9 @@ then accuracy / top-5 / macro and weighted F1 with bootstrap 95 % intervals, the
 confusion matrix, calibration (ECE, reliability diagram, confidence buckets), the most confused pairs,
 embedding outliers and Grad-CAM / attention overlays. Everything goes to the parent run under
 evaluation/<trial>/ (report.html opens in a browser or MLflow's artifact view); the winner's test_*
-metrics are also logged on the parent run itself.
+metrics (with _ci_low / _ci_high) are logged on its own trial run, which is crowned the study's winner
+(analysis.winner: tagged winner=true, its checkpoint a logged model, linked from the parent and the experiment). Progress (prediction per batch, then bootstrap, report and
+overlays) goes to stderr: a bar on a terminal, plain lines elsewhere.
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from analysis import evaluation_plots, scores
 from analysis.runs import TrialRow, open_study, study_parser
@@ -42,8 +44,37 @@ class Predictions:
     paths: list[str]          # [N] image files, in the same order
 
 
+class _Lines:
+    """tqdm's stream off a terminal (a log, CI): each refresh a plain line, not redrawn in place with \\r."""
+
+    def __init__(self, stream):
+        self.stream, self.last = stream, ""
+
+    def write(self, s: str) -> None:
+        line = s.strip("\r\n ")
+        if line and line != self.last:       # tqdm draws its last state again when it closes
+            self.stream.write(line + "\n")
+            self.last = line
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(iterable=None, every_s: float = 10.0, **kw) -> tqdm:
+    """tqdm on stderr: a bar redrawn in place on a terminal, elsewhere a plain line at most every `every_s`."""
+    tty = sys.stderr.isatty()
+    return tqdm(iterable, file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.1 if tty else every_s,
+                dynamic_ncols=tty, **kw)
+
+
+def _next(steps: tqdm, desc: str) -> None:
+    """One step of `steps` done; `desc` the one it starts."""
+    steps.set_description_str(desc, refresh=False)
+    steps.update()
+
+
 def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "test",
-                  batch_size: int = 64) -> Predictions:
+                  batch_size: int = 64, show_progress: bool = True) -> Predictions:
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
     try:   # the cache key stats every file: a missing one means the data is not mounted here
@@ -58,7 +89,8 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
     hook = clf.head.register_forward_hook(
         lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu()))
     try:
-        logits, targets = engine.predict(clf.model, loader, clf.device)
+        logits, targets = engine.predict(clf.model, progress(loader, desc=f"predicting the {part} split",
+                                                             unit="batch", disable=not show_progress), clf.device)
     finally:
         hook.remove()
     emb = torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)
@@ -83,7 +115,10 @@ def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, tria
     folder.mkdir(parents=True, exist_ok=True)
     pred = predict_split(clf, splits)
     classes = clf.classes
+    steps = progress(total=3, every_s=0, bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}]",
+                     desc=f"bootstrap 95 % intervals, {n_boot} resamples of {len(pred.targets)} test images")
     point = scores.point_metrics(pred.logits, pred.targets, n_boot=n_boot)
+    _next(steps, "per-class report, confusion, calibration, outliers, plots")
     report = scores.per_class(pred.logits, pred.targets, classes)
     cm = scores.confusion(pred.logits, pred.targets, len(classes))
     cal = scores.calibration(pred.logits, pred.targets)
@@ -95,8 +130,11 @@ def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, tria
         evaluation_plots.confusion_png(cm, classes, folder / "confusion_matrix.png",
                                        f"{trial} on the test split ({len(pred.targets)} images), % of each true class"),
         evaluation_plots.reliability_png(cal, folder / "reliability.png"),
-        _overlays(clf, pred, folder, n_overlays),
     ]
+    _next(steps, f"Grad-CAM / attention overlays of {n_overlays} images")
+    files.append(_overlays(clf, pred, folder, n_overlays))
+    _next(steps, "evaluated")
+    steps.close()
     pd.DataFrame(report).T.to_csv(folder / "per_class.csv")
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(folder / "confusion_matrix.csv")
     pd.DataFrame(cal["buckets"]).to_csv(folder / "confidence_buckets.csv", index=False)
@@ -164,14 +202,18 @@ def load_trial(client: MlflowClient, row: TrialRow, parent_run_id: str, tmp: Pat
     return clf, data.read_manifest(manifest, clf.classes)
 
 
-def log(client: MlflowClient, parent_run_id: str, ev: Evaluation, folder: Path, winner: bool) -> None:
+def log(client: MlflowClient, experiment_id: str, parent_run_id: str, row: TrialRow, ev: Evaluation, folder: Path,
+        winner: bool) -> None:
+    """The evidence goes to the parent run (evaluation/<trial>/); the winner's test metrics, with their intervals,
+    go on its own run, which is crowned (analysis.winner: tag, logged model, links) as the study's end does."""
+    from analysis.winner import crown
     client.log_artifacts(parent_run_id, str(folder), f"{ARTIFACT_DIR}/{ev.trial}")
-    if winner:  # the parent run's own test_* metrics are the winner's
+    if winner:
         values = {"test_ece": ev.calibration["ece"]}
         for k, v in ev.metrics.items():
             values.update({k: v["value"], f"{k}_ci_low": v["ci_low"], f"{k}_ci_high": v["ci_high"]})
-        client.log_batch(parent_run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in values.items()])
-        client.set_tag(parent_run_id, "winner_run_id", ev.run_id)
+        settings = tracking.read_artifact_json(client, parent_run_id, tracking.SETTINGS)
+        crown(client, experiment_id, parent_run_id, row, values, settings.get("dataset"))
 
 
 def main(argv=None) -> int:
@@ -194,7 +236,7 @@ def main(argv=None) -> int:
             ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)
         except data.DataError as e:
             p.exit(2, f"{p.prog}: error: {e}\n")
-        log(client, study.info.run_id, ev, folder, winner=rank == 1)
+        log(client, exp.experiment_id, study.info.run_id, row, ev, folder, winner=rank == 1)
         for k, v in ev.metrics.items():
             print(f"  {k:<17} {v['value']:.4f}  (95 % CI {v['ci_low']:.4f} - {v['ci_high']:.4f})")
         print(f"  ECE {ev.calibration['ece'] * 100:.1f} %; " + "; ".join(

@@ -1,13 +1,25 @@
 """The study's leaderboard: one row per trial (ASHA-stopped ones included), best val_macro_f1 first.
 
 python -m analysis.leaderboard --experiment artsweep-scratch [--mlflow-uri sqlite:///mlflow.db]
+python -m analysis.leaderboard --experiment artsweep-scratch --wide                  # every key column
+python -m analysis.leaderboard --experiment artsweep-scratch --columns trial,val_macro_f1,lr,dropout
+python -m analysis.leaderboard --experiment artsweep-scratch --csv board.csv --markdown board.md --no-log
 
-Prints the table and each family's best trial, and logs leaderboard/leaderboard.csv (every param) and
-leaderboard/leaderboard.md to the study's MLflow parent run.
+Prints the table and each family's best trial. The default table fits 120 characters: rank, trial, family,
+arch, val_macro_f1, epoch, state, lr, batch_size, aug_strength, sampler_power, the last ones left out (and
+named) when a study's names are too long for all of them. --wide prints every key column, --columns any
+columns and params. Every param is in leaderboard/leaderboard.csv and .md,
+logged to the study's MLflow parent run (--no-log: not logged) and written where --csv / --markdown say.
+Columns: rank, trial (MLflow run name), family, arch, val_macro_f1 (best over the epochs; - never reported),
+best_epoch, epochs (reported), epoch (best_epoch/epochs), stopped_early (ASHA), status (MLflow's), state
+(status, or ASHA when stopped early), wall_s (trial start to end), run_id, and every searched param.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import tempfile
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -20,51 +32,128 @@ from trainables.tracking import live_driver
 # searched by every family; the family's own knobs are in the CSV (all params) and the MLflow UI
 KEY_PARAMS = ("lr", "batch_size", "aug_strength", "sampler_power", "weight_decay")
 ARTIFACT_DIR = "leaderboard"
+BASE = ("rank", "trial", "family", "arch", OBJECTIVE_KEY, "best_epoch", "epochs", "stopped_early", "status",
+        "wall_s")
+DERIVED = ("epoch", "state")       # best_epoch/epochs; status, or ASHA when stopped early
+WIDE = (*BASE, *KEY_PARAMS, "run_id")
+# the default view, most wanted first: columns are left out from the end until the table fits WIDTH
+COMPACT = ("rank", "trial", "family", "arch", OBJECTIVE_KEY, "epoch", "state", "lr", "batch_size", "aug_strength",
+           "sampler_power")
+WIDTH = 120                        # characters of a terminal line
+MAX_CELL = 20                      # characters of a family or arch in the default view (longer: cut with "…")
+LEFT = {"trial", "family", "arch", "status", "state", "run_id"}   # text columns, left-aligned
+GAP = " "                          # between columns
 
 
-def table(rows: list[TrialRow], all_params: bool = False) -> pd.DataFrame:
-    """Rows in the order given (trial_rows: best first). `rank` is 1-based; NaN best = never reported."""
+def table(rows: list[TrialRow], all_params: bool = False, params=KEY_PARAMS) -> pd.DataFrame:
+    """Rows in the order given (trial_rows: best first). `rank` is 1-based; NaN best = never reported.
+    Params: every logged one (all_params) or `params` by their plain names (TrialRow.param)."""
     records = []
     for i, r in enumerate(rows, 1):
-        params = r.params if all_params else {k: r.param(k) for k in KEY_PARAMS}
+        ps = r.params if all_params else {k: r.param(k) for k in params}
         records.append({"rank": i, "trial": r.name, "family": r.family, "arch": r.arch, OBJECTIVE_KEY: r.best,
                         "best_epoch": r.best_epoch, "epochs": r.epochs, "stopped_early": r.stopped_early,
                         "status": r.status, "wall_s": r.wall_s,
-                        **{k: v for k, v in params.items() if k not in ("family", "arch")}, "run_id": r.run_id})
-    return pd.DataFrame.from_records(records)
+                        **{k: v for k, v in ps.items() if k not in ("family", "arch")}, "run_id": r.run_id})
+    return pd.DataFrame.from_records(records, columns=None if records else [*BASE, *params, "run_id"])
 
 
-def family_best(rows: list[TrialRow]) -> pd.DataFrame:
-    """Each family's best trial, families ranked by it."""
-    return table(list(best_per_family(rows).values())).drop(columns=["rank"])
+def _param(v) -> str:
+    """A param as text: ints as they are, other numbers to 3 significant digits, anything else unchanged."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return str(int(f)) if f.is_integer() and "e" not in str(v).lower() else f"{f:.3g}"
 
 
-def _fmt(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    out[OBJECTIVE_KEY] = out[OBJECTIVE_KEY].map(lambda v: f"{v:.4f}")
-    out["wall_s"] = out["wall_s"].map(lambda v: f"{v:.0f}")
-    if "lr" in out:
-        out["lr"] = out["lr"].map(lambda v: f"{float(v):.2e}" if v not in ("", None) else "")
-    for col in ("aug_strength", "sampler_power", "weight_decay"):
-        if col in out:
-            out[col] = out[col].map(lambda v: f"{float(v):.3g}" if v not in ("", None) else "")
-    out["stopped_early"] = out["stopped_early"].map({True: "ASHA", False: ""})
-    return out.drop(columns=["run_id"])
+def cells(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as text, with the derived columns (epoch, state) added."""
+    out = df.astype(object)
+    out[OBJECTIVE_KEY] = df[OBJECTIVE_KEY].map(lambda v: "-" if v != v else f"{v:.4f}")
+    out["wall_s"] = df["wall_s"].map(lambda v: "-" if v != v else f"{v:.0f}")
+    out["stopped_early"] = df["stopped_early"].map({True: "ASHA", False: ""})
+    out["epoch"] = [f"{b}/{e}" if e else "-" for b, e in zip(df["best_epoch"], df["epochs"])]
+    out["state"] = ["ASHA" if s else st for s, st in zip(df["stopped_early"], df["status"])]
+    for col in ("rank", "best_epoch", "epochs", "trial", "family", "arch", "status", "run_id"):
+        out[col] = df[col].map(str)
+    for col in set(df.columns) - set(BASE) - {"run_id"}:
+        out[col] = df[col].map(_param)
+    return out
 
 
-def render(rows: list[TrialRow]) -> tuple[str, str]:
-    """(terminal text, Markdown) of the leaderboard and the per-family best rows."""
-    board, fam = _fmt(table(rows)), _fmt(family_best(rows))
-    text = board.to_string(index=False) + "\n\nbest per family:\n" + fam.to_string(index=False)
-    md = ("## Trials (best first)\n\n" + board.to_markdown(index=False) +
-          "\n\n## Best per family\n\n" + fam.to_markdown(index=False) + "\n")
-    return text, md
+def _widths(df: pd.DataFrame, columns) -> dict[str, int]:
+    return {c: max([len(c), *map(len, df[c])]) for c in columns}
 
 
-def log(client: MlflowClient, parent_run_id: str, rows: list[TrialRow], md: str) -> None:
+def text(df: pd.DataFrame, columns) -> str:
+    """Fixed-width lines of `columns` of cells(): text left-aligned, numbers right-aligned."""
+    widths = _widths(df, columns)
+    just = {c: str.ljust if c in LEFT else str.rjust for c in columns}
+    lines = [GAP.join(just[c](c, widths[c]) for c in columns)]
+    lines += [GAP.join(just[c](v, widths[c]) for c, v in zip(columns, vals))
+              for vals in zip(*(df[c] for c in columns))]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def fit(df: pd.DataFrame, columns=COMPACT, width: int = WIDTH) -> tuple[list[str], pd.DataFrame]:
+    """(the first of `columns` whose table fits `width`, cells with long names cut): at least rank to
+    val_macro_f1; trial names are never cut (the study's other commands take them)."""
+    df = df.copy()
+    for col in ("family", "arch"):
+        df[col] = df[col].map(lambda s: s if len(s) <= MAX_CELL else s[:MAX_CELL - 1] + "…")
+    cols = list(columns)
+    while len(cols) > 5 and sum(_widths(df, cols).values()) + len(GAP) * (len(cols) - 1) > width:
+        cols.pop()
+    return cols, df
+
+
+def family_best(rows: list[TrialRow], **kw) -> pd.DataFrame:
+    """Each family's best trial, families ranked by it (table's columns)."""
+    return table(list(best_per_family(rows).values()), **kw)
+
+
+def render(rows: list[TrialRow], columns=None, wide: bool = False) -> str:
+    """The terminal text: the leaderboard and each family's best trial, in the default view (fitted to WIDTH,
+    with a legend), every key column (wide) or the given columns."""
+    params = [c for c in columns or () if c not in (*BASE, *DERIVED, "run_id")] or KEY_PARAMS
+    board, fam = cells(table(rows, params=params)), cells(family_best(rows, params=params))
+    notes = []
+    if columns or wide:
+        cols = list(columns or WIDE)
+    else:
+        (cols, board), (_, fam) = fit(board), fit(fam)
+        notes.append(f"epoch: best epoch/epochs reported; state ASHA: stopped early by ASHA; {OBJECTIVE_KEY} -: "
+                     "never reported")
+        if len(cols) < len(COMPACT):
+            notes.append(f"left out to fit {WIDTH} characters: {', '.join(COMPACT[len(cols):])}")
+        notes.append("--wide: every key column; --columns a,b,...: any columns and params; --csv PATH: every param")
+    fam_cols = [c for c in cols if c != "rank"] or cols
+    out = text(board, cols) + "\n" + "".join(textwrap.fill(n, WIDTH) + "\n" for n in notes)
+    return out + "\nbest per family:\n" + (text(fam, fam_cols) if len(fam) else "(no trial reported a result)")
+
+
+def markdown(rows: list[TrialRow]) -> str:
+    """Every column and every param, as Markdown tables (trials, then each family's best)."""
+    board, fam = (cells(t).drop(columns=list(DERIVED)) for t in (table(rows, all_params=True),
+                                                                 family_best(rows, all_params=True)))
+    return ("## Trials (best first)\n\n" + board.to_markdown(index=False) +
+            "\n\n## Best per family\n\n" + fam.drop(columns=["rank"]).to_markdown(index=False) + "\n")
+
+
+def write(rows: list[TrialRow], csv: Path | None = None, md: Path | None = None) -> None:
+    """The full table (every param) as CSV (raw values) and / or Markdown."""
+    if csv:
+        table(rows, all_params=True).to_csv(csv, index=False)
+    if md:
+        Path(md).write_text(markdown(rows))
+
+
+def log(client: MlflowClient, parent_run_id: str, rows: list[TrialRow]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        table(rows, all_params=True).to_csv(Path(tmp) / "leaderboard.csv", index=False)
-        (Path(tmp) / "leaderboard.md").write_text(md)
+        write(rows, Path(tmp) / "leaderboard.csv", Path(tmp) / "leaderboard.md")
         client.log_artifacts(parent_run_id, tmp, ARTIFACT_DIR)
 
 
@@ -76,17 +165,37 @@ def study_state(parent) -> str:
     return f"running: {live}" if live else "crashed: RUNNING but its driver is gone (continue it with tune.py --resume)"
 
 
+def _columns(s: str) -> list[str]:
+    cols = [c.strip() for c in s.split(",") if c.strip()]
+    if not cols:
+        raise argparse.ArgumentTypeError("name at least one column")
+    return cols
+
+
 def main(argv=None) -> int:
     p = study_parser(__doc__, "python -m analysis.leaderboard")
-    p.add_argument("--no-log", action="store_true", help="print only; don't log the tables to the parent run")
+    view = p.add_mutually_exclusive_group()
+    view.add_argument("--wide", action="store_true", help="print every key column (wider than 120 characters)")
+    view.add_argument("--columns", type=_columns, metavar="A,B,...",
+                      help=f"print these columns: any of {', '.join((*BASE, *DERIVED, 'run_id'))} or a param name")
+    p.add_argument("--csv", type=Path, metavar="PATH", help="also write the full table (every param) as CSV here")
+    p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the full table as Markdown here")
+    p.add_argument("--no-log", action="store_true", help="don't log leaderboard.csv / .md to the parent run")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
-    text, md = render(rows)
-    print(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: {len(rows)} trials, "
-          f"{study_state(study)}\n")
-    print(text)
+    unknown = [c for c in a.columns or () if c not in (*BASE, *DERIVED, "run_id") and not any(r.param(c) for r in rows)]
+    if unknown:
+        params = sorted({k for r in rows for k in r.params})
+        p.error(f"--columns: no column or param {', '.join(unknown)} (params: {', '.join(params) or 'none'})")
+    print(textwrap.fill(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: "
+                        f"{len(rows)} trials, {study_state(study)}", WIDTH, subsequent_indent="  ") + "\n")
+    print(render(rows, a.columns, a.wide))
+    write(rows, a.csv, a.markdown)
+    for path in (a.csv, a.markdown):
+        if path:
+            print(f"wrote {path}")
     if not a.no_log:
-        log(client, study.info.run_id, rows, md)
+        log(client, study.info.run_id, rows)
         print(f"\nlogged {ARTIFACT_DIR}/leaderboard.csv and .md to the parent run {study.info.run_id}")
     return 0
 

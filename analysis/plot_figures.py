@@ -113,6 +113,8 @@ def learning_curves_png(rows: list[TrialRow], path: Path, max_epochs: int | None
     """val_macro_f1 per epoch of every trial (and val_loss beside it when given): trials that ran the
     budget in a colour of their best value, ASHA-stopped ones dashed grey ending in an 'x', the best trial
     thick red with a star at its best epoch. `rows` come best first (analysis.runs.trial_rows)."""
+    if any(r.history is None for r in rows):
+        raise ValueError("rows without their history: pass them through analysis.runs.with_histories")
     curves = [r for r in rows if r.history]
     if not curves:
         return _message_png(path, "learning curves", f"no trial has reported {OBJECTIVE_KEY} yet")

@@ -1,17 +1,24 @@
 """A study's trials as rows, read from MLflow: what the leaderboard, the plots and the evaluation rank.
 
 Used by analysis.leaderboard (python -m analysis.leaderboard --experiment NAME) and tune.py's summary.
+One paged search_runs ranks a study (1,000 trials on an `mlflow server`: benchmarks/leaderboard.py); the
+per-epoch histories only the plots draw are fetched on demand (with_histories).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
+from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking import SUPERSEDED_TAG, check_reachable, latest_study
+
+PAGE = 10_000          # runs per search_runs request (an `mlflow server` answers at most 50,000)
+FETCH_THREADS = 8      # concurrent get_metric_history requests of with_histories
 
 
 @dataclass
@@ -22,36 +29,97 @@ class TrialRow:
     family: str
     arch: str
     params: dict                 # the searched values under their study names (MLflow params)
+    best: float                  # best val_macro_f1 over the trial's epochs (nan if none)
+    best_epoch: int              # the first epoch that reached `best` (0 if none)
+    epochs: int                  # epochs with a reported val_macro_f1
+    stopped_early: bool
+    wall_s: float                # from the child run's creation (trial start) to its end; nan while running
+    history: list | None = dataclasses.field(repr=False, default=None)   # val_macro_f1 per epoch; None until
+                                                                          # with_histories fetched it
 
     def param(self, name: str, default=""):
         """A param by its plain name, also in an `all` study, where it is qualified (`cnn.lr`)."""
         return self.params.get(name, self.params.get(f"{self.family}.{name}", default))
-    best: float                  # best val_macro_f1 over the trial's epochs (nan if none)
-    best_epoch: int
-    epochs: int                  # epochs with a reported val_macro_f1
-    stopped_early: bool
-    wall_s: float                # from the child run's creation (trial start) to its end; nan while running
-    history: list = field(repr=False, default_factory=list)   # val_macro_f1 per epoch
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
+    """The study's child runs, superseded ones left out, in search_runs' order, page after page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+                                  max_results=PAGE, page_token=token)
+        runs += [r for r in page if r.data.tags.get(SUPERSEDED_TAG) != "true"]   # replaced by a newer run
+        token = page.token
+        if not token:
+            return runs
+
+
+def metric_histories(client: MlflowClient, run_ids: list[str], key: str) -> dict[str, list[tuple[int, float]]]:
+    """{run_id: [(step, value), ...] sorted by step} of `key` for each run (empty when it logged none)."""
+    def one(run_id):
+        return sorted(((m.step, m.value) for m in client.get_metric_history(run_id, key)), key=lambda sv: sv[0])
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        return dict(zip(run_ids, pool.map(one, run_ids)))
+
+
+def _from_history(hist: list[tuple[int, float]]) -> tuple[float, int, int]:
+    """(best, best epoch, epochs) of a val_macro_f1 history, [(step, value)] in step order: the definition."""
+    if not hist:
+        return float("nan"), 0, 0
+    values = [v for _, v in hist]
+    best_i = values.index(OBJECTIVE.best(values))
+    return values[best_i], hist[best_i][0], len(values)
+
+
+def _from_latest(run) -> tuple[float, int, int] | None:
+    """(best, best epoch, epochs) from what search_runs returns: the running best (BEST_KEY), the step of
+    the latest val_macro_f1 (epochs are steps 1..n) and the recorder's best_epoch tag. None when these do
+    not settle it: a run logged before BEST_KEY existed, or whose last epoch reaches the best while its tag
+    says otherwise (a tie, or a tag not yet written behind the checkpoint upload)."""
+    latest = {m.key: m for m in run.data.to_proto().metrics}   # the public RunData keeps only values, no steps
+    val, best = latest.get(OBJECTIVE_KEY), latest.get(BEST_KEY)
+    if val is None:
+        return float("nan"), 0, 0
+    try:
+        best_epoch = int(run.data.tags["best_epoch"])
+    except (KeyError, ValueError):
+        return None
+    if best is None or best.step != val.step or not 1 <= best_epoch <= val.step or (
+            val.value == best.value and best_epoch != val.step):
+        return None
+    return best.value, best_epoch, val.step
 
 
 def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[TrialRow]:
-    """Every child run of the study (ASHA-stopped ones included), best objective first (OBJECTIVE.mode)."""
-    children = client.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
-                                  max_results=10_000)
-    children = [r for r in children if r.data.tags.get(SUPERSEDED_TAG) != "true"]   # replaced by a newer run
+    """Every child run of the study (ASHA-stopped ones included), best objective first (OBJECTIVE.mode).
+    `history` is None: with_histories fetches it for the rows that need it."""
+    runs = child_runs(client, experiment_id, parent_run_id)
+    summary = {r.info.run_id: _from_latest(r) for r in runs}
+    unsettled = [k for k, v in summary.items() if v is None]
+    for run_id, hist in metric_histories(client, unsettled, OBJECTIVE_KEY).items():
+        summary[run_id] = _from_history(hist)
     rows = []
-    for r in children:
-        hist = sorted(client.get_metric_history(r.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
-        values = [m.value for m in hist]
-        best_i = values.index(OBJECTIVE.best(values)) if values else -1
+    for r in runs:
+        best, best_epoch, epochs = summary[r.info.run_id]
         rows.append(TrialRow(
             run_id=r.info.run_id, name=r.data.tags.get(MLFLOW_RUN_NAME, r.info.run_id), status=r.info.status,
-            family=r.data.tags.get("family", "?"), arch=r.data.tags.get("arch", "?"), params=dict(r.data.params),
-            best=values[best_i] if values else float("nan"), best_epoch=hist[best_i].step if values else 0,
-            epochs=len(values), stopped_early=r.data.tags.get("stopped_early") == "true",
-            wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else float("nan"), history=values))
+            family=_what(r, "family"), arch=_what(r, "arch"), params=dict(r.data.params),
+            best=best, best_epoch=best_epoch, epochs=epochs, stopped_early=r.data.tags.get("stopped_early") == "true",
+            wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else float("nan")))
     return sorted(rows, key=lambda row: OBJECTIVE.sort_key(row.best))
 
+
+def _what(run, name: str) -> str:
+    """The trial's family or arch: a param (`cnn.arch` in a --family all study); a tag in older studies' runs."""
+    return next((v for k, v in run.data.params.items() if k.rsplit(".", 1)[-1] == name),
+                run.data.tags.get(name, "?"))
+
+
+def with_histories(client: MlflowClient, rows: list[TrialRow]) -> list[TrialRow]:
+    """The rows, each with `history` (val_macro_f1 per epoch) fetched: one request per row, so pass only the
+    rows that are drawn."""
+    hists = metric_histories(client, [r.run_id for r in rows], OBJECTIVE_KEY)
+    return [dataclasses.replace(r, history=[v for _, v in hists[r.run_id]]) for r in rows]
 
 
 def best_per_family(rows: list[TrialRow]) -> dict[str, TrialRow]:

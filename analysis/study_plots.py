@@ -27,7 +27,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 
 from analysis.plot_figures import (LOSS, importance_png, learning_curves_png, param_importances,  # noqa: F401
                                    parallel_png, too_few)
-from analysis.runs import TrialRow, open_study, study_parser
+from analysis.runs import TrialRow, metric_histories, open_study, study_parser, with_histories
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking import SPACE, read_artifact_json
 
@@ -146,12 +146,7 @@ def plot_study(rows: list[TrialRow], folder: Path, distributions: Mapping[str, B
 
 def fetch_histories(client: MlflowClient, rows: list[TrialRow], metric: str = LOSS) -> dict[str, list]:
     """{run_id: [(step, value), ...] sorted by step} of `metric` for every trial that logged it."""
-    out = {}
-    for r in rows:
-        hist = client.get_metric_history(r.run_id, metric)
-        if hist:
-            out[r.run_id] = sorted((m.step, m.value) for m in hist)
-    return out
+    return {k: v for k, v in metric_histories(client, [r.run_id for r in rows], metric).items() if v}
 
 
 def log_study_plots(client: MlflowClient, parent_run_id: str, paths: list[Path]) -> None:
@@ -183,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-log", action="store_true", help="write the PNGs only; don't log them to the parent run")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
+    rows = with_histories(client, rows)        # the learning curves draw every trial's
     try:
         space = read_space(client, study.info.run_id)
     except LookupError as e:

@@ -6,7 +6,9 @@ its bootstrap intervals. Crowning:
   - logs its test-split metrics on it (test_macro_f1, ...; the test split is never used for selection),
   - logs its best checkpoint as an MLflow logged model of that run (the UI's Models tab, with the test metrics
     linked to it), once: a model already logged from that run is reused,
-  - tags the parent run `winner_run_id` and writes its description: links to the winning run and its model.
+  - tags the parent run `winner_run_id` and writes its description: links to the winning run and its model,
+  - puts the same links first in the experiment's description (the UI shows its first paragraph above the runs
+    table: one click from the table to the winner), with a link to all trials, best first.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from analysis.runs import TrialRow
 from trainables import metrics
 from trainables.metrics import OBJECTIVE_KEY
-from trainables.tracking import NOTE_TAG
+from trainables.tracking import NOTE_TAG, runs_page
 
 WINNER_TAG = "winner"               # "true" on exactly one trial run of a study
 WINNER_RUN_TAG = "winner_run_id"    # on the parent run: the winning trial run's id
+LEAD = "**Winner:** "                # how the winner's paragraph of a description starts
 HEADLINE = ("test_macro_f1", "test_accuracy")   # the test metrics a description quotes
 
 
@@ -44,7 +47,7 @@ def test_scores(client: MlflowClient, row: TrialRow, parent_run_id: str) -> tupl
     from analysis.evaluate import load_trial, predict_split
     with tempfile.TemporaryDirectory() as tmp:
         clf, splits = load_trial(client, row, parent_run_id, Path(tmp))
-    pred = predict_split(clf, splits)
+    pred = predict_split(clf, splits, show_progress=False)
     return metrics.compute(pred.logits, pred.targets, "test"), len(pred.targets)
 
 
@@ -76,7 +79,12 @@ def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: Tri
     client.log_batch(row.run_id, tags=[RunTag(WINNER_TAG, "true"), RunTag(NOTE_TAG, (
         f"**Winner of the study** ({row.family} / {row.arch}): best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
         f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"))])
-    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id), RunTag(NOTE_TAG, (
-        f"**Winner:** {run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
-        f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}"))])
+    lead = (f"{LEAD}{run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
+            f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}")
+    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id), RunTag(NOTE_TAG, lead)])
+    before = client.get_experiment(experiment_id).tags.get(NOTE_TAG, "")
+    rest = before.split("\n\n", 1)[1] if before.startswith(LEAD) and "\n\n" in before else \
+        "" if before.startswith(LEAD) else before
+    client.set_experiment_tag(experiment_id, NOTE_TAG, f"{lead} [All trials, best first]({runs_page(experiment_id)})"
+                                                       + (f"\n\n{rest}" if rest else ""))
     return model_id

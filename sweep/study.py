@@ -36,7 +36,8 @@ from trainables.report import dataset_report, plot, summary_lines
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
 RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}   # MLflow's download bars: noise in every log
+           # MLflow's download bars, and its "View run ... at" line for every run it ends: noise
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 PENDING_WAIT_S = 120.0   # at the study's end, wait at most this long for writes MLflow has not taken yet
 
 
@@ -113,6 +114,12 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: data.Source) -> tup
     return splits, report
 
 
+def view_params(space: SearchSpace) -> list[str]:
+    """The params the saved runs view shows: what tells trials apart (a --family all study: the family first)."""
+    lead = ["family"] if space.qualified else ["arch"]   # params of every trial run (trainables.driver.run_params)
+    return lead + [n for n in ("lr", "batch_size", "aug_strength", "sampler_power") if n in space.distributions()]
+
+
 def weights(s: RunSettings, space: SearchSpace) -> str:
     """What the trials start from, as they really do (a family that has no pretrained weights starts random)."""
     loads = [f.name for f in space.families if f.pretrained and s.pretrained != "none"]
@@ -143,7 +150,8 @@ class Study:
             "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
             "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
-            artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)))
+            artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)),
+            view_params=view_params(space))
         tracking.claim_study(s.mlflow_uri, parent)
         s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,

@@ -13,7 +13,7 @@ from sweep.budget import COST, CPU, GPU, WALL
 from sweep.console import say, short
 from trainables.config import RunSettings
 from trainables.data import DataError
-from trainables.tracking import retrying
+from trainables.tracking import retrying, runs_page
 from trainables.metrics import OBJECTIVE_KEY
 
 
@@ -54,7 +54,7 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
 
 def browse(s: RunSettings) -> str:
     """How to open the study's runs in the MLflow UI."""
-    page = f"#/experiments/{s.mlflow_experiment_id}"
+    page = runs_page(s.mlflow_experiment_id)
     if s.mlflow_uri.startswith(("http://", "https://")):
         return f"{s.mlflow_uri.rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {quote(s.mlflow_uri)}, then open http://127.0.0.1:5000/{page}"

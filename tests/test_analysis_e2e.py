@@ -73,7 +73,9 @@ def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp
                                           zero_division=0),
                 "test_weighted_f1": f1_score(pred.targets, p, average="weighted", zero_division=0),
                 "test_top5": top_k_accuracy_score(pred.targets, pred.logits, k=5, labels=range(len(clf.classes)))}
-    logged = study.client.get_run(parent.info.run_id).data.metrics
+    logged = study.client.get_run(winner.info.run_id).data.metrics    # on the winning trial's own run
+    assert study.client.get_run(winner.info.run_id).data.tags["winner"] == "true"
+    assert not any(k.startswith("test_") for k in study.client.get_run(parent.info.run_id).data.metrics)
     for k, v in expected.items():
         m = summary["metrics"][k]
         assert m["value"] == pytest.approx(v), k

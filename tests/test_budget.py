@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import latest_study, trial_rows
+from analysis.runs import latest_study, trial_rows, with_histories
 from sweep.budget import CLOSE_S, Budget, parse_duration
 
 
@@ -143,7 +143,7 @@ def test_a_time_budgeted_study_ends_inside_it_and_records_its_spend(tmp_path):
     exp, parent = latest_study(client, "budget")
     assert parent.info.status == "FINISHED"
     assert 0 < parent.data.metrics["spend_wall_s"] <= 1.1 * budget_s
-    rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
+    rows = with_histories(client, trial_rows(client, exp.experiment_id, parent.info.run_id))
     assert len(rows) >= 2
     cpu_s = 0.0
     for r in rows:

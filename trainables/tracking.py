@@ -22,14 +22,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
-from trainables.metrics import OBJECTIVE_KEY
+from trainables.metrics import BEST_KEY, OBJECTIVE_KEY
 
 log = logging.getLogger("artsweep")
 # a new SQLite store announces its schema set-up at INFO ("Creating initial MLflow database tables..."): noise
@@ -68,14 +68,41 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
         ) from None
 
 
-# The MLflow UI (3.x) opens an experiment in its GenAI view (traces, prompts) unless this tag says it trains models
+# What kind of experiment this is, for MLflow (3.17's UI opens the view its global GenAI / Model training switch
+# names, so the links artsweep prints carry workflowType=machine_learning as well)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# A saved runs-table view of the experiment (MLflow UI 3.x: "Views", or the URL below): the trials sorted by their
+# best objective, best first, with that column and the ones that tell trials apart. The UI keeps column choices
+# in each browser; a shared view is the only server-side way to open a table that shows best_val_macro_f1.
+VIEW_KEY = "best-trials"
+VIEW_METRICS = (BEST_KEY, OBJECTIVE_KEY, "val_accuracy", "test_macro_f1")
+VIEW_TAGS = ("epochs_reached", "stopped_early", "winner")
+
+
+def runs_view(params: Sequence[str], name: str = "Best trials") -> tuple[str, str]:
+    """(experiment tag key, value) of the saved view; `params`: the param columns (the study's own names).
+    The value is the UI's envelope {name, createdAt, updatedAt, state}, state being the view as a JSON string."""
+    columns = ["attributes.`Models`", *(f"metrics.`{m}`" for m in VIEW_METRICS),
+               *(f"params.`{p}`" for p in params), *(f"tags.`{t}`" for t in VIEW_TAGS)]
+    state = {"orderByKey": f"metrics.`{BEST_KEY}`", "orderByAsc": False, "selectedColumns": columns,
+             # the table's own column ids first; widths apply only with an order, and keep the header unclipped
+             "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *columns],
+             "columnWidths": {f"metrics.`{BEST_KEY}`": 160}}
+    now = int(time.time() * 1000)
+    return (f"mlflow.sharedViewState.{VIEW_KEY}",
+            json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
+
+
+def runs_page(experiment_id: str) -> str:
+    """The UI page (after the server's address) of the experiment's trials in the saved view."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
 def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path | None,
-                description: str = "") -> tuple[str, str]:
+                description: str = "", view_params: Sequence[str] = ()) -> tuple[str, str]:
     """(experiment_id, parent_run_id). A local store keeps artifacts under `artifact_root`. The experiment is
-    tagged as model training and carries `description` (the UI's description: the latest study's)."""
+    tagged as model training, carries `description` (the UI's description: the latest study's) and the saved
+    view of its trials (runs_view, with `view_params` as param columns)."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -83,7 +110,8 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
-    for key, value in {**EXPERIMENT_KIND, **({NOTE_TAG: description} if description else {})}.items():
+    view = dict([runs_view(view_params)])
+    for key, value in {**EXPERIMENT_KIND, **view, **({NOTE_TAG: description} if description else {})}.items():
         client.set_experiment_tag(exp_id, key, value)
     run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}", tags={STUDY_TAG: "1"})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
