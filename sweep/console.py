@@ -97,8 +97,10 @@ class Console:
 
     def start_progress(self, total: Optional[int]) -> None:
         """A status line under the event lines, on a terminal only (files and CI get plain lines)."""
-        if self.tty and self.bar is None:
-            self.bar = tqdm(total=total, file=self.out, bar_format="{desc}", dynamic_ncols=True, leave=False)
+        if self.tty and self.bar is None:   # a terminal that reports no size (a bare pty) gets 160 columns
+            wide = _columns(self.out) > 0
+            self.bar = tqdm(total=total, file=self.out, bar_format="{desc}", dynamic_ncols=wide,
+                            ncols=None if wide else 160, leave=False)
 
     def progress(self, text: str) -> None:
         if self.bar is not None:
@@ -119,6 +121,13 @@ class _Terminal(io.TextIOWrapper):
 
     def isatty(self) -> bool:
         return self._tty
+
+
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0
 
 
 def _isatty(stream) -> bool:
@@ -194,6 +203,7 @@ class TrialEvents(tune.Callback):
     def setup(self, **info):
         self.t0 = time.monotonic()
         self.done = self.running = 0
+        self.done_at = 0.0      # elapsed seconds when the latest trial ended
         self.best, self.best_trial = float("nan"), ""
         self._ticked = 0.0
         if info:   # Tune's setup, as the study starts
@@ -239,6 +249,7 @@ class TrialEvents(tune.Callback):
 
     def _ended(self) -> None:
         self.done += 1
+        self.done_at = self.elapsed()
         self.running = max(0, self.running - 1)
 
     def status(self) -> str:
@@ -256,10 +267,11 @@ class TrialEvents(tune.Callback):
         return " | ".join(parts)
 
     def eta(self, elapsed: float) -> Optional[float]:
-        """Seconds left: the trial count at the pace so far, capped by what the time budget leaves."""
+        """Seconds left: all trials at the pace of those done so far (counting down between trial ends), capped by
+        what the time budget leaves."""
         left = []
         if self.num_samples and self.done:
-            left.append(elapsed / self.done * (self.num_samples - self.done))
+            left.append(max(0.0, self.done_at / self.done * self.num_samples - elapsed))
         b = budget.active()
         if b is not None and b.wall_s is not None:
             left.append(max(0.0, b.wall_s - b.elapsed_s()))
