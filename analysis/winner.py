@@ -24,7 +24,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from analysis.runs import TrialRow
 from trainables import metrics
 from trainables.metrics import OBJECTIVE_KEY
-from trainables.tracking import NOTE_TAG, runs_page
+from trainables.mlflow_ui import runs_page
+from trainables.tracking import NOTE_TAG
 
 WINNER_TAG = "winner"               # "true" on exactly one trial run of a study
 WINNER_RUN_TAG = "winner_run_id"    # on the parent run: the winning trial run's id
@@ -60,7 +61,7 @@ def logged_model_id(client: MlflowClient, experiment_id: str, run_id: str) -> st
 def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: TrialRow, test: Mapping[str, float],
           dataset: Mapping | None = None, log_model: bool = True) -> str | None:
     """Mark `row` as the study's winner (see the module docstring); `test`: its test metrics; `dataset`: the
-    study's split (tracking.dataset_input), which the test metrics are linked to. Returns the logged model's id."""
+    study's split (mlflow_ui.dataset_input), which the test metrics are linked to. Returns the logged model's id."""
     others = client.search_runs([experiment_id], filter_string=(
         f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{WINNER_TAG}` = 'true'"))
     for r in others:

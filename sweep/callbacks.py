@@ -15,7 +15,7 @@ from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from sweep import budget
-from sweep.console import ending, error_text
+from sweep.events import ending, error_text
 from trainables import tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY

@@ -21,12 +21,13 @@ from ray import tune
 from search_spaces.space import SearchSpace
 from sweep import budget, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
-from sweep.console import CONSOLE, TrialEvents, rungs, say
+from sweep.console import CONSOLE, say
+from sweep.events import TrialEvents, rungs
 from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
 from sweep.search import REDUCTION_FACTOR, search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
-from trainables import data, tracking
+from trainables import data, mlflow_ui, tracking
 from trainables.outbox import send_pending
 from trainables.config import RunSettings
 from trainables.driver import run_trial
@@ -159,8 +160,8 @@ class Study:
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
             tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
-            s = s.replace(dataset=tracking.dataset_input(manifest, s.data_dir))
-            tracking.log_input(tracking.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
+            s = s.replace(dataset=mlflow_ui.dataset_input(manifest, s.data_dir))
+            mlflow_ui.log_input(tracking.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
         tracking.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())   # what --resume and analysis read
         if s.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
             from trainables import cache

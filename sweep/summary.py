@@ -10,10 +10,12 @@ from mlflow.tracking import MlflowClient
 from analysis import winner
 from analysis.runs import TrialRow, best_per_family, trial_rows
 from sweep.budget import COST, CPU, GPU, WALL
-from sweep.console import say, short
+from sweep.console import say
+from sweep.events import short
 from trainables.config import RunSettings
 from trainables.data import DataError
-from trainables.tracking import retrying, runs_page
+from trainables.mlflow_ui import runs_page
+from trainables.tracking import retrying
 from trainables.metrics import OBJECTIVE_KEY
 
 

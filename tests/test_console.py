@@ -7,7 +7,8 @@ import textwrap
 import pytest
 
 from sweep import budget
-from sweep.console import Console, TrialEvents, duration, ending, key_params, reason, rungs, short
+from sweep.console import Console
+from sweep.events import TrialEvents, duration, ending, key_params, reason, rungs, short
 from tests.conftest import ROOT
 from trainables.metrics import BEST_KEY, OBJECTIVE_KEY
 

@@ -8,7 +8,7 @@ What the UI does with a study (found in the browser and its JS bundle; these tes
   opens the runs table.
 - The runs table shows no metric column by default (columns live in the browser's local storage); the URL can sort
   (`orderByKey=metrics.%60best_val_macro_f1%60&orderByAsc=false`) but not pick columns. A saved view, an experiment
-  tag `mlflow.sharedViewState.<key>` (trainables.tracking.runs_view), can: `#/experiments/<id>/runs?
+  tag `mlflow.sharedViewState.<key>` (trainables.mlflow_ui.runs_view), can: `#/experiments/<id>/runs?
   viewStateShareKey=<key>` opens it, and it is listed under "Views" for everyone.
 - Markdown links in a description (`mlflow.note.content`) render as links, opened in a new tab; the experiment's
   description shows (clamped to its first paragraph) above the runs table: the winner's link goes first.
@@ -23,7 +23,7 @@ import pytest
 
 from analysis.runs import latest_study, trial_rows
 from tests import browser
-from trainables import tracking
+from trainables import mlflow_ui
 from trainables.metrics import BEST_KEY
 
 REASON = browser.unavailable()
@@ -38,7 +38,7 @@ WORKFLOW_KEY = "mlflow.workflowType_v1"   # the GenAI / Model training switch, "
 def runs_table_url(base_url: str, experiment_id: str, view: bool = True) -> str:
     """The runs table in the Model training view: the study's saved view, or (view=False) only sorted."""
     if view:
-        return f"{base_url}/{tracking.runs_page(experiment_id)}"
+        return f"{base_url}/{mlflow_ui.runs_page(experiment_id)}"
     return (f"{base_url}/#/experiments/{experiment_id}/runs?orderByKey={quote(f'metrics.`{BEST_KEY}`')}"
             "&orderByAsc=false&workflowType=machine_learning")
 

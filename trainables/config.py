@@ -53,7 +53,7 @@ class RunSettings:
                                      # when every node reaches it (an object store, NFS), "" on one machine's disk
     loader_workers: int = 0          # DataLoader processes per Train worker: the worker's CPUs beyond the one
                                      # that trains (0 on small CPU trials = decode inline)
-    dataset: dict = field(default_factory=dict)   # the split as an MLflow dataset (tracking.dataset_input): every
+    dataset: dict = field(default_factory=dict)   # the split as an MLflow dataset (mlflow_ui.dataset_input): every
                                                   # trial run logs it as its input
 
     @property

@@ -20,7 +20,6 @@ import os
 import socket
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -28,8 +27,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from trainables import mlflow_ui
 from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
-from trainables.metrics import BEST_KEY, OBJECTIVE_KEY
+from trainables.metrics import OBJECTIVE_KEY
 
 log = logging.getLogger("artsweep")
 # a new SQLite store announces its schema set-up at INFO ("Creating initial MLflow database tables..."): noise
@@ -71,33 +71,6 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
 # What kind of experiment this is, for MLflow (3.17's UI opens the view its global GenAI / Model training switch
 # names, so the links artsweep prints carry workflowType=machine_learning as well)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# A saved runs-table view of the experiment (MLflow UI 3.x: "Views", or the URL below): the trials sorted by their
-# best objective, best first, with that column and the ones that tell trials apart. The UI keeps column choices
-# in each browser; a shared view is the only server-side way to open a table that shows best_val_macro_f1.
-VIEW_KEY = "best-trials"
-VIEW_METRICS = (BEST_KEY, OBJECTIVE_KEY, "val_accuracy", "test_macro_f1")
-VIEW_TAGS = ("epochs_reached", "stopped_early", "winner")
-
-
-def runs_view(params: Sequence[str], name: str = "Best trials") -> tuple[str, str]:
-    """(experiment tag key, value) of the saved view; `params`: the param columns (the study's own names).
-    The value is the UI's envelope {name, createdAt, updatedAt, state}, state being the view as a JSON string."""
-    columns = ["attributes.`Models`", *(f"metrics.`{m}`" for m in VIEW_METRICS),
-               *(f"params.`{p}`" for p in params), *(f"tags.`{t}`" for t in VIEW_TAGS)]
-    state = {"orderByKey": f"metrics.`{BEST_KEY}`", "orderByAsc": False, "selectedColumns": columns,
-             # the table's own column ids first; widths apply only with an order, and keep the header unclipped
-             "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *columns],
-             "columnWidths": {f"metrics.`{BEST_KEY}`": 160}}
-    now = int(time.time() * 1000)
-    return (f"mlflow.sharedViewState.{VIEW_KEY}",
-            json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
-
-
-def runs_page(experiment_id: str) -> str:
-    """The UI page (after the server's address) of the experiment's trials in the saved view."""
-    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
-
-
 def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path | None,
                 description: str = "", view_params: Sequence[str] = ()) -> tuple[str, str]:
     """(experiment_id, parent_run_id). A local store keeps artifacts under `artifact_root`. The experiment is
@@ -110,7 +83,7 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
         exp_id = client.create_experiment(experiment, artifact_location=location)
     else:
         exp_id = exp.experiment_id
-    view = dict([runs_view(view_params)])
+    view = dict([mlflow_ui.runs_view(view_params)])
     for key, value in {**EXPERIMENT_KIND, **view, **({NOTE_TAG: description} if description else {})}.items():
         client.set_experiment_tag(exp_id, key, value)
     run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}", tags={STUDY_TAG: "1"})
@@ -124,27 +97,6 @@ def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plot
     for path in (manifest, *plots):
         client.log_artifact(parent_run_id, str(path), artifact_path="dataset")
     client.log_dict(parent_run_id, report, "dataset/report.json")
-
-
-def dataset_input(manifest: Path, data_dir: str) -> dict:
-    """The study's split as an MLflow dataset (the manifest path,label,split: every trial reads it): the fields of
-    mlflow.entities.Dataset, which the study keeps in its settings and every trial run logs as its input."""
-    import mlflow.data
-    import pandas as pd
-    df = pd.read_csv(manifest)
-    with warnings.catch_warnings():   # "can be interpreted in multiple ways": two local sources, same meaning
-        warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df, source=data_dir, targets="label", name=f"{Path(data_dir).name}-splits")
-    e = ds._to_mlflow_entity()
-    return {"name": e.name, "digest": e.digest, "source_type": e.source_type, "source": e.source,
-            "schema": e.schema, "profile": e.profile}
-
-
-def log_input(client: MlflowClient, run_id: str, dataset: Mapping, context: str) -> None:
-    """`dataset` (dataset_input's fields) as an input of the run, shown in the UI's "Datasets used"."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-    if dataset:
-        client.log_inputs(run_id, [DatasetInput(Dataset(**dataset), [InputTag("mlflow.data.context", context)])])
 
 
 SETTINGS = "study/settings.json"   # artifact of the parent run: the RunSettings --resume rebuilds
@@ -268,7 +220,7 @@ def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name
         MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
         **{k: str(v) for k, v in tags.items()}})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-    log_input(client, run.info.run_id, dataset, "train/val")
+    mlflow_ui.log_input(client, run.info.run_id, dataset, "train/val")
     return run.info.run_id
 
 
