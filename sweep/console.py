@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,7 @@ class Console:
         self.log_path: Optional[Path] = None
         self.bar: Optional[tqdm] = None
         self._saved: Optional[tuple[int, int]] = None
+        self._warnings = _Warnings(self)
 
     @property
     def tty(self) -> bool:
@@ -57,6 +59,7 @@ class Console:
         os.dup2(fd, 2)
         os.close(fd)
         self.log_path = path
+        logging.getLogger("artsweep").addHandler(self._warnings)   # this process's warnings stay in sight
         atexit.register(self.release)
 
     def move_log(self, path: Path) -> None:
@@ -76,6 +79,7 @@ class Console:
         self.stop_progress()
         if self._saved is None:
             return
+        logging.getLogger("artsweep").removeHandler(self._warnings)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(self._saved[0], 1)
@@ -101,6 +105,21 @@ class Console:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class _Warnings(logging.Handler):
+    """The study process's own warnings (logger "artsweep": an MLflow write retried, a run it could not close) on
+    the console as well as in the log. Those of trial processes stay in the log."""
+
+    def __init__(self, console: Console):
+        super().__init__(logging.WARNING)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        self.console.line(text if text.startswith("artsweep") else f"artsweep: {text}")
+        sys.stderr.write(text + "\n")    # and in the log, among what led to it (fd 2 is the log while captured)
+        sys.stderr.flush()
 
 
 class _Terminal(io.TextIOWrapper):

@@ -132,3 +132,20 @@ def test_small_words():
     assert short(64) == "64" and short("64") == "64"
     assert key_params({"family": "cnn", "cnn.arch": "resnet18", "cnn.dropout": 0.1}) == "family=cnn cnn.arch=resnet18"
     assert reason("just one line") == "just one line"
+
+
+def test_the_study_processs_warnings_reach_the_console_while_captured(tmp_path):
+    script = textwrap.dedent(f"""
+        import logging, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from sweep.console import CONSOLE
+        CONSOLE.capture(Path({str(tmp_path)!r}) / "ray.log")
+        logging.getLogger("artsweep").warning("artsweep: MLflow did not take a write of run x")
+        CONSOLE.release()
+        logging.getLogger("artsweep").warning("after release: stderr as usual")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == "artsweep: MLflow did not take a write of run x\n"
+    assert proc.stderr == "after release: stderr as usual\n"
+    assert "MLflow did not take a write" in (tmp_path / "ray.log").read_text()
