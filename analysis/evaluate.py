@@ -9,8 +9,9 @@ confusion matrix, calibration (ECE, reliability diagram, confidence buckets), th
 embedding outliers and Grad-CAM / attention overlays. Everything goes to the parent run under
 evaluation/<trial>/ (report.html opens in a browser or MLflow's artifact view); the winner's test_*
 metrics (with _ci_low / _ci_high) are logged on its own trial run, which is crowned the study's winner
-(analysis.winner: tagged winner=true, its checkpoint a logged model, linked from the parent and the experiment). Progress (prediction per batch, then bootstrap, report and
-overlays) goes to stderr: a bar on a terminal, plain lines elsewhere.
+(analysis.winner: tagged winner=true, its checkpoint a logged model, linked from the parent and the
+experiment). Progress (prediction per batch, then bootstrap, report and overlays) goes to stderr: a bar on a
+terminal, plain lines elsewhere.
 """
 from __future__ import annotations
 

@@ -82,10 +82,18 @@ def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: Tri
         f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"))])
     lead = (f"{LEAD}{run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
             f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}")
-    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id), RunTag(NOTE_TAG, lead)])
-    before = client.get_experiment(experiment_id).tags.get(NOTE_TAG, "")
-    rest = before.split("\n\n", 1)[1] if before.startswith(LEAD) and "\n\n" in before else \
-        "" if before.startswith(LEAD) else before
-    client.set_experiment_tag(experiment_id, NOTE_TAG, f"{lead} [All trials, best first]({runs_page(experiment_id)})"
-                                                       + (f"\n\n{rest}" if rest else ""))
+    parent_note = client.get_run(parent_run_id).data.tags.get(NOTE_TAG, "")
+    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id),
+                                          RunTag(NOTE_TAG, first(lead, parent_note))])
+    client.set_experiment_tag(experiment_id, NOTE_TAG, first(
+        f"{lead} [All trials, best first]({runs_page(experiment_id)})",
+        client.get_experiment(experiment_id).tags.get(NOTE_TAG, "")))
     return model_id
+
+
+def first(lead: str, description: str) -> str:
+    """`description` with `lead` as its first paragraph, in place of an earlier winner's (the UI shows a
+    description's first paragraph above the runs table)."""
+    if description.startswith(LEAD):
+        description = description.split("\n\n", 1)[1] if "\n\n" in description else ""
+    return f"{lead}\n\n{description}" if description else lead

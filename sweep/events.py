@@ -175,7 +175,8 @@ def ending(trial, max_epochs: int, milestones: list[int], error: Optional[str] =
     if budget.active() is not None and trial.trial_id in budget.active().cut:
         return f"stopped by the budget after epoch {epochs}: {score}"
     if epochs in milestones:
-        return f"stopped by ASHA at rung {milestones.index(epochs) + 1} (epoch {epochs}): {score}, below the rung's top share"
+        return (f"stopped by ASHA at rung {milestones.index(epochs) + 1} (epoch {epochs}): {score}, below the rung's "
+                "top share")
     return f"stopped after epoch {epochs}: {score}"
 
 

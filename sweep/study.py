@@ -154,7 +154,8 @@ class Study:
             artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)),
             view_params=view_params(space))
         tracking.claim_study(s.mlflow_uri, parent)
-        s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes), mlflow_experiment_id=exp_id, parent_run_id=parent,
+        s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes),
+                      mlflow_experiment_id=exp_id, parent_run_id=parent,
                       cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,
                       gpu_gib=plan.gpu_gib, cache_storage=s.storage if shared_storage(s.storage) else "")
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can

@@ -86,7 +86,8 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
     view = dict([mlflow_ui.runs_view(view_params)])
     for key, value in {**EXPERIMENT_KIND, **view, **({NOTE_TAG: description} if description else {})}.items():
         client.set_experiment_tag(exp_id, key, value)
-    run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}", tags={STUDY_TAG: "1"})
+    run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={STUDY_TAG: "1", **({NOTE_TAG: description} if description else {})})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return exp_id, run.info.run_id
 
