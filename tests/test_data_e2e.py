@@ -56,8 +56,8 @@ def test_two_class_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "ARTSWEEP_CACHE": str(cache_dir)})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    parent_metrics = client.get_run(parent.info.run_id).data.metrics
-    assert "test_macro_f1" in parent_metrics and "test_top5" not in parent_metrics
+    won = client.get_run(client.get_run(parent.info.run_id).data.tags["winner_run_id"]).data.metrics
+    assert "test_macro_f1_ci_low" in won and "test_top5" not in won    # evaluate's, on the winning trial's run
     html = [a.path for a in client.list_artifacts(parent.info.run_id, "evaluation") for a in
             client.list_artifacts(parent.info.run_id, a.path) if a.path.endswith("report.html")]
     assert html, "no evaluation report"
