@@ -64,14 +64,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
         "in the same MLflow parent run; other flags are taken from the study")
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
+    arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (README: Recipes)")
     arg("--pack", default="auto", choices=["auto", "off"], help="auto: single-worker trials share a GPU when their "
         "estimated memory fits several times (fractional GPUs; DDP trials keep whole GPUs); off: one GPU each")
     arg("--max-retries", type=int, default=2, help="restarts of a trial's workers after one is lost (a crash, a "
         "reclaimed spot node), each from the trial's last finished epoch (default 2)")
     arg("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on small "
         "machines; artsweep still frees the workers of trials ASHA stops)")
-    arg("--verbose", action="store_true", help="show Ray's own output (its processes, Tune's trial tables, worker "
-        "logs) here; by default it goes to ray.log in the study's run folder and only artsweep's lines show")
+    arg("--verbose", action="store_true", help="show Ray's output (Tune's tables, worker logs) here, not in ray.log")
     arg("--smoke", action="store_true", help=f"tiny budget for a quick check: {SMOKE['num_samples']} trials, "
         f"{SMOKE['max_epochs']} epochs, {SMOKE['image_size']} px, {SMOKE['max_train_images']} images/epoch, CPU-sized "
         "stand-in architectures, no pretrained weights (explicit flags win)")

@@ -33,15 +33,15 @@ from trainables.tracking import live_driver
 KEY_PARAMS = ("lr", "batch_size", "aug_strength", "sampler_power", "weight_decay")
 ARTIFACT_DIR = "leaderboard"
 BASE = ("rank", "trial", "family", "arch", OBJECTIVE_KEY, "best_epoch", "epochs", "stopped_early", "status",
-        "wall_s")
-DERIVED = ("epoch", "state")       # best_epoch/epochs; status, or ASHA when stopped early
+        "phase", "wall_s")
+DERIVED = ("epoch", "state")       # best_epoch/epochs; status, or ASHA when stopped early (recipe: its recipe)
 WIDE = (*BASE, *KEY_PARAMS, "run_id")
 # the default view, most wanted first: columns are left out from the end until the table fits WIDTH
 COMPACT = ("rank", "trial", "family", "arch", OBJECTIVE_KEY, "epoch", "state", "lr", "batch_size", "aug_strength",
            "sampler_power")
 WIDTH = 120                        # characters of a terminal line
 MAX_CELL = 20                      # characters of a family or arch in the default view (longer: cut with "…")
-LEFT = {"trial", "family", "arch", "status", "state", "run_id"}   # text columns, left-aligned
+LEFT = {"trial", "family", "arch", "status", "phase", "state", "run_id"}   # text columns, left-aligned
 GAP = " "                          # between columns
 
 
@@ -53,7 +53,7 @@ def table(rows: list[TrialRow], all_params: bool = False, params=KEY_PARAMS) -> 
         ps = r.params if all_params else {k: r.param(k) for k in params}
         records.append({"rank": i, "trial": r.name, "family": r.family, "arch": r.arch, OBJECTIVE_KEY: r.best,
                         "best_epoch": r.best_epoch, "epochs": r.epochs, "stopped_early": r.stopped_early,
-                        "status": r.status, "wall_s": r.wall_s,
+                        "status": r.status, "phase": r.phase, "wall_s": r.wall_s,
                         **{k: v for k, v in ps.items() if k not in ("family", "arch")}, "run_id": r.run_id})
     return pd.DataFrame.from_records(records, columns=None if records else [*BASE, *params, "run_id"])
 
@@ -76,8 +76,9 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
     out["wall_s"] = df["wall_s"].map(lambda v: "-" if v != v else f"{v:.0f}")
     out["stopped_early"] = df["stopped_early"].map({True: "ASHA", False: ""})
     out["epoch"] = [f"{b}/{e}" if e else "-" for b, e in zip(df["best_epoch"], df["epochs"])]
-    out["state"] = ["ASHA" if s else st for s, st in zip(df["stopped_early"], df["status"])]
-    for col in ("rank", "best_epoch", "epochs", "trial", "family", "arch", "status", "run_id"):
+    out["state"] = [("recipe " if ph == "recipe" else "") + ("ASHA" if s else st)
+                    for s, st, ph in zip(df["stopped_early"], df["status"], df["phase"])]
+    for col in ("rank", "best_epoch", "epochs", "trial", "family", "arch", "status", "phase", "run_id"):
         out[col] = df[col].map(str)
     for col in set(df.columns) - set(BASE) - {"run_id"}:
         out[col] = df[col].map(_param)
@@ -125,8 +126,8 @@ def render(rows: list[TrialRow], columns=None, wide: bool = False) -> str:
         cols = list(columns or WIDE)
     else:
         (cols, board), (_, fam) = fit(board), fit(fam)
-        notes.append(f"epoch: best epoch/epochs reported; state ASHA: stopped early by ASHA; {OBJECTIVE_KEY} -: "
-                     "never reported")
+        notes.append(f"epoch: best epoch/epochs reported; state ASHA: stopped early by ASHA; recipe: the family's "
+                     f"published recipe, tried first; {OBJECTIVE_KEY} -: never reported")
         if len(cols) < len(COMPACT):
             notes.append(f"left out to fit {WIDTH} characters: {', '.join(COMPACT[len(cols):])}")
         notes.append("--wide: every key column; --columns a,b,...: any columns and params; --csv PATH: every param")

@@ -28,4 +28,8 @@ FAMILY = Family(
         "backbone_lr_scale": Float(0.03, 1.0, log=True),   # backbone LR = lr x this; the new head gets lr
         "freeze_epochs": Int(0, 2),                         # epochs with the backbone frozen while the head learns
     },
+    # seed 000's ResNet-50 (61.8 %): AdamW 1e-4, batch 32, weight decay 1e-4, label smoothing 0.1, sampler and
+    # loss weights 1/sqrt(n), the whole network at one LR; jitter 0.2 (strong at s 0.5)
+    recipes=(dict(arch="resnet50", lr=1e-4, batch_size=32, weight_decay=1e-4, label_smoothing=0.1, sampler_power=0.5,
+                  loss_weight_power=0.5, mixup_prob=0.0, backbone_lr_scale=1.0, freeze_epochs=0, aug_strength=0.5),),
 )

@@ -27,6 +27,10 @@ FAMILY = Family(
         "backbone_lr_scale": Float(0.05, 0.5, log=True),
         "freeze_epochs": Int(0, 2),
     },
+    # seed 003: AdamW 8e-4 for the new modules, 1.5e-4 for the backbone (scale 0.1875), label smoothing 0.03,
+    # MixUp / CutMix p 0.35, early backbone frozen (1 epoch here), moderate jitter, RandomErasing (strong, s 0.5)
+    recipes=(dict(lr=8e-4, backbone_lr_scale=0.1875, batch_size=16, label_smoothing=0.03, mixup_prob=0.35,
+                  freeze_epochs=1, sampler_power=0.5, aug_strength=0.5),),
     head=lambda model: model.head,
     new_parameters=lambda model: model.new_parameters(),
     saliency_layer=lambda model: last_stage(model.backbone),

@@ -54,6 +54,15 @@ def _centre(dist):
     return dist
 
 
+def _admits(dist, value) -> bool:
+    """`value` is a point of `dist` (a distribution, or a fixed value it must equal)."""
+    if isinstance(dist, Choice):
+        return value in dist.choices
+    if isinstance(dist, (Float, Int)):
+        return dist.low <= value <= dist.high
+    return dist == value
+
+
 def _narrows(base, own) -> bool:
     """A family may fix a base knob, or search it with the same kind and scale inside the base range."""
     if not isinstance(own, BaseDistribution) or not isinstance(base, BaseDistribution):
@@ -73,6 +82,10 @@ class Family:
     build: Callable                   # (cfg: TrialConfig, num_classes, image_size, weights: Weights) -> nn.Module
     standins: Mapping[str, str] = field(default_factory=dict)  # CPU-sized stand-ins (--smoke / --standins)
     space: Mapping[str, Any] = field(default_factory=dict)     # BASE overrides and the family's own knobs
+    # published recipes (shared/SEEDS.md) as plain dicts {param: value}: a study's first trials, before TPE
+    # proposes anything, so it is never worse than the recipe on the user's data; each must be a point of
+    # the family's space (its real architectures); knobs a recipe leaves out are sampled
+    recipes: tuple = ()
     image_size: int = 224             # default input side, px
     grace_epochs: int = 1             # ASHA grace period: epochs every trial gets before it can be stopped
     pretrained: bool = True           # build loads pretrained weights (--pretrained / --weights-dir)
@@ -86,6 +99,11 @@ class Family:
         bad = [k for k, v in self.space.items() if k in BASE and not _narrows(BASE[k], v)]
         if bad:
             raise ValueError(f"family {self.name!r}: {bad} must narrow BASE (same kind and scale, inside its range)")
+        space = self.params()
+        for recipe in self.recipes:
+            bad = {k: v for k, v in recipe.items() if k not in space or not _admits(space[k], v)}
+            if bad:
+                raise ValueError(f"family {self.name!r}: recipe values {bad} are not points of its space")
 
     def __reduce__(self):
         """Pickled by value (cloudpickle), hooks and all, also where plain pickle is used (OptunaSearch saves its
@@ -212,9 +230,25 @@ class SearchSpace:
         return {"searched": {k: distribution_to_json(d) for k, d in self.distributions().items()},
                 "fixed": {f.name: self._split(f)[1] for f in self.families}}
 
-    def first_points(self) -> Optional[list[dict]]:
-        """`all`: the first trials take one family each, so every family enters before TPE narrows the race."""
-        return [{FAMILY_PARAM: f.name} for f in self.families] if self.qualified else None
+    def first_points(self, recipes: bool = True) -> Optional[list[dict]]:
+        """The study's first trials, under study names: each family's recipes (in `all`, its first recipe, or
+        just the family: every family enters before TPE narrows the race). A recipe's architecture is left to
+        the search where it is not searched (stand-ins, a pinned --arch)."""
+        points = []
+        for fam in self.families:
+            searched, _ = self._split(fam)
+            own = {FAMILY_PARAM: fam.name} if self.qualified else {}
+            for recipe in (fam.recipes if recipes else ())[:1 if self.qualified else None]:
+                points.append({**own, **{self._prefix(fam) + k: v for k, v in recipe.items()
+                                         if k in searched and _admits(searched[k], v)}})
+            if own and not (recipes and fam.recipes):
+                points.append(own)
+        return points or None
+
+    def is_recipe(self, config: Mapping[str, Any]) -> bool:
+        """The Tune config is one of the recipe points (its phase is `recipe`, not `search`)."""
+        return any(len(p) > self.qualified and all(config.get(k) == v for k, v in p.items())
+                   for p in self.first_points() or ())
 
 
 def pinned(families: Sequence[Family], arch: str | None) -> None:

@@ -75,7 +75,7 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         image_size=a.image_size or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
         arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
         weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
-        max_retries=a.max_retries, early_stopping=not a.no_early_stopping,
+        max_retries=a.max_retries, early_stopping=not a.no_early_stopping, recipes=not a.no_recipes,
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke,
         time_budget_s=time_budget_s, gpu_hours=a.gpu_hours or 0.0, price_per_gpu_hour=a.price_per_gpu_hour,
         pack=a.pack, compile=a.compile)

@@ -269,7 +269,7 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
     milestones = rungs(s.max_epochs, _grace(s, space), REDUCTION_FACTOR) if s.early_stopping else []
     search, asha = search_and_scheduler(
         space, seed=s.seed, num_samples=s.num_samples, max_t=s.max_epochs, grace=_grace(s, space),
-        first_points=space.first_points(), early_stopping=s.early_stopping,
+        first_points=space.first_points(s.recipes), early_stopping=s.early_stopping,
         record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id))
     return tune.Tuner(
         _trainable(s, space, plan),

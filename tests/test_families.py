@@ -170,3 +170,42 @@ def test_single_choice_categoricals_are_fixed_not_searched():
     fam = Family("one", {"only": "test_resnet"}, build=None, space={"batch_size": Choice([32])})
     assert fam.params()["arch"] == "only" and fam.params()["batch_size"] == 32
     assert "batch_size" not in SearchSpace((fam,)).distributions() and fam.config().batch_size == 32
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_recipes_are_points_of_the_space_and_come_first(name):
+    """Every family carries a published recipe (shared/SEEDS.md); each is a point of its space, a study enqueues
+    it before TPE proposes anything, and a trial config built from it is recognised as the recipe."""
+    fam = FAMILIES[name]
+    assert fam.recipes, f"{name} has no published recipe"
+    params = fam.params()
+    for recipe in fam.recipes:
+        for k, v in recipe.items():
+            d = params[k]
+            assert (v in d.choices if isinstance(d, Choice) else d.low <= v <= d.high) if isinstance(
+                d, BaseDistribution) else v == d, (k, v, d)
+    for standins in (False, True):
+        space = search_space(name, None, standins)
+        first = space.first_points()
+        assert len(first) == len(fam.recipes) and set(first[0]) <= set(space.distributions())
+        cfg = space.trial_config({**dict(space(optuna.create_study().ask())), **first[0]})
+        assert all(cfg.values[k] == v for k, v in first[0].items())
+        assert space.is_recipe({**cfg.params(), **first[0]}) and not space.is_recipe(cfg.params() | {"lr": -1.0})
+    assert search_space(name, None, False).first_points(recipes=False) is None
+
+
+def test_an_all_study_starts_with_each_familys_recipe():
+    space = search_space(ALL, None, True)
+    first = space.first_points()
+    assert [p["family"] for p in first] == list(FAMILIES)
+    assert all(p[f"{p['family']}.lr"] == FAMILIES[p["family"]].recipes[0]["lr"] for p in first)
+    assert space.first_points(recipes=False) == [{"family": n} for n in FAMILIES]
+    assert not space.is_recipe({"family": "cnn", "cnn.lr": 0.5})
+
+
+def test_a_recipe_outside_the_space_is_refused():
+    with pytest.raises(ValueError, match="recipe values"):
+        Family("wide", {"a": "test_resnet"}, build=None, space={"lr": Float(1e-4, 1e-3, log=True)},
+               recipes=({"lr": 0.5},))
+    with pytest.raises(ValueError, match="recipe values"):
+        Family("odd", {"a": "test_resnet"}, build=None, recipes=({"no_such_knob": 1},))

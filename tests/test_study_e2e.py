@@ -134,3 +134,21 @@ def test_the_winners_checkpoint_is_a_logged_model_of_its_run(study, tmp_path):
     assert {m.key for m in models[0].metrics} >= {"test_macro_f1", "test_accuracy"}
     clf = checkpoint.load(client.download_artifacts(rows[0].run_id, checkpoint.ARTIFACT, str(tmp_path)))
     assert clf.epoch == rows[0].best_epoch          # model.pt stays a plain loadable checkpoint beside it
+
+
+def test_the_first_trials_are_the_familys_published_recipes(study, capsys):
+    """scratch's recipes (seed 000's DeepCNN, then SimpleCNN) run before TPE proposes anything, tagged phase=recipe."""
+    from analysis import leaderboard
+    from search_spaces import FAMILIES
+    exp, parent, _ = _trials(study)
+    runs = sorted(study.client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"),
+                  key=lambda r: r.info.start_time)
+    recipes = FAMILIES["scratch"].recipes
+    for run, recipe in zip(runs, recipes):
+        assert run.data.tags["phase"] == "recipe"
+        assert {k: run.data.params[k] for k in recipe} == {k: str(v) for k, v in recipe.items()}
+    assert {r.data.tags["phase"] for r in runs[len(recipes):]} == {"search"}
+    assert leaderboard.main(["--experiment", "e2e", "--mlflow-uri", study.uri, "--no-log"]) == 0
+    board = capsys.readouterr().out
+    assert sum(f"{r.info.run_name} " in line and "recipe" in line for r in runs[:len(recipes)]
+               for line in board.splitlines()) == len(recipes)

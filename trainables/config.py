@@ -33,6 +33,7 @@ class RunSettings:
     max_train_images: int = 0        # >0 caps images drawn per epoch (smoke mode); 0 = whole train split
     smoke: bool = False              # --smoke: the tiny budget above was applied
     early_stopping: bool = True      # ASHA stops poor trials; False: every trial runs max_epochs (FIFO)
+    recipes: bool = True             # the families' published recipes are the first trials (--no-recipes: off)
     max_retries: int = 2             # restarts of a trial's worker group after a lost worker (from its last epoch)
     time_budget_s: float = 0.0       # --time-budget: wall seconds for the whole study, 0 = none
     gpu_hours: float = 0.0           # --gpu-hours: GPU-hours (CPU-hours without GPUs) of trial reservations, 0 = none

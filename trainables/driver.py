@@ -42,7 +42,9 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
     trial_id = ctx.get_trial_id()
     run_id, finished = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id,
                                                settings.parent_run_id, trial_id, ctx.get_trial_name(), run_params(cfg),
-                                               {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running"},
+                                               {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running",
+                                                tracking.PHASE_TAG: "recipe" if settings.recipes and
+                                                space.is_recipe(config) else "search"},
                                                settings.dataset)
     if finished is not None:   # finished before the study was restarted: Tune gets its record, nothing retrains
         for values in finished:

@@ -41,6 +41,7 @@ TRIAL_ID_TAG = "trial_id"
 SUPERSEDED_TAG = "superseded"          # "true" on a child run replaced by a newer run of the same trial
 DRIVER_TAGS = ("driver_host", "driver_pid")   # on the parent run: which process runs the study now
 HEARTBEAT_TAG = "heartbeat"            # on the parent run: unix time of the driver's last sign of life
+PHASE_TAG = "phase"                    # on a trial run: recipe (a family's published recipe, tried first) or search
 NOTE_TAG = "mlflow.note.content"       # a run's (or experiment's) description in the MLflow UI, markdown
 
 
