@@ -17,7 +17,7 @@ from trainables.metrics import BEST_KEY, OBJECTIVE_KEY
 # in each browser; a shared view is the only server-side way to open a table that shows best_val_macro_f1.
 VIEW_KEY = "best-trials"
 VIEW_METRICS = (BEST_KEY, OBJECTIVE_KEY, "val_accuracy", "test_macro_f1")
-VIEW_TAGS = ("epochs_reached", "stopped_early", "winner")
+VIEW_TAGS = ("phase", "epochs_reached", "stopped_early", "winner")
 
 
 def runs_view(params: Sequence[str], name: str = "Best trials") -> tuple[str, str]:
