@@ -49,9 +49,11 @@ def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
     searcher.restore_from_dir(experiment)
     optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)
     tune_names = sorted(sorted(c) for c in ExperimentAnalysis(experiment).get_all_configs().values())
-    mlflow_names = sorted(sorted(r.params) for r in rows)
-    assert optuna_names == tune_names == mlflow_names
     logged = study_plots.read_space(client, parent.info.run_id)
+    # MLflow's params are the searched ones, plus a family's architecture where it has one (fixed, not searched)
+    mlflow_names = sorted(sorted(k for k in r.params if k in logged) for r in rows)
+    assert optuna_names == tune_names == mlflow_names
+    assert all(set(r.params) - logged.keys() <= {f"{r.family}.arch"} for r in rows)
     assert set().union(*map(set, mlflow_names)) <= set(logged)
     study, skipped = study_plots.build_study(rows, logged)
     plotted = set(study.trials[0].distributions) if study.trials else set()

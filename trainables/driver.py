@@ -77,8 +77,8 @@ def run_params(cfg) -> dict:
     """The trial run's params: its searched values under their study names, and what it trains (family, arch),
     also where the study fixed them. Params, not tags: filter with `params.family = 'cnn'` in the MLflow UI."""
     searched = cfg.params()
-    names = {k.rsplit(".", 1)[-1] for k in searched}   # `cnn.arch` in a --family all study
-    return {**{k: v for k, v in {"family": cfg.family.name, "arch": cfg.arch}.items() if k not in names}, **searched}
+    what = {"family": cfg.family.name, cfg.prefix + "arch": cfg.arch}   # `cnn.arch` in a --family all study
+    return {**{k: v for k, v in what.items() if k not in searched}, **searched}
 
 
 def worker_resources(cfg, s: RunSettings) -> tuple[RunSettings, dict]:
