@@ -23,14 +23,10 @@ FAMILY = Family(
         "dropout": Float(0.1, 0.6),
         "width": Choice([0.25, 0.5, 1.0]),     # channel multiplier; 1.0 = the seeds' exact layers
     },
-    # seed 000's DeepCNN and SimpleCNN: AdamW 5e-4, batch 32 / 128, weight decay 1e-4, label smoothing 0.1,
-    # dropout 0.5 / 0.3, sampler and loss weights 1/sqrt(n) (power 0.5), no MixUp; jitter 0.2 (strong at s 0.5)
-    recipes=(
-        dict(arch="deep_cnn", lr=5e-4, batch_size=32, weight_decay=1e-4, label_smoothing=0.1, dropout=0.5,
-             width=1.0, sampler_power=0.5, loss_weight_power=0.5, mixup_prob=0.0, aug_strength=0.5),
-        dict(arch="simple_cnn", lr=5e-4, batch_size=128, weight_decay=1e-4, label_smoothing=0.1, dropout=0.3,
-             width=1.0, sampler_power=0.5, loss_weight_power=0.5, mixup_prob=0.0, aug_strength=0.5),
-    ),
+    # seed 000's DeepCNN (~55 %; its SimpleCNN reached ~48 %): AdamW 5e-4, batch 32, weight decay 1e-4, label
+    # smoothing 0.1, dropout 0.5, sampler and loss weights 1/sqrt(n) (power 0.5), no MixUp; jitter 0.2 (strong, s 0.5)
+    recipes=(dict(arch="deep_cnn", lr=5e-4, batch_size=32, weight_decay=1e-4, label_smoothing=0.1, dropout=0.5,
+                  width=1.0, sampler_power=0.5, loss_weight_power=0.5, mixup_prob=0.0, aug_strength=0.5),),
     image_size=64,        # px; scratch CNNs see small inputs (the seeds used 224 on a GPU)
     pretrained=False,     # random init; --pretrained does not apply
     head=lambda model: model.head[-1],
