@@ -28,3 +28,17 @@ def test_the_crown_goes_to_one_run_and_the_descriptions_lead_with_it(tmp_path):
         assert rest == "The study." and "run_trial_0" not in note      # one winner paragraph, the study's kept
     assert "viewStateShareKey=best-trials" in client.get_experiment(exp).tags["mlflow.note.content"]
     assert "**Winner of the study**" in runs[rows[1].run_id].data.tags["mlflow.note.content"]
+
+
+def test_a_crowned_runs_replayed_epochs_carry_no_test_metrics(tmp_path):
+    """--resume replays a finished trial's epochs from MLflow (tracking.history): the winner's test metrics (step 0)
+    are not an epoch, or Tune would get a report without the objective."""
+    from mlflow.entities import Metric
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp, parent = tracking.setup_study(uri, "replay", {}, tmp_path)
+    client = MlflowClient(uri)
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent})
+    client.log_batch(run.info.run_id, metrics=[Metric("val_macro_f1", v, 0, e) for e, v in ((1, 0.2), (2, 0.3))])
+    row = TrialRow(run.info.run_id, "run_trial_0", "FINISHED", "scratch", "deep_cnn", {}, 0.3, 2, 2, False, 1.0)
+    winner.crown(client, exp, parent, row, {"test_macro_f1": 0.25}, log_model=False)
+    assert tracking.history(client, client.get_run(run.info.run_id)) == [{"val_macro_f1": 0.2}, {"val_macro_f1": 0.3}]

@@ -208,11 +208,13 @@ def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, 
 
 
 def history(client: MlflowClient, run) -> list[dict]:
-    """A run's metrics as one dict per epoch (step), in order."""
+    """A run's metrics as one dict per epoch (step 1, 2, ...), in order. Step 0 is not an epoch: a crowned
+    winner's test metrics sit there (analysis.winner), and a replayed epoch must not carry them."""
     epochs: dict[int, dict] = {}
     for key in run.data.metrics:
         for m in client.get_metric_history(run.info.run_id, key):
-            epochs.setdefault(m.step, {})[key] = m.value
+            if m.step >= 1:
+                epochs.setdefault(m.step, {})[key] = m.value
     return [epochs[k] for k in sorted(epochs)]
 
 
