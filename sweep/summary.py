@@ -85,6 +85,10 @@ def crown(s: RunSettings, best: TrialRow) -> str:
         say(f"warning: no test metrics for the winner here ({e}); python -m analysis.evaluate scores it where the "
             "data is")
         test, n = {}, 0
+    except Exception as e:  # noqa: BLE001 - the tracking server went away after the study: its record stands
+        say(f"warning: could not score the winner ({type(e).__name__}: {str(e)[:200]}); "
+            f"python -m analysis.evaluate --experiment {quote(s.experiment)} scores and marks it")
+        return ""
     try:
         with quiet_mlflow():
             model_id = winner.crown(client, s.mlflow_experiment_id, s.parent_run_id, best, test, s.dataset)
