@@ -1,12 +1,12 @@
 """artsweep: search hyper-parameters and train the best image classifier the budget allows.
 
   python tune.py                                     # demo: scratch CNNs on the built-in dataset, < 2 minutes
-  python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15
+  python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15 --final-fit
   python tune.py --smoke                             # a tiny study to check the wiring (about a minute)
   mlflow ui --backend-store-uri sqlite:///mlflow.db  # browse every trial afterwards
 
-Ray Tune proposes configurations with Optuna (TPE) and stops poor trials early with ASHA on
-val_macro_f1; each trial is a Ray Train DDP run; MLflow records every trial, stopped ones included.
+Ray Tune proposes configurations with Optuna (TPE), recipes first, and ASHA stops poor trials early on val_macro_f1;
+the best are confirmed over seeds; each trial is a Ray Train DDP run; MLflow records every trial.
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    arg = p.add_argument
+    arg = (p := _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).add_argument
     arg("--family", default="scratch", help=f"model family to search: {', '.join(FAMILIES)}, or {ALL} to let every "
         "family compete in one study (default: scratch)")
     arg("--arch", help="pin one architecture of the family instead of searching it")
@@ -35,8 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"with a budget: as many as fit; the demo on the built-in data: a {DEMO['builtin_time_budget']} time budget)")
     arg("--time-budget", help="wall time for the whole study, from now: 90s, 20m, 2h, 1h30m; trials stop at an "
         "epoch boundary and no new one starts once it would not fit (with no --num-samples: as many as fit)")
-    arg("--gpu-hours", type=float, help="GPU-hours the study's trials may reserve (CPU-hours on a CPU-only "
-        "cluster); same rule as --time-budget")
+    arg("--gpu-hours", type=float, help="GPU-hours (CPU-hours without GPUs) the trials may reserve, as --time-budget")
     arg("--price-per-gpu-hour", type=float, default=0.0, help="price of one GPU-hour: the study's record and "
         "summary then show its cost")
     arg("--max-epochs", type=int, help=f"epoch budget per trial = ASHA max_t (default {DEMO['max_epochs']}, "
@@ -53,18 +51,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         "where supported, fp16 on older GPUs)")
     arg("--compile", action="store_true", help="torch.compile each trial's model (slower start, faster steps on "
         "GPUs; see README 'GPU data path')")
-    arg("--pretrained", choices=["timm", "none"], help="timm: start from pretrained weights (downloaded, from the HF "
-        "cache, or from --weights-dir); none: random init (default timm; none with --smoke)")
+    arg("--pretrained", choices=["timm", "none"], help="timm: pretrained weights (downloaded, from the HF cache, or "
+        "from --weights-dir); none: random init (default timm; none with --smoke)")
     arg("--weights-dir", help="offline weights: DIR/<timm name>.safetensors (or .pth/.bin) per model")
     arg("--standins", action="store_true", help="search each family's CPU-sized stand-in architectures (timm test "
         "models) instead of the real ones; implied by --smoke; logged as the arch")
-    arg("--resize", default="crop", choices=["crop", "letterbox"], help="resize policy: aspect-preserving resize + "
-        "centre crop (default) or letterbox padding; the decode cache keeps one copy per policy")
+    arg("--resize", default="crop", choices=["crop", "letterbox"], help="aspect-preserving resize + centre crop "
+        "(default) or letterbox padding")
     arg("--resume", action="store_true", help="continue the stopped study of --experiment (same --storage and "
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
         "in the same MLflow parent run; other flags are taken from the study")
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
     arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (README: Recipes)")
+    arg("--confirm", type=int, metavar="K", help="after the search, train its K best distinct configurations again with "
+        "new seeds, all epochs; the winner is the best mean (default 3 with >= 8 trials, else 0 = off; README: Phases)")
+    arg("--confirm-seeds", type=int, default=3, metavar="S", help="new seeds per confirmed configuration (default 3)")
+    arg("--final-fit", action="store_true", help="then train the winner on train + val for its median peak epoch, "
+        "score it on test and register it as the `champion` (the old one becomes `previous`)")
     arg("--pack", default="auto", choices=["auto", "off"], help="auto: single-worker trials share a GPU when their "
         "estimated memory fits several times (fractional GPUs; DDP trials keep whole GPUs); off: one GPU each")
     arg("--max-retries", type=int, default=2, help="restarts of a trial's workers after one is lost (a crash, a "
@@ -82,14 +85,11 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     from sweep.settings import from_flags
     from sweep.study import Study
+    from trainables.tracking import default_uri
     try:
-        if a.resume:
-            from trainables.tracking import default_uri
-            study = Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
-                                 a.address, not a.no_dashboard, verbose=a.verbose)
-        else:
-            settings, space, source = from_flags(a, Path.cwd())
-            study = Study.start(settings, space, source, a.address, not a.no_dashboard, verbose=a.verbose)
+        study = (Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
+                              a.address, not a.no_dashboard, verbose=a.verbose) if a.resume else
+                 Study.start(*from_flags(a, Path.cwd()), a.address, not a.no_dashboard, verbose=a.verbose))
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")
         raise SystemExit(2) from None

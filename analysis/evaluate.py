@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from analysis import evaluation_plots, scores
+from analysis.confirm import candidates
 from analysis.runs import TrialRow, open_study, study_parser
 from trainables import cache, checkpoint, data, engine, loaders, tracking
 from trainables.metrics import OBJECTIVE_KEY
@@ -111,12 +112,13 @@ class Evaluation:
 
 
 def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, trial: str = "", run_id: str = "",
-             n_boot: int = 1000, n_overlays: int = 6) -> Evaluation:
+             n_boot: int = 1000, n_overlays: int = 6, show_progress: bool = True) -> Evaluation:
     """Every piece of evidence for one checkpoint, written under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    pred = predict_split(clf, splits)
+    pred = predict_split(clf, splits, show_progress=show_progress)
     classes = clf.classes
     steps = progress(total=3, every_s=0, bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}]",
+                     disable=not show_progress,
                      desc=f"bootstrap 95 % intervals, {n_boot} resamples of {len(pred.targets)} test images")
     point = scores.point_metrics(pred.logits, pred.targets, n_boot=n_boot)
     _next(steps, "per-class report, confusion, calibration, outliers, plots")
@@ -210,11 +212,16 @@ def log(client: MlflowClient, experiment_id: str, parent_run_id: str, row: Trial
     from analysis.winner import crown
     client.log_artifacts(parent_run_id, str(folder), f"{ARTIFACT_DIR}/{ev.trial}")
     if winner:
-        values = {"test_ece": ev.calibration["ece"]}
-        for k, v in ev.metrics.items():
-            values.update({k: v["value"], f"{k}_ci_low": v["ci_low"], f"{k}_ci_high": v["ci_high"]})
         settings = tracking.read_artifact_json(client, parent_run_id, tracking.SETTINGS)
-        crown(client, experiment_id, parent_run_id, row, values, settings.get("dataset"))
+        crown(client, experiment_id, parent_run_id, row, test_metrics(ev), settings.get("dataset"))
+
+
+def test_metrics(ev: Evaluation) -> dict[str, float]:
+    """The evaluation's test metrics as MLflow metrics: each value with _ci_low / _ci_high, and ECE."""
+    values = {"test_ece": ev.calibration["ece"]}
+    for k, v in ev.metrics.items():
+        values.update({k: v["value"], f"{k}_ci_low": v["ci_low"], f"{k}_ci_high": v["ci_high"]})
+    return values
 
 
 def main(argv=None) -> int:
@@ -224,7 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="evaluation", help="local folder for the report (default ./evaluation)")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
-    rows = [r for r in rows if r.epochs][: a.top]
+    rows = candidates(rows)[: a.top]   # the winner first: by mean over seeds where the study confirmed
     if not rows:
         p.exit(2, f"analysis.evaluate: error: no trial of study {study.info.run_id} reported a result\n")
     for rank, row in enumerate(rows, 1):

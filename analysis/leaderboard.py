@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from analysis.confirm import Confirmed, confirmed, finals, searched
 from analysis.runs import TrialRow, best_per_family, open_study, study_parser
 from trainables.metrics import OBJECTIVE_KEY
 from trainables.tracking import live_driver
@@ -41,8 +42,10 @@ COMPACT = ("rank", "trial", "family", "arch", OBJECTIVE_KEY, "epoch", "state", "
            "sampler_power")
 WIDTH = 120                        # characters of a terminal line
 MAX_CELL = 20                      # characters of a family or arch in the default view (longer: cut with "…")
-LEFT = {"trial", "family", "arch", "status", "phase", "state", "run_id"}   # text columns, left-aligned
+LEFT = {"trial", "family", "arch", "status", "phase", "state", "run_id", "values", "search"}   # text columns, left-aligned
 GAP = " "                          # between columns
+CONFIRM_COLUMNS = ("rank", "search_rank", "change", "trial", "family", "arch", "mean", "ci95", "sd", "seeds", "values",
+                   "search_best")      # analysis.confirm: per confirmed configuration
 
 
 def table(rows: list[TrialRow], all_params: bool = False, params=KEY_PARAMS) -> pd.DataFrame:
@@ -111,6 +114,30 @@ def fit(df: pd.DataFrame, columns=COMPACT, width: int = WIDTH) -> tuple[list[str
     return cols, df
 
 
+def confirmation(conf: list[Confirmed]) -> pd.DataFrame:
+    """The confirmed configurations, best mean first: mean ± the 95 % interval's half width over seeds, the seeds'
+    standard deviation and values, and the rank the configuration had in the search (change: places gained)."""
+    return pd.DataFrame.from_records([{
+        "rank": c.rank, "search_rank": c.search_rank, "change": c.change, "trial": c.source.name,
+        "family": c.source.family, "arch": c.source.arch, "mean": c.mean, "ci95": c.half_width, "sd": c.sd,
+        "seeds": len(c.values), "values": " ".join(f"{v:.3f}" for v in c.values), "search_best": c.source.best}
+        for c in conf], columns=CONFIRM_COLUMNS)
+
+
+def confirmation_text(conf: list[Confirmed]) -> str:
+    """The confirmation table as terminal lines (the leaderboard's and tune.py's summary)."""
+    df = confirmation(conf)
+    out = df.astype(object)
+    out["mean ± 95%"] = [f"{m:.4f} ± {h:.4f}" if h == h else f"{m:.4f}" for m, h in zip(df["mean"], df["ci95"])]
+    out["search"] = [f"{s} ({'+' if c > 0 else ''}{c if c else '='})" for s, c in zip(df["search_rank"], df["change"])]
+    out[f"search {OBJECTIVE_KEY}"] = df["search_best"].map(lambda v: f"{v:.4f}")
+    out["sd"] = df["sd"].map(lambda v: "-" if v != v else f"{v:.4f}")
+    for col in ("rank", "seeds", "family", "arch", "trial", "values"):
+        out[col] = df[col].map(str)
+    return text(out, ["rank", "search", "trial", "family", "arch", "mean ± 95%", "sd", "seeds", "values",
+                      f"search {OBJECTIVE_KEY}"])
+
+
 def family_best(rows: list[TrialRow], **kw) -> pd.DataFrame:
     """Each family's best trial, families ranked by it (table's columns)."""
     return table(list(best_per_family(rows).values()), **kw)
@@ -136,12 +163,28 @@ def render(rows: list[TrialRow], columns=None, wide: bool = False) -> str:
     return out + "\nbest per family:\n" + (text(fam, fam_cols) if len(fam) else "(no trial reported a result)")
 
 
+def render_phases(rows: list[TrialRow]) -> str:
+    """The confirmation table and the final fit, when the study had them ("" when not)."""
+    out, conf = "", confirmed(rows)
+    if conf:
+        out += (f"\nconfirmation: the search's best configurations again over new seeds, ranked by mean "
+                f"{OBJECTIVE_KEY} ± the 95 % interval's half width (search: rank in the search, places gained):\n"
+                + confirmation_text(conf) + "\n")
+    for r in finals(rows):
+        out += (f"\nfinal fit {r.name}: {r.family} / {r.arch} trained on train + val ({r.status}); its test "
+                "metrics are on its run\n")
+    return out
+
+
 def markdown(rows: list[TrialRow]) -> str:
     """Every column and every param, as Markdown tables (trials, then each family's best)."""
     board, fam = (cells(t).drop(columns=list(DERIVED)) for t in (table(rows, all_params=True),
                                                                  family_best(rows, all_params=True)))
+    conf = confirmed(rows)
     return ("## Trials (best first)\n\n" + board.to_markdown(index=False) +
-            "\n\n## Best per family\n\n" + fam.drop(columns=["rank"]).to_markdown(index=False) + "\n")
+            "\n\n## Best per family\n\n" + fam.drop(columns=["rank"]).to_markdown(index=False) + "\n" +
+            ("\n## Confirmation (mean over seeds, 95 % interval half width)\n\n" +
+             confirmation(conf).to_markdown(index=False, floatfmt=".4f") + "\n" if conf else ""))
 
 
 def write(rows: list[TrialRow], csv: Path | None = None, md: Path | None = None) -> None:
@@ -190,7 +233,7 @@ def main(argv=None) -> int:
         p.error(f"--columns: no column or param {', '.join(unknown)} (params: {', '.join(params) or 'none'})")
     print(textwrap.fill(f"study {study.info.run_name} ({study.info.run_id}), experiment {a.experiment!r}: "
                         f"{len(rows)} trials, {study_state(study)}", WIDTH, subsequent_indent="  ") + "\n")
-    print(render(rows, a.columns, a.wide))
+    print(render(searched(rows), a.columns, a.wide) + render_phases(rows))
     write(rows, a.csv, a.markdown)
     for path in (a.csv, a.markdown):
         if path:

@@ -1,19 +1,23 @@
 """A study's winner as a registered MLflow model that `mlflow models serve` answers.
 
 python -m analysis.registry --experiment NAME [--mlflow-uri sqlite:///mlflow.db] [--name MODEL_NAME] [--trial RUN_ID]
+                           [--alias champion]
 
-Registers the best trial of the latest study (or --trial) and prints the serve command and a curl example.
-The served model itself (analysis.serving.ImageClassifier, a pyfunc wrapping the trial's checkpoint) and
-its request / response format are described in analysis/serving.py; analysis.scoring_server runs it.
+Registers the winner of the latest study (or --trial: any run, a confirmation run too) and prints the serve
+command and a curl example. The served model itself (analysis.serving.ImageClassifier, a pyfunc wrapping the
+trial's checkpoint) and its request / response format are described in analysis/serving.py;
+analysis.scoring_server runs it.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
 from contextlib import contextmanager
 from numbers import Real
+from typing import Sequence
 from pathlib import Path
 
 import mlflow
@@ -42,36 +46,60 @@ def using_tracking_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
-def log_model(client: MlflowClient, run_id: str, owner_run_id: str | None = None,
+@contextmanager
+def quiet_mlflow():
+    """MLflow's INFO lines and warnings while it logs a model (signature checks, cloudpickle advice): noise here."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM   # its eprint()s too ("Created version '1' ...")
+    logger = logging.getLogger("mlflow")
+    level, enabled = logger.level, MLFLOW_LOGGING_STREAM.enabled
+    logger.setLevel(logging.ERROR)
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        MLFLOW_LOGGING_STREAM.enabled = enabled
+
+
+def log_model(client: MlflowClient, run_id: str | Sequence[str], owner_run_id: str | None = None,
               registered_model_name: str | None = None):
     """Log the checkpoint of trial run `run_id` as a pyfunc MLflow logged model (under that run, or under
-    `owner_run_id`), optionally registered as a new version of `registered_model_name`. Existing runs are not
-    reopened or ended. Returns (mlflow ModelInfo, the checkpoint's Classifier)."""
+    `owner_run_id`), optionally registered as a new version of `registered_model_name`. Several run ids: one
+    model averaging their softmax outputs (an ensemble; owner_run_id required). Existing runs are not
+    reopened or ended. Returns (mlflow ModelInfo, the checkpoint's Classifier or the Ensemble)."""
     from trainables import checkpoint
+    run_ids = [run_id] if isinstance(run_id, str) else list(run_id)
     uri = client.tracking_uri
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        try:
-            ckpt = client.download_artifacts(run_id, checkpoint.ARTIFACT, str(tmp))
-        except (OSError, MlflowException) as e:
-            raise LookupError(f"run {run_id} has no {checkpoint.ARTIFACT} to log as a model ({e})") from None
-        clf = checkpoint.load(ckpt)
+        ckpts = {}
+        for i, rid in enumerate(run_ids):
+            try:
+                ckpts[rid] = client.download_artifacts(rid, checkpoint.ARTIFACT, str(tmp / str(i)))
+            except (OSError, MlflowException) as e:
+                raise LookupError(f"run {rid} has no {checkpoint.ARTIFACT} to log as a model ({e})") from None
+        members = [checkpoint.load(c) for c in ckpts.values()]
+        clf = members[0] if len(members) == 1 else checkpoint.Ensemble(members)
         (tmp / "code").mkdir()
-        owner = owner_run_id or run_id
+        owner = owner_run_id or run_ids[0]
+        single = len(run_ids) == 1
         # Model.log is what mlflow.pyfunc.log_model calls; it takes run_id, whereas pyfunc.log_model logs to the
         # active run, and start_run(run_id=...) would reopen the finished trial and rewrite its end time.
         # The LoggedModel is created here because Model.log would put it in the active (else Default)
         # experiment, not the run's.
-        logged = client.create_logged_model(client.get_run(owner).info.experiment_id, MODEL_NAME, owner,
-                                            params=client.get_run(run_id).data.params)
+        logged = client.create_logged_model(client.get_run(owner).info.experiment_id, MODEL_NAME, owner, params=(
+            client.get_run(run_ids[0]).data.params if single else {"members": ",".join(run_ids)}))
         with using_tracking_uri(uri):
             info = Model.log(
                 artifact_path=None, name=MODEL_NAME, flavor=mlflow.pyfunc, run_id=owner, model_id=logged.model_id,
-                python_model=ImageClassifier(), artifacts={"checkpoint": ckpt}, code_paths=code_paths(tmp / "code"),
+                python_model=ImageClassifier(), code_paths=code_paths(tmp / "code"),
+                artifacts={"checkpoint": ckpts[run_ids[0]]} if single else
+                {f"checkpoint_{i}": ckpts[rid] for i, rid in enumerate(run_ids)},
                 signature=SIGNATURE, input_example=(pd.DataFrame({"image": [example_image()]}), {"k": DEFAULT_K}),
                 pip_requirements=requirements(),   # explicit: inferring them loads the model in a subprocess
-                metadata={"classes": clf.classes, "image_size": clf.image_size, "resize_policy": clf.resize_policy,
-                          "trial_run_id": run_id, "checkpoint_epoch": clf.epoch},
+                metadata={"classes": clf.classes, "resize_policy": members[0].resize_policy,
+                          "image_size": max(m.image_size for m in members), "trial_run_id": ",".join(run_ids),
+                          "checkpoint_epoch": ",".join(str(m.epoch) for m in members)},
                 registered_model_name=registered_model_name)
     return info, clf
 
@@ -96,28 +124,36 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", required=True, help="MLflow experiment of the study (tune.py --experiment)")
     p.add_argument("--mlflow-uri", default="sqlite:///mlflow.db", help="tracking URI (default: %(default)s)")
     p.add_argument("--name", help="registered model name (default: <experiment>-classifier)")
-    p.add_argument("--trial", metavar="RUN_ID", help="register this trial run instead of the study's best")
+    p.add_argument("--trial", metavar="RUN_ID", help="register this run (any trial, confirmation or final run) instead "
+                   "of the study's winner (with confirmation: the best run of the best configuration by mean)")
+    p.add_argument("--alias", help="also point this alias at the new version; `champion` moves the old champion to "
+                   "`previous` (analysis.champion)")
     a = p.parse_args(argv)
-    from analysis.runs import latest_study, trial_rows   # here: the served model never needs them
+    from analysis.confirm import best_run   # here: the served model never needs them
+    from analysis.champion import PREVIOUS, model_name, promote
+    from analysis.runs import latest_study, trial_rows
     from trainables.tracking import check_reachable
-    name = a.name or f"{a.experiment}-classifier"
+    name = a.name or model_name(a.experiment)
     try:
         check_reachable(a.mlflow_uri, must_exist=True)   # before MlflowClient, which creates a missing SQLite file
         client = MlflowClient(a.mlflow_uri)
         run_id = a.trial
         if not run_id:
             exp, study = latest_study(client, a.experiment)
-            rows = [r for r in trial_rows(client, exp.experiment_id, study.info.run_id) if r.epochs]
-            if not rows:
+            best = best_run(trial_rows(client, exp.experiment_id, study.info.run_id))
+            if best is None:
                 raise LookupError(f"no trial of study {study.info.run_id} reported a result")
-            run_id = rows[0].run_id
+            run_id = best.run_id
         mv = register(client, run_id, name)
+        moved = promote(client, name, mv.version, a.alias) if a.alias else None
     except (LookupError, OSError, MlflowException) as e:   # no store / study / run / checkpoint: one line, exit 2
         p.exit(2, f"analysis.registry: error: {e}\n")
     t = mv.tags
     print(f"registered models:/{mv.name}/{mv.version}: trial {client.get_run(run_id).info.run_name} "
           f"({t['family']}/{t['arch']}, val_macro_f1 {t.get('val_macro_f1', '?')} at epoch {t['checkpoint_epoch']}), "
           f"logged model {mv.source}")
+    if a.alias:
+        print(f"alias {a.alias} -> version {mv.version}" + (f"; version {moved} is now `{PREVIOUS}`" if moved else ""))
     print("serve it:")
     print(f"  MLFLOW_TRACKING_URI={a.mlflow_uri} mlflow models serve -m models:/{mv.name}/{mv.version} "
           f"--env-manager local -p 5001")

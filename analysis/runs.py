@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY
+from trainables.rerun import SOURCE_TAG
 from trainables.tracking import PHASE_TAG, SUPERSEDED_TAG, check_reachable, latest_study
 
 PAGE = 10_000          # runs per search_runs request (an `mlflow server` answers at most 50,000)
@@ -36,7 +37,9 @@ class TrialRow:
     wall_s: float                # from the child run's creation (trial start) to its end; nan while running
     history: list | None = dataclasses.field(repr=False, default=None)   # val_macro_f1 per epoch; None until
                                                                           # with_histories fetched it
-    phase: str = "search"        # the run's `phase` tag: recipe (a published recipe, tried first) or search
+    phase: str = "search"        # the run's `phase` tag: recipe (a published recipe, tried first), search,
+                                 # confirm or final (trainables.rerun: re-runs of a search trial's configuration)
+    source: str = ""             # a re-run's source trial run id
 
     def param(self, name: str, default=""):
         """A param by its plain name, also in an `all` study, where it is qualified (`cnn.lr`)."""
@@ -107,7 +110,7 @@ def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
             family=_what(r, "family"), arch=_what(r, "arch"), params=dict(r.data.params),
             best=best, best_epoch=best_epoch, epochs=epochs, stopped_early=r.data.tags.get("stopped_early") == "true",
             wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else float("nan"),
-            phase=r.data.tags.get(PHASE_TAG, "search")))
+            phase=r.data.tags.get(PHASE_TAG, "search"), source=r.data.tags.get(SOURCE_TAG, "")))
     return sorted(rows, key=lambda row: OBJECTIVE.sort_key(row.best))
 
 

@@ -103,12 +103,15 @@ def _cut(text: str) -> str:
 
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
-    """pyfunc around a checkpoint: DataFrame `image` (file bytes) -> `classes`, `probabilities` (top k)."""
+    """pyfunc around a checkpoint, or several (an ensemble: artifacts checkpoint_0, checkpoint_1, ...; their
+    softmax outputs averaged): DataFrame `image` (file bytes) -> `classes`, `probabilities` (top k)."""
 
     def load_context(self, context):
         from trainables import checkpoint
         guard_scoring_server()
-        self.clf = checkpoint.load(context.artifacts["checkpoint"])
+        members = [checkpoint.load(path) for key, path in sorted(context.artifacts.items())
+                   if key.startswith("checkpoint")]
+        self.clf = members[0] if len(members) == 1 else checkpoint.Ensemble(members)
 
     # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

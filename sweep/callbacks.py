@@ -16,7 +16,7 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 
 from sweep import budget
 from sweep.events import ending, error_text
-from trainables import tracking
+from trainables import rerun, tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
 from trainables.tracking import NOTE_TAG
@@ -119,7 +119,7 @@ class CloseTrialRuns(tune.Callback):
 
     def _what(self, trial) -> str:
         try:
-            cfg = self.space.trial_config(trial.config)
+            cfg = self.space.trial_config(rerun.split(trial.config)[0])
             return f"**{cfg.family.name} / {cfg.arch}** "
         except Exception:  # noqa: BLE001 - no space (older state) or a config it cannot read: the ending alone
             return ""

@@ -12,6 +12,7 @@ from ray import tune
 
 from sweep import budget
 from sweep import console
+from trainables import rerun
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, REPLAYED_KEY
 
 # shown when a trial starts (their study names end with these: `cnn.lr` in a --family all study);
@@ -31,8 +32,9 @@ def duration(seconds: float) -> str:
 
 
 def key_params(config: dict) -> str:
-    out = []
-    for key, value in config.items():
+    values, again = rerun.split(config)
+    out = [f"seed={again.seed}", f"epochs={again.epochs}"] if again else []
+    for key, value in values.items():
         if key.rsplit(".", 1)[-1] in KEY_PARAMS:
             out.append(f"{key}={short(value)}")
     return " ".join(out)
@@ -65,12 +67,15 @@ class TrialEvents(tune.Callback):
     study's progress line: trials done / running / pending, the best so far, elapsed time and ETA. Saved with
     Tune's state (a resumed study gets it back): only its settings are kept, the counts start again."""
 
-    def __init__(self, num_samples: int, max_epochs: int, milestones: list[int]):
+    def __init__(self, num_samples: int, max_epochs: int, milestones: list[int], epoch_lines: bool = True):
+        """`epoch_lines`: a line per epoch (the search); off for re-runs, whose runs go the whole way."""
         self.num_samples, self.max_epochs, self.milestones = num_samples, max_epochs, list(milestones)
+        self.epoch_lines = epoch_lines
         self.setup()
 
     def __getstate__(self):
-        return {"num_samples": self.num_samples, "max_epochs": self.max_epochs, "milestones": self.milestones}
+        return {"num_samples": self.num_samples, "max_epochs": self.max_epochs, "milestones": self.milestones,
+                "epoch_lines": self.epoch_lines}
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -91,7 +96,7 @@ class TrialEvents(tune.Callback):
         return b.elapsed_s() if b is not None else time.monotonic() - self.t0
 
     def _line(self, trial, text: str) -> None:
-        console.CONSOLE.line(f"[{duration(self.elapsed()):>6}] {trial} {text}")
+        console.CONSOLE.line(f"[{duration(self.elapsed()):>6}] {label(trial)} {text}")
         self._tick(force=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -103,7 +108,10 @@ class TrialEvents(tune.Callback):
             return
         value, best = result[OBJECTIVE_KEY], result.get(BEST_KEY, result[OBJECTIVE_KEY])
         if OBJECTIVE.better(best, self.best):
-            self.best, self.best_trial = best, str(trial)
+            self.best, self.best_trial = best, label(trial)
+        if not self.epoch_lines:
+            self._tick()
+            return
         self._line(trial, f"epoch {int(result.get('training_iteration', 0))}/{self.max_epochs}: "
                           f"{OBJECTIVE_KEY} {value:.4f} (trial best {best:.4f})")
 
@@ -161,11 +169,17 @@ class TrialEvents(tune.Callback):
             console.CONSOLE.progress(self.status())
 
 
+def label(trial) -> str:
+    """The trial as its MLflow run is named: Tune's name, or a re-run's own (confirm-<source>-seed<n>)."""
+    again = rerun.split(trial.config)[1]
+    return again.name if again else str(trial)
+
+
 def ending(trial, max_epochs: int, milestones: list[int], error: Optional[str] = None) -> str:
     """How a trial ended, in a few words (its console line and its MLflow run's description)."""
     last = trial.last_result or {}
     epochs, best = int(last.get("training_iteration", 0)), last.get(BEST_KEY, float("nan"))
-    score = f"best {OBJECTIVE_KEY} {best:.4f}"
+    score = f"best {OBJECTIVE_KEY} {best:.4f}" if best == best else "no validation (trained on train + val)"
     if error is not None:
         return f"failed after {epochs} epoch(s): {reason(error)}"
     if last.get(REPLAYED_KEY):

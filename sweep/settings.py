@@ -17,6 +17,7 @@ from sweep import preflight
 from sweep.budget import parse_duration
 from sweep.preflight import UsageError
 
+CONFIRM_DEFAULT, CONFIRM_FROM = 3, 8   # --confirm: 3 configurations when the study runs at least 8 trials
 SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
 DEMO = dict(num_samples=8, max_epochs=5, builtin_image_size=32,                  # plain defaults
             # the demo (`python tune.py`, built-in data, no trial count or budget given): as many trials as fit
@@ -35,6 +36,10 @@ def _positive(a: argparse.Namespace) -> None:
         raise UsageError(f"--gpu-hours must be positive, got {a.gpu_hours}")
     if a.price_per_gpu_hour < 0:
         raise UsageError(f"--price-per-gpu-hour must be 0 or more, got {a.price_per_gpu_hour}")
+    if a.confirm is not None and a.confirm < 0:
+        raise UsageError(f"--confirm must be 0 (off) or more configurations, got {a.confirm}")
+    if a.confirm_seeds < 1:
+        raise UsageError(f"--confirm-seeds must be at least 1 (2 or more give an interval), got {a.confirm_seeds}")
 
 
 def _demo(a: argparse.Namespace) -> bool:
@@ -68,10 +73,10 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     mode = SMOKE if a.smoke else DEMO
     time_budget_s = _time_budget(a)
     budgeted = bool(time_budget_s or a.gpu_hours)
+    num_samples = a.num_samples or (0 if budgeted else mode["num_samples"])   # a budget alone: as many as fit (0)
     s = RunSettings(
         family=a.family, data_dir=str(data_dir),
-        # a budget without --num-samples: as many trials as it allows (0)
-        num_samples=a.num_samples or (0 if budgeted else mode["num_samples"]),
+        num_samples=num_samples,
         max_epochs=a.max_epochs or mode["max_epochs"], workers_per_trial=a.workers_per_trial,
         experiment=a.experiment or f"artsweep-{a.family}", mlflow_uri=a.mlflow_uri or tracking.default_uri(workdir),
         storage=a.storage or str(workdir / "ray_results"),
@@ -85,7 +90,9 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         recipes=not (a.no_recipes or (_demo(a) and a.time_budget is None)),
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke,
         time_budget_s=time_budget_s, gpu_hours=a.gpu_hours or 0.0, price_per_gpu_hour=a.price_per_gpu_hour,
-        pack=a.pack, compile=a.compile)
+        pack=a.pack, compile=a.compile, confirm_seeds=a.confirm_seeds, final_fit=a.final_fit,
+        # confirmation is worth its cost once the search is wide enough to have a lucky winner
+        confirm=a.confirm if a.confirm is not None else CONFIRM_DEFAULT if num_samples >= CONFIRM_FROM else 0)
     preflight.image_size(s, len(source.paths))
     if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
         preflight.workers(s, *preflight.local_capacity(), "this machine")

@@ -19,7 +19,7 @@ import ray
 from ray import tune
 
 from search_spaces.space import SearchSpace
-from sweep import budget, preflight, summary
+from sweep import budget, phases, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.console import CONSOLE, say
 from sweep.events import TrialEvents, rungs
@@ -150,7 +150,8 @@ class Study:
         exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
             "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
             "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
-            "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent},
+            "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent,
+            "confirm": s.confirm, "confirm_seeds": s.confirm_seeds, "final_fit": s.final_fit},
             artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)),
             view_params=view_params(space))
         tracking.claim_study(s.mlflow_uri, parent)
@@ -211,13 +212,16 @@ class Study:
         """Fit, then end the MLflow parent run however the study ended. Ctrl-C (or `ray job stop`) makes Tune
         save its state and return early: the study is marked KILLED and can be continued with --resume."""
         s = self.s
-        status, done = "FAILED", 0
+        status, done, phase = "FAILED", 0, "the search"
         try:
             results = self.tuner.fit()
             done = results.num_terminated + results.num_errors
             b = budget.active()
             ran_out = b is not None and b.limited and b.exhausted()    # a budget that ran out ends a study
             status = "FINISHED" if ran_out or (s.num_samples and done >= s.num_samples) else "KILLED"
+            if status == "FINISHED" and (s.confirm or s.final_fit):
+                phase = "the confirm or final phase"
+                status = phases.after_search(s, self.space, self.plan, _trainable(s, self.space, self.plan), results)
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -226,7 +230,8 @@ class Study:
             CONSOLE.release()
             finish_record(s, status)
             if status == "KILLED":
-                log(f"study stopped after {done} of {s.num_samples or 'its budget of'} trials; continue it with:\n"
+                log(f"study stopped in {phase}, after {done} of {s.num_samples or 'its budget of'} search trials; "
+                    "continue it with:\n"
                     f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
                     f"--mlflow-uri {quote(s.mlflow_uri)}")
         return summary.print_summary(s, time.monotonic() - self.t0)

@@ -1,13 +1,15 @@
 """The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next."""
 from __future__ import annotations
 
-import logging
-from contextlib import contextmanager
+import textwrap
 from shlex import quote
 
 from mlflow.tracking import MlflowClient
 
 from analysis import winner
+from analysis.registry import quiet_mlflow
+from analysis.confirm import best_run, confirmed, finals, searched
+from analysis.leaderboard import confirmation_text
 from analysis.runs import TrialRow, best_per_family, trial_rows
 from sweep.budget import COST, CPU, GPU, WALL
 from sweep.console import say
@@ -17,6 +19,7 @@ from trainables.data import DataError
 from trainables.mlflow_ui import runs_page
 from trainables.tracking import retrying
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.rerun import SEED_PARAM
 
 
 def print_summary(s: RunSettings, wall_s: float) -> int:
@@ -28,22 +31,34 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
         print(f"\nartsweep: study done in {wall_s:.0f} s; no summary: MLflow does not answer ({type(e).__name__}). "
               f"Later: python -m analysis.leaderboard --experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}")
         return 0
-    done = [r for r in rows if r.epochs]
-    stopped = sum(r.stopped_early for r in rows)
-    print(f"\nartsweep: {len(rows)} trials in {wall_s:.0f} s ({stopped} stopped early, "
-          f"{sum(r.status == 'FAILED' for r in rows)} failed); {spend_line(s)}")
+    search, conf, final = searched(rows), confirmed(rows), finals(rows)
+    done = [r for r in search if r.epochs]
+    stopped = sum(r.stopped_early for r in search)
+    reruns = f", {sum(len(c.runs) for c in conf)} confirmation runs" if conf else ""
+    print(f"\nartsweep: {len(search)} trials{reruns}{', 1 final fit' if final else ''} in {wall_s:.0f} s ({stopped} "
+          f"stopped early, {sum(r.status == 'FAILED' for r in rows)} failed); {spend_line(s)}")
     if not done:
         print("artsweep: no trial reported a result; see the errors above")
         return 1
-    best = done[0]
+    best = best_run(rows)
+    print(f"best trial {done[0].name}: family={done[0].family} arch={done[0].arch} "
+          f"{OBJECTIVE_KEY}={done[0].best:.4f} (epoch {done[0].best_epoch} of {done[0].epochs})")
+    if conf:
+        print(f"confirmation ({s.confirm_seeds} new seeds each, {s.max_epochs} epochs, no early stopping), by mean "
+              f"{OBJECTIVE_KEY} ± 95 % interval; search: rank in the search (places gained):")
+        print(textwrap.indent(confirmation_text(conf), "  "))
+        c = conf[0]
+        print(f"winner: {c.source.name}'s configuration, mean {c.mean:.4f} over {len(c.values)} seeds (search rank "
+              f"{c.search_rank}); its best seed's run {best.name} ({OBJECTIVE_KEY} {best.best:.4f}) is the model")
     crowned = crown(s, best)
-    print(f"best trial {best.name}: family={best.family} arch={best.arch} {OBJECTIVE_KEY}={best.best:.4f} "
-          f"(epoch {best.best_epoch} of {best.epochs})")
     knobs = {k.rsplit(".", 1)[-1]: v for k, v in best.params.items()}   # the winner's family's own names
-    print("  config: " + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items()) if k not in ("family", "arch")))
+    print("  config: " + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items())
+                                  if k not in ("family", "arch", SEED_PARAM)))
     if crowned:
         print(f"  {crowned}")
-    families = best_per_family(rows)
+    for r in final:
+        print(champion(s, r))
+    families = best_per_family(search)
     if len(families) > 1:
         print("families ranked by their best trial:")
         for i, (fam, r) in enumerate(families.items(), 1):
@@ -60,18 +75,6 @@ def browse(s: RunSettings) -> str:
     if s.mlflow_uri.startswith(("http://", "https://")):
         return f"{s.mlflow_uri.rstrip('/')}/{page}"
     return f"mlflow ui --backend-store-uri {quote(s.mlflow_uri)}, then open http://127.0.0.1:5000/{page}"
-
-
-@contextmanager
-def quiet_mlflow():
-    """MLflow's INFO lines and warnings while it logs a model (signature checks, cloudpickle advice): noise here."""
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def crown(s: RunSettings, best: TrialRow) -> str:
@@ -99,6 +102,24 @@ def crown(s: RunSettings, best: TrialRow) -> str:
     scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in winner.HEADLINE)
     return (f"{'test split (' + str(n) + ' images, never used for selection): ' + scores + '; ' if test else ''}"
             f"tagged {winner.WINNER_TAG}=true in MLflow with its checkpoint as logged model {model_id}")
+
+
+def champion(s: RunSettings, final: TrialRow) -> str:
+    """Score the final fit on the test split and register it as the champion (analysis.champion); the line
+    saying so, or a warning: the study's record stands without it."""
+    from analysis.champion import CHAMPION, PREVIOUS, crown_final
+    try:
+        with quiet_mlflow():
+            mv, test, previous = crown_final(MlflowClient(s.mlflow_uri), s.parent_run_id, final, s.experiment,
+                                             show_progress=False)
+    except Exception as e:  # noqa: BLE001 - no data here, or the server went away: say how to do it later
+        return (f"warning: could not score and register the final fit {final.name} ({type(e).__name__}: "
+                f"{str(e)[:200]}); python -m analysis.registry --experiment {quote(s.experiment)} --trial "
+                f"{final.run_id} --alias {CHAMPION} registers it")
+    ci = f"[{test['test_macro_f1_ci_low']:.4f}, {test['test_macro_f1_ci_high']:.4f}]"
+    return (f"final fit {final.name}: {mv.tags.get('epochs')} epochs on train + val; test_macro_f1 {test['test_macro_f1']:.4f} "
+            f"{ci}, test_accuracy {test['test_accuracy']:.4f}; registered models:/{mv.name}/{mv.version} as "
+            f"@{CHAMPION}" + (f" (version {previous} is now @{PREVIOUS})" if previous else ""))
 
 
 def spend_line(s: RunSettings) -> str:

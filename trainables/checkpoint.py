@@ -91,9 +91,38 @@ class Classifier:
 
     def top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
         """Per image: the k most probable (class, probability), most probable first."""
-        probs = self.probabilities(images)
-        k = min(k, len(self.classes))
-        return [[(self.classes[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
+        return top_k(self.probabilities(images), self.classes, k)
+
+
+def top_k(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """Per row of probs [N, C]: the k most probable (class, probability), most probable first."""
+    k = min(k, len(classes))
+    return [[(classes[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
+
+
+@dataclass
+class Ensemble:
+    """Several classifiers of one study as one: the mean of their softmax outputs (analysis.ensemble). The same
+    fit / probabilities / top_k as a Classifier, so the served model and analysis.predict take either."""
+    members: list[Classifier]
+
+    def __post_init__(self):
+        if any(m.classes != self.members[0].classes for m in self.members):
+            raise ValueError("ensemble members must predict the same classes in the same order")
+        self.classes = self.members[0].classes
+        self.largest = max(self.members, key=lambda m: m.image_size)
+
+    def fit(self, image, max_pixels: int | None = None) -> np.ndarray:
+        """The image at the largest member's cached side; each member fits it to its own side (the identity when
+        the sides are equal, as in one study with one --image-size)."""
+        return self.largest.fit(image, max_pixels)
+
+    def probabilities(self, images: Iterable) -> np.ndarray:
+        images = list(images)
+        return np.mean([m.probabilities(images) for m in self.members], axis=0)
+
+    def top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
+        return top_k(self.probabilities(images), self.classes, k)
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Classifier:

@@ -40,6 +40,11 @@ class RunSettings:
     price_per_gpu_hour: float = 0.0  # --price-per-gpu-hour: turns the study's GPU-hours into a cost in the record
     compile: bool = False            # --compile: torch.compile the training forward of every trial
     pack: str = "auto"               # --pack: auto = single-worker trials may share a GPU (trainables.memory); off
+    confirm: int = 0                 # --confirm K: after the search, its K best distinct configurations train again
+                                     # with new seeds (sweep.phases); 0 = off
+    confirm_seeds: int = 3           # --confirm-seeds S: seeds per confirmed configuration (>= 2 for an interval)
+    final_fit: bool = False          # --final-fit: the winner trains on train + val and becomes the `champion`
+    train_on_val: bool = False       # set on the final fit's trial only (trainables.rerun): train on train + val
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""               # Ray run folder under storage: the experiment name made path-safe + start time,
                                      # so two studies of one experiment never share a folder

@@ -16,10 +16,11 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from search_spaces.space import BASE, Float
-from trainables import memory, tracking
+from trainables import memory, rerun, tracking
 from trainables.entry import train_loop
 from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
 from trainables.recorder import EpochRecorder
+from trainables.rerun import SEED_PARAM
 from trainables.config import RunSettings
 
 
@@ -36,16 +37,19 @@ def train_storage(s: RunSettings) -> str:
 
 
 def run_trial(config: dict, settings: RunSettings, space) -> None:
-    """`space`: the study's search_spaces.space.SearchSpace (passed as an object, like the family it holds)."""
-    cfg = space.trial_config(config)  # rejects keys a search space made up
+    """`space`: the study's search_spaces.space.SearchSpace (passed as an object, like the family it holds).
+    A config with a trainables.rerun.Rerun (confirmation, final fit) trains with its seed and epochs."""
+    searched, again = rerun.split(config)
+    cfg = space.trial_config(searched)  # rejects keys a search space made up
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
-    run_id, finished = tracking.open_trial_run(settings.mlflow_uri, settings.mlflow_experiment_id,
-                                               settings.parent_run_id, trial_id, ctx.get_trial_name(), run_params(cfg),
-                                               {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running",
-                                                tracking.PHASE_TAG: "recipe" if settings.recipes and
-                                                space.is_recipe(config) else "search"},
-                                               settings.dataset)
+    phase = again.phase if again else "recipe" if settings.recipes and space.is_recipe(searched) else "search"
+    settings = again.settings(settings) if again else settings
+    run_id, finished = tracking.open_trial_run(
+        settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id, trial_id,
+        again.name if again else ctx.get_trial_name(), {**run_params(cfg), **({SEED_PARAM: again.seed} if again else {})},
+        {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running", tracking.PHASE_TAG: phase,
+         **(again.tags() if again else {})}, settings.dataset)
     if finished is not None:   # finished before the study was restarted: Tune gets its record, nothing retrains
         for values in finished:
             ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})

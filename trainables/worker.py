@@ -18,7 +18,6 @@ import ray.train
 import ray.train.torch
 import timm.data
 import torch
-from torch.utils.data import DataLoader
 
 from trainables import cache, checkpoint, data, engine, loaders, resume, sysmetrics
 from trainables.metrics import (BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, PG_KEY, RUN_ID_KEY, SYSTEM_KEY,
@@ -30,8 +29,10 @@ def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int
     images, meta, built = cache.open_or_build(splits.paths, image_size, s.resize_policy,   # once per node: reused,
                                               storage=s.cache_storage or None)            # downloaded or built
     bad = {b["index"] for b in meta["bad"]}   # undecodable files: left out of training and validation
-    train_idx = np.asarray([i for i in splits.train if i not in bad], dtype=np.int64)
-    val_idx = np.asarray([i for i in splits.val if i not in bad], dtype=np.int64)[rank::world]  # gathered later
+    # the final fit (trainables.rerun) trains on train + val and validates on nothing: it selects no epoch
+    train_idx = np.asarray([i for i in fit_split(splits, s) if i not in bad], dtype=np.int64)
+    val_idx = np.asarray([i for i in splits.val if i not in bad and not s.train_on_val],
+                         dtype=np.int64)[rank::world]  # gathered later
     out = loaders.make(images, splits, train_idx, val_idx, image_size=image_size, batch_size=cfg.batch_size,
                        aug_strength=cfg.aug_strength, recipe=cfg.family.augment, sampler_power=cfg.sampler_power,
                        norm=norm, seed=s.seed, rank=rank, world=world, device=device, workers=s.loader_workers,
@@ -40,9 +41,15 @@ def _loaders(splits: data.Splits, cfg, s, image_size: int, norm: dict, rank: int
                  "decode_cache_built_by_trial": str(built).lower(), "loader_workers": s.loader_workers}
 
 
-def _loss(cfg, splits: data.Splits, batch_size: int, device):
+def fit_split(splits: data.Splits, s) -> list[int]:
+    """The images a trial trains on: the train split, and the validation split too in a final fit."""
+    return [*splits.train, *splits.val] if s.train_on_val else list(splits.train)
+
+
+def _loss(cfg, splits: data.Splits, s, batch_size: int, device):
     """Class-weighted cross-entropy, and timm's MixUp/CutMix (soft targets then carry the smoothing)."""
-    weights = data.class_weights(splits.labels[splits.train], len(splits.classes), cfg.loss_weight_power).to(device)
+    weights = data.class_weights(splits.labels[fit_split(splits, s)], len(splits.classes),
+                                 cfg.loss_weight_power).to(device)
     mix = None
     if cfg.mixup_prob > 0 and batch_size % 2 == 0:  # Mixup pairs samples within a batch
         mix = timm.data.Mixup(mixup_alpha=0.3, cutmix_alpha=1.0, prob=cfg.mixup_prob,
@@ -103,7 +110,7 @@ def _setup(cfg, s, splits, rank: int, world: int) -> dict:
                                       backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0))
     scheduler = engine.make_scheduler(optimizer, len(data_path.train), s.max_epochs, cfg.warmup_epochs)
     amp_dtype, scaler = engine.amp_setup(s.amp, device)
-    loss_fn, mix = _loss(cfg, splits, data_path.train.loader.batch_size, device)
+    loss_fn, mix = _loss(cfg, splits, s, data_path.train.loader.batch_size, device)
     return dict(device=device, model=model, ddp_model=ddp_model, image_size=image_size, norm=norm,
                 sampler=data_path.sampler, train_loader=data_path.train, val_loader=data_path.val,
                 optimizer=optimizer, scheduler=scheduler,
@@ -137,15 +144,19 @@ def train_loop_per_worker(config: dict) -> None:
             amp_dtype=w["amp_dtype"], scaler=w["scaler"], grad_clip=cfg.grad_clip, step=progress.step, mix=w["mix"])
         t_train = time.perf_counter() - t_epoch
         values["train_images_per_s"] = values.pop("train_images") / t_train   # all ranks together
-        values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
+        if not s.train_on_val:
+            values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
         # scheduled_lr: the LR the schedule reached this epoch (the searched peak is the param `lr`)
         values.update(epoch=epoch + 1, scheduled_lr=max(g["lr"] for g in w["optimizer"].param_groups),
                       time_train_s=t_train, time_val_s=time.perf_counter() - t_epoch - t_train, time_setup_s=setup_s,
                       time_import_s=config.get("time_import_s", 0.0))   # the training stack's imports, once
-        improved = OBJECTIVE.better(values[OBJECTIVE_KEY], progress.best)
-        progress.best = values[OBJECTIVE_KEY] if improved else progress.best
-        # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
-        values[BEST_KEY] = progress.best
+        if s.train_on_val:   # nothing to select by: the model of the last epoch is the final fit
+            improved = epoch + 1 == s.max_epochs
+        else:
+            improved = OBJECTIVE.better(values[OBJECTIVE_KEY], progress.best)
+            progress.best = values[OBJECTIVE_KEY] if improved else progress.best
+            # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
+            values[BEST_KEY] = progress.best
         progress.history.append(values)
         best = functools.partial(checkpoint.save, model=w["model"], classes=splits.classes, cfg=cfg,
                                  image_size=w["image_size"], norm=w["norm"], resize_policy=s.resize_policy,

@@ -1,0 +1,107 @@
+"""The study's phases after the search: confirmation over new seeds, then the final fit.
+
+    phase    trials                                  epochs each                selects by
+    search   --num-samples (recipes first), ASHA     <= --max-epochs            best val_macro_f1, one seed
+    confirm  --confirm K configs x --confirm-seeds S  --max-epochs, all of them  mean val_macro_f1 over S seeds
+    final    1 (--final-fit)                         the confirm runs' median   nothing: trains on train + val
+                                                     peak epoch
+Each later phase is its own Tune experiment in the study's run folder (<run>/confirm, <run>/final) of
+trainables.rerun trials, so Ctrl-C saves it and --resume continues it, as it does the search.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from analysis.confirm import confirmed, searched
+from analysis.runs import TrialRow, trial_rows
+from sweep import budget
+from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
+from sweep.console import say
+from sweep.events import TrialEvents
+from trainables.config import RunSettings
+from trainables.metrics import RUN_ID_KEY
+from trainables.rerun import RERUN_KEY, Rerun
+
+CONFIRM, FINAL = "confirm", "final"
+CONFIRM_FROM = 8   # --confirm's default: 3 configurations when the study runs at least this many trials, else off
+
+
+def configs(results) -> dict[str, dict]:
+    """{MLflow run id: Tune config} of the search's trials that reported (a ResultGrid)."""
+    return {r.metrics[RUN_ID_KEY]: r.config for r in results if r.metrics and r.metrics.get(RUN_ID_KEY)}
+
+
+def confirm_points(rows: list[TrialRow], known: dict[str, dict], k: int, seeds: int, base_seed: int,
+                   epochs: int) -> list[dict]:
+    """The confirmation trials' Tune configs: the K best distinct configurations of the search (`rows` best
+    first), each with `seeds` new seeds (base_seed + 1, + 2, ...: never the search's, each used once)."""
+    chosen, seen = [], set()
+    for row in rows:
+        config = known.get(row.run_id)
+        key = json.dumps(config, sort_keys=True, default=str)
+        if config is None or not row.epochs or key in seen:
+            continue
+        seen.add(key)
+        chosen.append((row, config))
+        if len(chosen) == k:
+            break
+    return [Rerun(CONFIRM, base_seed + 1 + i * seeds + j, epochs, row.run_id, row.name, config).to_dict()
+            for i, (row, config) in enumerate(chosen) for j in range(seeds)]
+
+
+def final_epochs(rows: list[TrialRow]) -> tuple[TrialRow, int]:
+    """(the configuration's source trial, epochs) of the final fit: the winning confirmed configuration and the
+    median epoch its runs peaked at, or without confirmation the search winner and its own peak epoch."""
+    conf = confirmed(rows)
+    if conf and conf[0].runs:
+        return conf[0].source, max(1, round(statistics.median(r.best_epoch for r in conf[0].runs)))
+    best = searched(rows)[0]
+    return best, max(1, best.best_epoch)
+
+
+def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[dict], epochs: int) -> bool:
+    """Train `points` (Rerun dicts: a later phase), or continue the phase a stopped study left (its saved Tune state).
+    True when every trial of it ended (FINISHED or FAILED), False when it was stopped (Ctrl-C)."""
+    path = f"{s.run_path}/{phase}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space={RERUN_KEY: tune.grid_search(points)}, tune_config=tune.TuneConfig(
+            num_samples=1, max_concurrent_trials=plan.max_concurrent),   # one trial per point, in order
+            run_config=tune.RunConfig(
+                name=phase, storage_path=s.run_path, stop=budget.BudgetStopper(),
+                callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s.replace(max_epochs=epochs), space),
+                           TrialEvents(len(points), epochs, [], epoch_lines=False)],
+                failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+    results = tuner.fit()
+    return results.num_terminated + results.num_errors >= len(results)
+
+
+def after_search(s: RunSettings, space, plan, trainable, results) -> str:
+    """The confirm and final phases the study asked for, after a search that ended: FINISHED, or KILLED when
+    one was stopped (--resume continues it)."""
+    client = MlflowClient(s.mlflow_uri)
+    known = configs(results)
+    rows = trial_rows(client, s.mlflow_experiment_id, s.parent_run_id)
+    b = budget.active()
+    if (s.confirm or s.final_fit) and b is not None and b.limited and b.exhausted():
+        say("the budget is spent: no confirmation or final fit (the search's best trial is the winner)")
+        return "FINISHED"
+    if s.confirm:
+        points = confirm_points(searched(rows), known, s.confirm, s.confirm_seeds, s.seed, s.max_epochs)
+        say(f"confirm: the {len(points) // s.confirm_seeds} best distinct configurations again, {s.confirm_seeds} "
+            f"new seeds each, {s.max_epochs} epochs, no early stopping ({len(points)} runs)")
+        if not run_phase(s, space, plan, trainable, CONFIRM, points, s.max_epochs):
+            return "KILLED"
+        rows = trial_rows(client, s.mlflow_experiment_id, s.parent_run_id)
+    if s.final_fit and searched(rows) and searched(rows)[0].epochs:
+        source, epochs = final_epochs(rows)
+        say(f"final fit: {source.name}'s configuration on train + val for {epochs} epochs")
+        point = Rerun(FINAL, s.seed, epochs, source.run_id, source.name, known[source.run_id]).to_dict()
+        if not run_phase(s, space, plan, trainable, FINAL, [point], epochs):
+            return "KILLED"
+    return "FINISHED"
