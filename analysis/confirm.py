@@ -98,7 +98,7 @@ def best_run(rows: list[TrialRow]) -> TrialRow | None:
 def candidates(rows: list[TrialRow]) -> list[TrialRow]:
     """The runs that reported a result, the study's winning run (best_run) first, then best first."""
     best = best_run(rows)
-    return [best, *(r for r in rows if r.epochs and r is not best)] if best else []
+    return [best, *(r for r in rows if r.epochs and r.phase != "final" and r is not best)] if best else []
 
 
 def finals(rows: list[TrialRow]) -> list[TrialRow]:

@@ -77,8 +77,10 @@ def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: Tri
                                           for k, v in test.items()])
     quoted = ", ".join(f"{k} {test[k]:.4f}" for k in HEADLINE if k in test)
     model = f" Model: {model_link(experiment_id, model_id, 'logged model')}." if model_id else ""
+    why = (" (the best seed of the configuration with the best mean over its confirmation runs: "
+           "`python -m analysis.leaderboard` shows them)" if row.phase == "confirm" else "")
     client.log_batch(row.run_id, tags=[RunTag(WINNER_TAG, "true"), RunTag(NOTE_TAG, (
-        f"**Winner of the study** ({row.family} / {row.arch}): best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
+        f"**Winner of the study** ({row.family} / {row.arch}){why}: best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
         f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"))])
     lead = (f"{LEAD}{run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
             f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}")

@@ -41,18 +41,27 @@ class Study:
     experiment: str = "e2e"
 
 
+def _tune(work: Path, uri: str, *flags: str, timeout: int) -> str:
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--smoke", "--experiment", "e2e",
+           "--mlflow-uri", uri, "--storage", str(work / "ray_results"), "--no-dashboard", *flags]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Study:
     """One real smoke study for every test that needs one: local Ray, Optuna + ASHA, 6 trials of 2-worker
-    gloo DDP, 4 epochs, recorded by a real `mlflow server` (SQLite store, proxied artifacts) as a team's
-    tracking server would. The analysis and MLflow UI tests read its runs, checkpoints and logged model."""
+    gloo DDP, 4 epochs, then its 2 best configurations confirmed with 2 new seeds each and the winner's final
+    fit, recorded by a real `mlflow server` (SQLite store, proxied artifacts) as a team's tracking server would.
+    The analysis and MLflow UI tests read its runs, checkpoints and logged model. A 1-trial study with a final fit
+    runs first in the same experiment, so the study's champion has a previous one."""
     work = tmp_path_factory.mktemp("study")
     server = MlflowServer(work).start()
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--num-samples", "6", "--max-epochs", "4",
-           "--workers-per-trial", "2", "--smoke", "--experiment", "e2e", "--mlflow-uri", server.uri,
-           "--storage", str(work / "ray_results"), "--no-dashboard"]
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=840)
-    (work / "out.txt").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    yield Study(proc.stdout + proc.stderr, MlflowClient(server.uri), server.uri, work, server)
+    first = _tune(work, server.uri, "--num-samples", "1", "--max-epochs", "1", "--final-fit", timeout=300)
+    (work / "first.txt").write_text(first)
+    out = _tune(work, server.uri, "--num-samples", "6", "--max-epochs", "4", "--workers-per-trial", "2",
+                "--confirm", "2", "--confirm-seeds", "2", "--final-fit", timeout=1200)
+    (work / "out.txt").write_text(out)
+    yield Study(out, MlflowClient(server.uri), server.uri, work, server)
     server.stop()
