@@ -108,7 +108,7 @@ class CloseTrialRuns(tune.Callback):
         try:
             run_id = self.runs.get(trial.trial_id) or tracking.find_trial_run(
                 MlflowClient(self.s.mlflow_uri), self.s.mlflow_experiment_id, self.s.parent_run_id,
-                trial.trial_id).info.run_id
+                rerun.run_key(trial.trial_id, trial.config)).info.run_id
             box = Outbox(self.s.mlflow_uri, run_id, Path(self.s.spool))
             box.tags(tags)
             box.metrics(budget.trial_spend(wall, self.s), step=epochs)

@@ -1,5 +1,6 @@
-"""Stop a real study with Ctrl-C, resume it, SIGKILL the resumed driver, resume again: finished trials are kept,
-the rest run, and everything lands in the same MLflow parent run, one run per trial."""
+"""Stop a real study with Ctrl-C in its search, resume it, SIGKILL the resumed driver in its confirm phase, resume
+again: finished trials and confirmation runs are kept, the rest run, and everything lands in the same MLflow
+parent run, one run per trial."""
 import os
 import signal
 import subprocess
@@ -10,11 +11,13 @@ from collections import Counter
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis.confirm import confirmed, searched
 from analysis.runs import latest_study, trial_rows
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-N = 5   # enough that trials are still pending when each stop lands
+N = 4   # search trials: enough that some are still pending when Ctrl-C lands
+SEEDS = 3   # --confirm 1 --confirm-seeds 3, 2 at a time: the SIGKILL lands before the third one ends
 
 
 def _children(client, status=None):
@@ -52,13 +55,14 @@ def test_a_study_stopped_by_ctrl_c_then_killed_resumes_to_exactly_its_trials(tmp
     common = ["--experiment", "resume", "--mlflow-uri", uri, "--storage", str(tmp_path / "ray_results"),
               "--no-dashboard"]
     client = MlflowClient(uri)
-    out, kept = _stop_after(_start(tmp_path, "--smoke", "--num-samples", str(N), "--max-epochs", "2", *common),
-                            client, 1, signal.SIGINT)
+    out, kept = _stop_after(_start(tmp_path, "--smoke", "--num-samples", str(N), "--max-epochs", "2", "--confirm", "1",
+                                   "--confirm-seeds", str(SEEDS), *common), client, 1, signal.SIGINT)
     parent, _ = _children(client)
     assert parent.info.status == "KILLED" and "--resume" in out and 1 <= len(kept) < N, out[-3000:]
 
-    out, kept = _stop_after(_start(tmp_path, "--resume", *common), client, len(kept) + 1, signal.SIGKILL)
-    assert _children(client)[0].info.status == "RUNNING" and len(kept) < N, out[-3000:]   # nobody closed it
+    out, kept = _stop_after(_start(tmp_path, "--resume", *common), client, N + 1, signal.SIGKILL)   # 1 confirm run
+    assert _children(client)[0].info.status == "RUNNING" and N + 1 <= len(kept) < N + SEEDS, out[-3000:]   # open
+    assert "confirm: the 1 best distinct configurations again" in out
 
     last = subprocess.run([sys.executable, str(ROOT / "tune.py"), "--resume", *common], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
@@ -66,12 +70,15 @@ def test_a_study_stopped_by_ctrl_c_then_killed_resumes_to_exactly_its_trials(tmp
     parent2, finished = _children(client, "FINISHED")
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     trial_ids = Counter(r.data.tags["trial_id"] for r in finished)
-    assert len(trial_ids) == N and max(trial_ids.values()) == 1, trial_ids     # every sample, each once
+    assert len(trial_ids) == N + SEEDS and max(trial_ids.values()) == 1, trial_ids   # every sample and seed, once
     ends = {r.info.run_id: r.info.end_time for r in finished}
-    assert all(ends.get(run) == end for run, end in kept.items())              # finished trials not re-run
+    assert all(ends.get(run) == end for run, end in kept.items())              # finished runs not re-run
     all_runs = _children(client)[1]
-    assert len({r.data.tags["trial_id"] for r in all_runs}) == N
+    assert len({r.data.tags["trial_id"] for r in all_runs}) == N + SEEDS
     assert all(r.info.status == "FINISHED" for r in all_runs if r.data.tags.get("superseded") != "true")
     rows = trial_rows(client, parent.info.experiment_id, parent.info.run_id)
-    assert len(rows) == N and len({r.name for r in rows}) == N                # the leaderboard: N trials
+    assert len(searched(rows)) == N and len({r.name for r in rows}) == N + SEEDS   # the leaderboard: N trials
+    [conf] = confirmed(rows)
+    assert len(conf.runs) == SEEDS and len({r.params["seed"] for r in conf.runs}) == SEEDS
+    assert "winner: " in last.stdout and f"confirmation ({SEEDS} new seeds each" in last.stdout
     assert not _children(client, "RUNNING")[1]

@@ -46,7 +46,7 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
     phase = again.phase if again else "recipe" if settings.recipes and space.is_recipe(searched) else "search"
     settings = again.settings(settings) if again else settings
     run_id, finished = tracking.open_trial_run(
-        settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id, trial_id,
+        settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id, rerun.run_key(trial_id, config),
         again.name if again else ctx.get_trial_name(), {**run_params(cfg), **({SEED_PARAM: again.seed} if again else {})},
         {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running", tracking.PHASE_TAG: phase,
          **(again.tags() if again else {})}, settings.dataset)

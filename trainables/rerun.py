@@ -62,3 +62,10 @@ def split(config: Mapping[str, Any]) -> tuple[dict, Rerun | None]:
         return dict(config), None
     again = Rerun(**config[RERUN_KEY])
     return dict(again.config), again
+
+
+def run_key(trial_id: str, config: Mapping[str, Any]) -> str:
+    """The key a trial's MLflow run is found by (its trial_id tag): Tune's trial id, or a re-run's name, which a
+    phase re-created after a crash (new Tune trial ids) gives again, so a finished re-run is never trained twice."""
+    again = split(config)[1]
+    return again.name if again else trial_id

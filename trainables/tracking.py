@@ -41,7 +41,8 @@ TRIAL_ID_TAG = "trial_id"
 SUPERSEDED_TAG = "superseded"          # "true" on a child run replaced by a newer run of the same trial
 DRIVER_TAGS = ("driver_host", "driver_pid")   # on the parent run: which process runs the study now
 HEARTBEAT_TAG = "heartbeat"            # on the parent run: unix time of the driver's last sign of life
-PHASE_TAG = "phase"                    # on a trial run: recipe (a family's published recipe, tried first) or search
+PHASE_TAG = "phase"                    # on a trial run: recipe (a family's published recipe, tried first), search,
+                                       # confirm or final (trainables.rerun)
 NOTE_TAG = "mlflow.note.content"       # a run's (or experiment's) description in the MLflow UI, markdown
 
 
@@ -162,7 +163,8 @@ def objective_histories(uri: str, experiment_id: str, parent_run_id: str) -> dic
     out = {}
     for run in client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
                                   max_results=10_000):
-        if run.data.tags.get(SUPERSEDED_TAG) != "true" and TRIAL_ID_TAG in run.data.tags:
+        if run.data.tags.get(SUPERSEDED_TAG) != "true" and TRIAL_ID_TAG in run.data.tags and \
+                run.data.tags.get(PHASE_TAG, "search") in ("recipe", "search"):   # the search's rungs only
             hist = sorted(client.get_metric_history(run.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
             out[run.data.tags[TRIAL_ID_TAG]] = [m.value for m in hist]
     return out
