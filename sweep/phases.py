@@ -78,7 +78,12 @@ def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[d
                            TrialEvents(len(points), epochs, [], epoch_lines=False)],
                 failure_config=tune.FailureConfig(max_failures=0), verbose=1))
     results = tuner.fit()
-    return results.num_terminated + results.num_errors >= len(results)
+    # Ctrl-C: Tune saves the phase with its unfinished trials RUNNING (--resume restarts them), but the results it
+    # returns call them terminated: a trial ended when it failed, trained every epoch or the budget cut it
+    cut = budget.active().cut if budget.active() else set()
+    return len(results) >= len(points) and all(
+        r.error is not None or (r.metrics or {}).get("training_iteration", 0) >= epochs or
+        (r.metrics or {}).get("trial_id") in cut for r in results)
 
 
 def after_search(s: RunSettings, space, plan, trainable, results) -> str:
@@ -100,6 +105,9 @@ def after_search(s: RunSettings, space, plan, trainable, results) -> str:
         rows = trial_rows(client, s.mlflow_experiment_id, s.parent_run_id)
     if s.final_fit and searched(rows) and searched(rows)[0].epochs:
         source, epochs = final_epochs(rows)
+        if source.run_id not in known:   # its Tune record is gone (a study folder moved without it)
+            say(f"warning: no final fit: the Tune config of {source.name} is not in the study's saved state")
+            return "FINISHED"
         say(f"final fit: {source.name}'s configuration on train + val for {epochs} epochs")
         point = Rerun(FINAL, s.seed, epochs, source.run_id, source.name, known[source.run_id]).to_dict()
         if not run_phase(s, space, plan, trainable, FINAL, [point], epochs):

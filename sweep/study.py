@@ -52,8 +52,10 @@ def describe(s: RunSettings, num_classes: int) -> str:
     """The experiment's description in the MLflow UI (markdown): what the latest study searched, on what, for how long."""
     trials = f"{s.num_samples} trials" if s.num_samples else "as many trials as the budget allows"
     limits = [f"{s.time_budget_s:.0f} s" if s.time_budget_s else "", f"{s.gpu_hours:g} GPU-hours" if s.gpu_hours else ""]
+    later = (f", then its {s.confirm} best configurations x {s.confirm_seeds} new seeds" if s.confirm else "") + \
+        (", then the winner's final fit on train + val" if s.final_fit else "")
     return (f"**artsweep** study of family `{s.family}` on `{s.data_dir}` ({num_classes} classes): {trials} x <= "
-            f"{s.max_epochs} epochs, {s.workers_per_trial} worker(s) each; budget: "
+            f"{s.max_epochs} epochs{later}, {s.workers_per_trial} worker(s) each; budget: "
             f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
             f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "
             "`study-...` parent run.")

@@ -47,6 +47,7 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
         print(f"confirmation ({s.confirm_seeds} new seeds each, {s.max_epochs} epochs, no early stopping), by mean "
               f"{OBJECTIVE_KEY} ± 95 % interval; search: rank in the search (places gained):")
         print(textwrap.indent(confirmation_text(conf), "  "))
+    if conf and conf[0].values:
         c = conf[0]
         print(f"winner: {c.source.name}'s configuration, mean {c.mean:.4f} over {len(c.values)} seeds (search rank "
               f"{c.search_rank}); its best seed's run {best.name} ({OBJECTIVE_KEY} {best.best:.4f}) is the model")
