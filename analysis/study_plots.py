@@ -27,6 +27,7 @@ from optuna.distributions import (BaseDistribution, CategoricalDistribution, Flo
 
 from analysis.plot_figures import (LOSS, importance_png, learning_curves_png, param_importances,  # noqa: F401
                                    parallel_png, too_few)
+from analysis.confirm import searched
 from analysis.runs import TrialRow, metric_histories, open_study, study_parser, with_histories
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking import SPACE, read_artifact_json
@@ -178,7 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-log", action="store_true", help="write the PNGs only; don't log them to the parent run")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
-    rows = with_histories(client, rows)        # the learning curves draw every trial's
+    # the search's trials: confirmation runs repeat its configurations (they would weigh twice in fANOVA), the
+    # final fit has no validation curve
+    rows = with_histories(client, searched(rows))        # the learning curves draw every trial's
     try:
         space = read_space(client, study.info.run_id)
     except LookupError as e:

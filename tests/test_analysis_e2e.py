@@ -10,6 +10,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from analysis import evaluate, leaderboard
+from analysis.confirm import best_run
 from analysis.runs import latest_study, trial_rows
 from trainables.metrics import BEST_KEY as BEST, OBJECTIVE_KEY as OBJECTIVE
 
@@ -33,7 +34,8 @@ def assert_png(path, min_side=200):
 def test_leaderboard_lists_every_trial_and_its_best_row_is_mlflows(study, capsys, tmp_path):
     assert leaderboard.main(["--experiment", study.experiment, "--mlflow-uri", study.uri]) == 0
     out = capsys.readouterr().out
-    exp, parent, runs = _children(study)
+    exp, parent, children = _children(study)
+    runs = [r for r in children if r.data.tags["phase"] in ("recipe", "search")]   # the trials table
     names = [r.info.run_name for r in runs]
     assert len(names) == 6 and all(n in out for n in names)              # ASHA-stopped trials included
     assert "ASHA" in out and "best per family" in out
@@ -41,11 +43,12 @@ def test_leaderboard_lists_every_trial_and_its_best_row_is_mlflows(study, capsys
     history = [m.value for m in study.client.get_metric_history(best.info.run_id, OBJECTIVE)]
     assert best.data.metrics[BEST] == pytest.approx(max(history))
     rows = leaderboard.table(trial_rows(study.client, exp.experiment_id, parent.info.run_id))
+    rows = rows[rows["phase"].isin(["recipe", "search"])]
     assert rows.iloc[0]["run_id"] == best.info.run_id
     assert rows.iloc[0][OBJECTIVE] == pytest.approx(max(history))
     assert set(rows["stopped_early"]) == {True, False}
     csv = study.client.download_artifacts(parent.info.run_id, "leaderboard/leaderboard.csv", str(tmp_path))
-    assert len(open(csv).read().strip().splitlines()) == 1 + 6               # header + every trial
+    assert len(open(csv).read().strip().splitlines()) == 1 + len(children)   # header + every run (+ confirm, final)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +59,15 @@ def evaluated(study, tmp_path_factory):
     return out
 
 
-def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp_path):
+def _winner(study):
+    """The study's winning run: with confirmation, the best seed of the best configuration by mean."""
     exp, parent, runs = _children(study)
-    winner = runs[0]
+    won = best_run(trial_rows(study.client, exp.experiment_id, parent.info.run_id))
+    return exp, parent, next(r for r in runs if r.info.run_id == won.run_id)
+
+
+def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp_path):
+    exp, parent, winner = _winner(study)
     folder = evaluated / winner.info.run_name
     summary = json.loads((folder / "metrics.json").read_text())
     assert summary["run_id"] == winner.info.run_id
@@ -85,8 +94,8 @@ def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp
 
 
 def test_reports_render_and_are_logged_to_the_parent_run(study, evaluated):
-    exp, parent, runs = _children(study)
-    name = runs[0].info.run_name
+    exp, parent, winner = _winner(study)
+    name = winner.info.run_name
     logged = {a.path.split("/")[-1] for a in study.client.list_artifacts(parent.info.run_id, f"evaluation/{name}")}
     assert {"confusion_matrix.png", "reliability.png", "gradcam.png", "report.html", "per_class.csv",
             "confused_pairs.csv", "outliers.csv", "metrics.json"} <= logged
