@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import ensemble, leaderboard
+from analysis import ensemble, leaderboard, predict
 from analysis.champion import CHAMPION, PREVIOUS, model_name
 from analysis.confirm import best_run, confirmed, finals, searched
 from analysis.evaluate import load_trial
@@ -141,3 +141,8 @@ def test_the_ensemble_of_the_top_two_is_scored_from_averaged_probabilities_and_s
         assert got["probabilities"] == pytest.approx([p for _, p in ref], abs=1e-4)
     version = client.get_model_version("e2e-ensemble", "1")
     assert version.tags["members"] == ",".join(r.run_id for r in members)
+    assert predict.main([*map(str, files), "--model", "models:/e2e-ensemble/1", "--mlflow-uri", study.uri,
+                         "-k", "3"]) == 0                       # analysis.predict takes it unchanged
+    lines = capsys.readouterr().out.splitlines()
+    expected = [f"{f}: " + ", ".join(f"{c} {p:.3f}" for c, p in ref) for f, ref in zip(files, local.top_k(files, 3))]
+    assert lines == expected
