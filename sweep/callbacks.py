@@ -15,7 +15,7 @@ from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from sweep import budget
-from sweep.events import ending, error_text
+from sweep.events import ending, epochs_done, error_text
 from trainables import rerun, tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
@@ -101,7 +101,7 @@ class CloseTrialRuns(tune.Callback):
         wall = budget.active().ended(trial.trial_id) if budget.active() else 0.0
         if (trial.last_result or {}).get(REPLAYED_KEY):
             return            # a trial finished before a resume: its run is closed and keeps its end time
-        epochs = int((trial.last_result or {}).get("training_iteration", 0))
+        epochs = epochs_done(trial.last_result or {})
         tags = {"stopped_early": str(error is None and epochs < self.s.max_epochs).lower(), "epochs_reached": epochs,
                 NOTE_TAG: f"{self._what(trial)}{ending(trial, self.s.max_epochs, self.milestones, error)}",
                 **({"error": error[:4000]} if error else {})}

@@ -53,6 +53,13 @@ def short(value) -> str:
     return str(value)
 
 
+def epochs_done(result: dict) -> int:
+    """The epochs a trial has trained, from its latest result: the worker's own epoch number (a trial whose workers
+    restarted from a checkpoint counts its earlier epochs, which Tune's training_iteration does not); Tune's count
+    for a record handed back on --resume (its epochs are all there)."""
+    return int(result.get("epoch") or result.get("training_iteration", 0))
+
+
 def rungs(max_t: int, grace: int, reduction_factor: float) -> list[int]:
     """ASHA's milestones (epochs) below max_t, lowest first: where it keeps the top 1/reduction_factor."""
     out, t = [], grace
@@ -112,7 +119,7 @@ class TrialEvents(tune.Callback):
         if not self.epoch_lines:
             self._tick()
             return
-        self._line(trial, f"epoch {int(result.get('training_iteration', 0))}/{self.max_epochs}: "
+        self._line(trial, f"epoch {epochs_done(result)}/{self.max_epochs}: "
                           f"{OBJECTIVE_KEY} {value:.4f} (trial best {best:.4f})")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -178,7 +185,7 @@ def label(trial) -> str:
 def ending(trial, max_epochs: int, milestones: list[int], error: Optional[str] = None) -> str:
     """How a trial ended, in a few words (its console line and its MLflow run's description)."""
     last = trial.last_result or {}
-    epochs, best = int(last.get("training_iteration", 0)), last.get(BEST_KEY, float("nan"))
+    epochs, best = epochs_done(last), last.get(BEST_KEY, float("nan"))
     score = f"best {OBJECTIVE_KEY} {best:.4f}" if best == best else "no validation (trained on train + val)"
     if error is not None:
         return f"failed after {epochs} epoch(s): {reason(error)}"

@@ -21,7 +21,7 @@ from analysis.runs import TrialRow, trial_rows
 from sweep import budget
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.console import say
-from sweep.events import TrialEvents
+from sweep.events import TrialEvents, epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import RUN_ID_KEY
 from trainables.rerun import RERUN_KEY, Rerun
@@ -79,11 +79,11 @@ def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[d
                 failure_config=tune.FailureConfig(max_failures=0), verbose=1))
     results = tuner.fit()
     # Ctrl-C: Tune saves the phase with its unfinished trials RUNNING (--resume restarts them), but the results it
-    # returns call them terminated: a trial ended when it failed, trained every epoch or the budget cut it
+    # returns call them terminated: a re-run ended when it failed, trained every epoch or the budget cut it
     cut = budget.active().cut if budget.active() else set()
-    return len(results) >= len(points) and all(
-        r.error is not None or (r.metrics or {}).get("training_iteration", 0) >= epochs or
-        (r.metrics or {}).get("trial_id") in cut for r in results)
+    open_ = [r for r in results if r.error is None and epochs_done(r.metrics or {}) < epochs and
+             (r.metrics or {}).get("trial_id") not in cut]
+    return not open_ and len(results) >= len(points)
 
 
 def after_search(s: RunSettings, space, plan, trainable, results) -> str:

@@ -24,7 +24,8 @@ import pytest
 from analysis.runs import latest_study, trial_rows
 from tests import browser
 from trainables import mlflow_ui
-from trainables.metrics import BEST_KEY
+from trainables.metrics import BEST_KEY, OBJECTIVE
+from trainables.tracking import STUDY_TAG
 
 REASON = browser.unavailable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -148,8 +149,11 @@ def shots(tmp_path) -> list[Path]:
 @pytest.mark.timeout(180)
 def test_runs_table_sorted_by_objective_with_its_column(study, shots):
     """The link tune.py prints opens the runs table (not the GenAI view), best trial first, with its column."""
-    exp, parent = latest_study(study.client, study.experiment)
-    rows = trial_rows(study.client, exp.experiment_id, parent.info.run_id)
+    exp, _ = latest_study(study.client, study.experiment)
+    # the table holds every study of the experiment (the session's runs a 1-trial study first): rank them all
+    parents = study.client.search_runs([exp.experiment_id], f"tags.`{STUDY_TAG}` = '1'")
+    rows = sorted((r for p in parents for r in trial_rows(study.client, exp.experiment_id, p.info.run_id)),
+                  key=lambda r: OBJECTIVE.sort_key(r.best))
     with browser.chrome() as driver:
         check_runs_table(driver, study.uri, exp.experiment_id, distinct_head(rows), shots)
     assert (shots[0] / "mlflow-runs.png").stat().st_size > 10_000

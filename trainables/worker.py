@@ -118,6 +118,13 @@ def _setup(cfg, s, splits, rank: int, world: int) -> dict:
                 tags={**data_tags, "node_id": ray.get_runtime_context().get_node_id()})
 
 
+def _saver(w: dict, cfg, splits: data.Splits, s, values: dict):
+    """What writes the best checkpoint (model.pt) of the epoch `values` reports, into a report's folder."""
+    return functools.partial(checkpoint.save, model=w["model"], classes=splits.classes, cfg=cfg,
+                             image_size=w["image_size"], norm=w["norm"], resize_policy=s.resize_policy,
+                             epoch=int(values["epoch"]), values=values)
+
+
 def train_loop_per_worker(config: dict) -> None:
     t0 = time.perf_counter()
     cfg, s = config["trial"], config["settings"]   # TrialConfig, RunSettings
@@ -134,6 +141,12 @@ def train_loop_per_worker(config: dict) -> None:
     extra = {TAGS_KEY: {**w["tags"], **({"resumed_from_epoch": progress.epochs} if progress.epochs else {})},
              PG_KEY: ray.get_runtime_context().get_placement_group_id() or "", RUN_ID_KEY: config["run_id"]}
     setup_s = time.perf_counter() - t0
+    if progress.epochs >= s.max_epochs and progress.history:
+        # restored from the checkpoint of its last epoch, whose report nothing took (the study's driver was killed
+        # between the two): report that epoch again, so MLflow records it and Tune sees the trial end
+        last = progress.history[-1]
+        _report(last, progress, objects, rank, extra, _saver(w, cfg, splits, s, last) if s.train_on_val or
+                last.get(OBJECTIVE_KEY) == progress.best else None)
 
     for epoch in range(progress.epochs, s.max_epochs):
         t_epoch = time.perf_counter()
@@ -158,9 +171,6 @@ def train_loop_per_worker(config: dict) -> None:
             # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
             values[BEST_KEY] = progress.best
         progress.history.append(values)
-        best = functools.partial(checkpoint.save, model=w["model"], classes=splits.classes, cfg=cfg,
-                                 image_size=w["image_size"], norm=w["norm"], resize_policy=s.resize_policy,
-                                 epoch=epoch + 1, values=values) if improved else None
-        _report(values, progress, objects, rank, extra, best,
+        _report(values, progress, objects, rank, extra, _saver(w, cfg, splits, s, values) if improved else None,
                 system and sysmetrics.metric_names(system.take(), ctx.get_node_rank()))
         extra = {k: extra[k] for k in (PG_KEY, RUN_ID_KEY)}     # tags go once per worker group
