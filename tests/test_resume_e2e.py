@@ -16,7 +16,7 @@ from analysis.runs import latest_study, trial_rows
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-N = 4   # search trials: enough that some are still pending when Ctrl-C lands
+N = 3   # search trials: enough that some are still pending when Ctrl-C lands
 SEEDS = 3   # --confirm 1 --confirm-seeds 3, 2 at a time: the SIGKILL lands before the third one ends
 
 

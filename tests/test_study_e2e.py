@@ -1,7 +1,7 @@
-"""One real study end to end: local Ray cluster, Optuna + ASHA, 2-worker gloo DDP trials, SQLite MLflow.
+"""One real study end to end: local Ray cluster, Optuna + ASHA, 2 trials at a time, a real `mlflow server`.
 
 The dashboard is off, so Ray's own PlacementGroupCleaner cannot free the workers of a trial ASHA
-stopped: without artsweep's ReleaseTrainWorkers the second trial waits for resources forever and this
+stopped: without artsweep's ReleaseTrainWorkers the third trial waits for resources forever and this
 test hits its timeout (ray-project/ray#54305).
 """
 import pytest
