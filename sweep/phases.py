@@ -10,7 +10,9 @@ trainables.rerun trials, so Ctrl-C saves it and --resume continues it, as it doe
 """
 from __future__ import annotations
 
+import functools
 import json
+import signal
 import statistics
 
 from mlflow.tracking import MlflowClient
@@ -28,6 +30,21 @@ from trainables.rerun import RERUN_KEY, Rerun
 
 CONFIRM, FINAL = "confirm", "final"
 CONFIRM_FROM = 8   # --confirm's default: 3 configurations when the study runs at least this many trials, else off
+
+
+def fit(tuner: tune.Tuner):
+    """(tuner.fit()'s results, whether Ctrl-C stopped it). Tune reports the trials a Ctrl-C stopped as terminated
+    (its saved state has them RUNNING, which --resume restarts), so the interrupt is read from its signal handler:
+    Tune puts back the handler it found only when it catches a SIGINT."""
+    before = signal.getsignal(signal.SIGINT)
+    mine = functools.partial(signal.default_int_handler)   # a second Ctrl-C still raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, mine)
+    try:
+        results = tuner.fit()
+    finally:
+        after = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, before)
+    return results, after is mine
 
 
 def configs(results) -> dict[str, dict]:
@@ -77,13 +94,13 @@ def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[d
                 callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s.replace(max_epochs=epochs), space),
                            TrialEvents(len(points), epochs, [], epoch_lines=False)],
                 failure_config=tune.FailureConfig(max_failures=0), verbose=1))
-    results = tuner.fit()
+    results, interrupted = fit(tuner)
     # Ctrl-C: Tune saves the phase with its unfinished trials RUNNING (--resume restarts them), but the results it
     # returns call them terminated: a re-run ended when it failed, trained every epoch or the budget cut it
     cut = budget.active().cut if budget.active() else set()
     open_ = [r for r in results if r.error is None and epochs_done(r.metrics or {}) < epochs and
              (r.metrics or {}).get("trial_id") not in cut]
-    return not open_ and len(results) >= len(points)
+    return not interrupted and not open_ and len(results) >= len(points)
 
 
 def after_search(s: RunSettings, space, plan, trainable, results) -> str:

@@ -216,11 +216,12 @@ class Study:
         s = self.s
         status, done, phase = "FAILED", 0, "the search"
         try:
-            results = self.tuner.fit()
+            results, interrupted = phases.fit(self.tuner)
             done = results.num_terminated + results.num_errors
             b = budget.active()
             ran_out = b is not None and b.limited and b.exhausted()    # a budget that ran out ends a study
-            status = "FINISHED" if ran_out or (s.num_samples and done >= s.num_samples) else "KILLED"
+            ended = ran_out or (s.num_samples and done >= s.num_samples)
+            status = "FINISHED" if ended and not interrupted else "KILLED"
             if status == "FINISHED" and (s.confirm or s.final_fit):
                 phase = "the confirm or final phase"
                 status = phases.after_search(s, self.space, self.plan, _trainable(s, self.space, self.plan), results)

@@ -148,14 +148,16 @@ def test_the_first_trials_are_the_familys_published_recipes(study, capsys):
     from analysis import leaderboard
     from search_spaces import FAMILIES
     exp, parent, _ = _trials(study)
-    runs = sorted(study.client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"),
-                  key=lambda r: r.info.start_time)
+    children = study.client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    runs = sorted((r for r in children if r.data.tags["phase"] in ("recipe", "search")), key=lambda r: r.info.start_time)
     recipes = FAMILIES["scratch"].recipes
-    for run, recipe in zip(runs, recipes):
-        assert run.data.tags["phase"] == "recipe"
+    first = runs[:len(recipes) + 1]          # 2 trials start at once: TPE's first may create its run a moment sooner
+    got = [r for r in first if r.data.tags["phase"] == "recipe"]
+    assert len(got) == len(recipes) == sum(r.data.tags["phase"] == "recipe" for r in runs)
+    for run, recipe in zip(got, recipes):
         assert {k: run.data.params[k] for k in recipe} == {k: str(v) for k, v in recipe.items()}
-    assert [r.data.tags["phase"] for r in runs[len(recipes):]] == ["search"] * (6 - len(recipes)) + ["confirm"] * 4 + \
-        ["final"]   # then the confirmation runs and the final fit (tests/test_phases_e2e.py)
+    later = sorted(r.data.tags["phase"] for r in children if r.data.tags["phase"] not in ("recipe", "search"))
+    assert later == ["confirm"] * 4 + ["final"]   # then the confirmation runs and the final fit (test_phases_e2e)
     assert leaderboard.main(["--experiment", "e2e", "--mlflow-uri", study.uri, "--no-log"]) == 0
     board = capsys.readouterr().out
     assert sum(f"{r.info.run_name} " in line and "recipe" in line for r in runs[:len(recipes)]
