@@ -26,6 +26,7 @@ from sweep.console import say
 from sweep.events import TrialEvents, epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import RUN_ID_KEY
+from trainables.tracking import retrying
 from trainables.rerun import RERUN_KEY, Rerun
 
 CONFIRM, FINAL = "confirm", "final"
@@ -108,7 +109,10 @@ def after_search(s: RunSettings, space, plan, trainable, results) -> str:
     one was stopped (--resume continues it)."""
     client = MlflowClient(s.mlflow_uri)
     known = configs(results)
-    rows = trial_rows(client, s.mlflow_experiment_id, s.parent_run_id)
+
+    def read() -> list[TrialRow]:   # waits out a tracking server that is restarting, as a trial's start does
+        return retrying(lambda: trial_rows(client, s.mlflow_experiment_id, s.parent_run_id), "reading the trials")
+    rows = read()
     b = budget.active()
     if (s.confirm or s.final_fit) and b is not None and b.limited and b.exhausted():
         say("the budget is spent: no confirmation or final fit (the search's best trial is the winner)")
@@ -119,8 +123,9 @@ def after_search(s: RunSettings, space, plan, trainable, results) -> str:
             f"new seeds each, {s.max_epochs} epochs, no early stopping ({len(points)} runs)")
         if not run_phase(s, space, plan, trainable, CONFIRM, points, s.max_epochs):
             return "KILLED"
-        rows = trial_rows(client, s.mlflow_experiment_id, s.parent_run_id)
-    if s.final_fit and searched(rows) and searched(rows)[0].epochs:
+        rows = read()
+    search = searched(rows)
+    if s.final_fit and search and search[0].epochs:
         source, epochs = final_epochs(rows)
         if source.run_id not in known:   # its Tune record is gone (a study folder moved without it)
             say(f"warning: no final fit: the Tune config of {source.name} is not in the study's saved state")
