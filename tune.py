@@ -8,6 +8,7 @@
 Ray Tune proposes configurations with Optuna (TPE), recipes first, and ASHA stops poor trials early on val_macro_f1;
 the best are confirmed over seeds; each trial is a Ray Train DDP run; MLflow records every trial.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,59 +26,134 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv=None) -> argparse.Namespace:
     arg = (p := _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)).add_argument
-    arg("--family", default="scratch", help=f"model family to search: {', '.join(FAMILIES)}, or {ALL} to let every "
-        "family compete in one study (default: scratch)")
+    arg(
+        "--family",
+        default="scratch",
+        help=f"model family to search: {', '.join(FAMILIES)}, or {ALL} to let every "
+        "family compete in one study (default: scratch)",
+    )
     arg("--arch", help="pin one architecture of the family instead of searching it")
-    arg("--data", help="folder with one sub-folder of images per class, or a CSV manifest (path,label[,split]) "
-        "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)")
-    arg("--num-samples", type=int, help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']}; "
-        f"with a budget: as many as fit; the demo on the built-in data: a {DEMO['builtin_time_budget']} time budget)")
-    arg("--time-budget", help="wall time for the whole study, from now: 90s, 20m, 2h, 1h30m; trials stop at an "
-        "epoch boundary and no new one starts once it would not fit (with no --num-samples: as many as fit)")
+    arg(
+        "--data",
+        help="folder with one sub-folder of images per class, or a CSV manifest (path,label[,split]) "
+        "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)",
+    )
+    arg(
+        "--num-samples",
+        type=int,
+        help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']}; "
+        f"with a budget: as many as fit; the demo on the built-in data: a {DEMO['builtin_time_budget']} time budget)",
+    )
+    arg(
+        "--time-budget",
+        help="wall time for the whole study, from now: 90s, 20m, 2h, 1h30m; trials stop at an "
+        "epoch boundary and no new one starts once it would not fit (with no --num-samples: as many as fit)",
+    )
     arg("--gpu-hours", type=float, help="GPU-hours (CPU-hours without GPUs) the trials may reserve, as --time-budget")
-    arg("--price-per-gpu-hour", type=float, default=0.0, help="price of one GPU-hour: the study's record and "
-        "summary then show its cost")
-    arg("--max-epochs", type=int, help=f"epoch budget per trial = ASHA max_t (default {DEMO['max_epochs']}, "
-        f"smoke {SMOKE['max_epochs']})")
-    arg("--workers-per-trial", type=int, default=1, help="DDP workers per trial: GPUs on a cluster, CPU processes "
-        "(gloo) otherwise (default 1)")
+    arg(
+        "--price-per-gpu-hour",
+        type=float,
+        default=0.0,
+        help="price of one GPU-hour: the study's record and summary then show its cost",
+    )
+    arg(
+        "--max-epochs",
+        type=int,
+        help=f"epoch budget per trial = ASHA max_t (default {DEMO['max_epochs']}, smoke {SMOKE['max_epochs']})",
+    )
+    arg(
+        "--workers-per-trial",
+        type=int,
+        default=1,
+        help="DDP workers per trial: GPUs on a cluster, CPU processes (gloo) otherwise (default 1)",
+    )
     arg("--image-size", type=int, help="input side in px (default: the family's; 32 on the built-in set)")
     arg("--experiment", help="MLflow experiment name, also the Ray run name (default artsweep-FAMILY)")
     arg("--mlflow-uri", help="MLflow tracking URI (default: sqlite:///./mlflow.db; a server: http://host:5000)")
     arg("--storage", help="Ray results and checkpoints folder or URI (default ./ray_results)")
     arg("--seed", type=int, default=0, help="seeds the split, the sampler, model init and TPE (default 0)")
     arg("--address", help="join a running Ray cluster ('auto' or host:port) instead of starting one")
-    arg("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (default auto: bf16 "
-        "where supported, fp16 on older GPUs)")
-    arg("--compile", action="store_true", help="torch.compile each trial's model (slower start, faster steps on "
-        "GPUs; see README 'GPU data path')")
-    arg("--pretrained", choices=["timm", "none"], help="timm: pretrained weights (downloaded, from the HF cache, or "
-        "from --weights-dir); none: random init (default timm; none with --smoke)")
+    arg(
+        "--amp",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "off"],
+        help="mixed precision (default auto: bf16 where supported, fp16 on older GPUs)",
+    )
+    arg(
+        "--compile",
+        action="store_true",
+        help="torch.compile each trial's model (slower start, faster steps on GPUs; see README 'GPU data path')",
+    )
+    arg(
+        "--pretrained",
+        choices=["timm", "none"],
+        help="timm: pretrained weights (downloaded, from the HF cache, or "
+        "from --weights-dir); none: random init (default timm; none with --smoke)",
+    )
     arg("--weights-dir", help="offline weights: DIR/<timm name>.safetensors (or .pth/.bin) per model")
-    arg("--standins", action="store_true", help="search each family's CPU-sized stand-in architectures (timm test "
-        "models) instead of the real ones; implied by --smoke; logged as the arch")
-    arg("--resize", default="crop", choices=["crop", "letterbox"], help="aspect-preserving resize + centre crop "
-        "(default) or letterbox padding")
-    arg("--resume", action="store_true", help="continue the stopped study of --experiment (same --storage and "
+    arg(
+        "--standins",
+        action="store_true",
+        help="search each family's CPU-sized stand-in architectures (timm test "
+        "models) instead of the real ones; implied by --smoke; logged as the arch",
+    )
+    arg(
+        "--resize",
+        default="crop",
+        choices=["crop", "letterbox"],
+        help="aspect-preserving resize + centre crop (default) or letterbox padding",
+    )
+    arg(
+        "--resume",
+        action="store_true",
+        help="continue the stopped study of --experiment (same --storage and "
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
-        "in the same MLflow parent run; other flags are taken from the study")
+        "in the same MLflow parent run; other flags are taken from the study",
+    )
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
     arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (README: Recipes)")
-    arg("--confirm", type=int, metavar="K", help="after the search, train its K best distinct configurations again with "
-        "new seeds, all epochs; the winner is the best mean (default 3 with >= 8 trials, else 0 = off; README: Phases)")
+    arg(
+        "--confirm",
+        type=int,
+        metavar="K",
+        help="after the search, train its K best distinct configurations again with "
+        "new seeds, all epochs; the winner is the best mean (default 3 with >= 8 trials, else 0 = off; README: Phases)",
+    )
     arg("--confirm-seeds", type=int, default=3, metavar="S", help="new seeds per confirmed configuration (default 3)")
-    arg("--final-fit", action="store_true", help="then train the winner on train + val for its median peak epoch, "
-        "score it on test and register it as the `champion` (the old one becomes `previous`)")
-    arg("--pack", default="auto", choices=["auto", "off"], help="auto: single-worker trials share a GPU when their "
-        "estimated memory fits several times (fractional GPUs; DDP trials keep whole GPUs); off: one GPU each")
-    arg("--max-retries", type=int, default=2, help="restarts of a trial's workers after one is lost (a crash, a "
-        "reclaimed spot node), each from the trial's last finished epoch (default 2)")
-    arg("--no-dashboard", action="store_true", help="don't start Ray's dashboard (saves memory and CPU on small "
-        "machines; artsweep still frees the workers of trials ASHA stops)")
+    arg(
+        "--final-fit",
+        action="store_true",
+        help="then train the winner on train + val for its median peak epoch, "
+        "score it on test and register it as the `champion` (the old one becomes `previous`)",
+    )
+    arg(
+        "--pack",
+        default="auto",
+        choices=["auto", "off"],
+        help="auto: single-worker trials share a GPU when their "
+        "estimated memory fits several times (fractional GPUs; DDP trials keep whole GPUs); off: one GPU each",
+    )
+    arg(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="restarts of a trial's workers after one is lost (a crash, a "
+        "reclaimed spot node), each from the trial's last finished epoch (default 2)",
+    )
+    arg(
+        "--no-dashboard",
+        action="store_true",
+        help="don't start Ray's dashboard (saves memory and CPU on small "
+        "machines; artsweep still frees the workers of trials ASHA stops)",
+    )
     arg("--verbose", action="store_true", help="show Ray's output (Tune's tables, worker logs) here, not in ray.log")
-    arg("--smoke", action="store_true", help=f"tiny budget for a quick check: {SMOKE['num_samples']} trials, "
+    arg(
+        "--smoke",
+        action="store_true",
+        help=f"tiny budget for a quick check: {SMOKE['num_samples']} trials, "
         f"{SMOKE['max_epochs']} epochs, {SMOKE['image_size']} px, {SMOKE['max_train_images']} images/epoch, CPU-sized "
-        "stand-in architectures, no pretrained weights (explicit flags win)")
+        "stand-in architectures, no pretrained weights (explicit flags win)",
+    )
     return p.parse_args(argv)
 
 
@@ -85,11 +161,21 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     from sweep.settings import from_flags
     from sweep.study import Study
-    from trainables.tracking import default_uri
+    from trainables.tracking.mlflow_runs import default_uri
+
     try:
-        study = (Study.resume(a.experiment or f"artsweep-{a.family}", a.storage, a.mlflow_uri or default_uri(Path.cwd()),
-                              a.address, not a.no_dashboard, verbose=a.verbose) if a.resume else
-                 Study.start(*from_flags(a, Path.cwd()), a.address, not a.no_dashboard, verbose=a.verbose))
+        study = (
+            Study.resume(
+                a.experiment or f"artsweep-{a.family}",
+                a.storage,
+                a.mlflow_uri or default_uri(Path.cwd()),
+                a.address,
+                not a.no_dashboard,
+                verbose=a.verbose,
+            )
+            if a.resume
+            else Study.start(*from_flags(a, Path.cwd()), a.address, not a.no_dashboard, verbose=a.verbose)
+        )
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")
         raise SystemExit(2) from None

@@ -5,6 +5,7 @@ run. Promotion moves the alias: the version that was `champion` becomes `previou
 one `set_registered_model_alias` away from being rolled back, and `models:/<name>@champion` always serves the
 latest one (mlflow models serve, analysis.predict).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -15,9 +16,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import TrialRow
-from trainables.rerun import SOURCE_NAME_TAG, SOURCE_TAG, TRAINED_ON_TAG
+from trainables.trial.rerun import SOURCE_NAME_TAG, SOURCE_TAG, TRAINED_ON_TAG
 
-CHAMPION, PREVIOUS = "champion", "previous"   # registered model aliases
+CHAMPION, PREVIOUS = "champion", "previous"  # registered model aliases
 
 
 def model_name(experiment: str) -> str:
@@ -30,7 +31,7 @@ def promote(client: MlflowClient, name: str, version: str, alias: str = CHAMPION
     CHAMPION. Returns that previous version."""
     try:
         before = client.get_model_version_by_alias(name, alias).version
-    except MlflowException:   # RESOURCE_DOES_NOT_EXIST: no version has the alias yet
+    except MlflowException:  # RESOURCE_DOES_NOT_EXIST: no version has the alias yet
         before = None
     if alias == CHAMPION and before is not None and str(before) != str(version):
         client.set_registered_model_alias(name, PREVIOUS, before)
@@ -38,14 +39,21 @@ def promote(client: MlflowClient, name: str, version: str, alias: str = CHAMPION
     return before if before is not None and str(before) != str(version) else None
 
 
-def crown_final(client: MlflowClient, parent_run_id: str, final: TrialRow, experiment: str,
-                out: Path | None = None, show_progress: bool = True) -> tuple[ModelVersion, dict, str | None]:
+def crown_final(
+    client: MlflowClient,
+    parent_run_id: str,
+    final: TrialRow,
+    experiment: str,
+    out: Path | None = None,
+    show_progress: bool = True,
+) -> tuple[ModelVersion, dict, str | None]:
     """Score the final fit's model on the test split (analysis.evaluate's report, logged to its run under
     evaluation/), register it as a new version of model_name(experiment) and make it the champion.
     Returns (the version, its test metrics, the version that was champion before). DataError when the study's
     images are not on this machine."""
     from analysis.evaluate import ARTIFACT_DIR, evaluate, load_trial, test_metrics
     from analysis.registry import register
+
     with tempfile.TemporaryDirectory() as tmp:
         clf, splits = load_trial(client, final, parent_run_id, Path(tmp))
         folder = (out or Path(tmp)) / final.name

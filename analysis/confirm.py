@@ -6,6 +6,7 @@ again with S new seeds each; here they are grouped by source trial and ranked by
 95 % Student-t interval, and the study's winner is the best run of the best configuration by mean.
 Used by tune.py's summary, analysis.leaderboard, analysis.evaluate, analysis.registry and analysis.ensemble.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from scipy import stats
 from analysis.runs import TrialRow
 from trainables.metrics import OBJECTIVE
 
-LEVEL = 0.95   # the interval's confidence level
+LEVEL = 0.95  # the interval's confidence level
 
 
 def interval(values, level: float = LEVEL) -> tuple[float, float, float]:
@@ -35,10 +36,10 @@ def interval(values, level: float = LEVEL) -> tuple[float, float, float]:
 
 @dataclass
 class Confirmed:
-    source: TrialRow                  # the search trial whose configuration this is
-    search_rank: int                  # its rank in the search (1 = the search's winner)
-    runs: list[TrialRow] = field(default_factory=list)   # its confirmation runs, best first
-    rank: int = 0                     # by mean over seeds (1 = the study's winner)
+    source: TrialRow  # the search trial whose configuration this is
+    search_rank: int  # its rank in the search (1 = the search's winner)
+    runs: list[TrialRow] = field(default_factory=list)  # its confirmation runs, best first
+    rank: int = 0  # by mean over seeds (1 = the study's winner)
 
     @property
     def values(self) -> list[float]:

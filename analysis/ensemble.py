@@ -12,6 +12,7 @@ parent run. --register logs the ensemble as one pyfunc model under the parent ru
 name: <experiment>-ensemble): same request / response as a single model, so `mlflow models serve` and
 analysis.predict take it unchanged.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,14 +52,20 @@ def table(named: dict[str, np.ndarray], targets: np.ndarray, n_boot: int) -> pd.
     out = []
     for name, probs in named.items():
         point = scores.point_metrics(as_logits(probs), targets, n_boot=n_boot)
-        out.append({"model": name, **{k: v["value"] for k, v in point.items()},
-                    **{f"{k}_ci": f"[{v['ci_low']:.4f}, {v['ci_high']:.4f}]" for k, v in point.items()}})
+        out.append(
+            {
+                "model": name,
+                **{k: v["value"] for k, v in point.items()},
+                **{f"{k}_ci": f"[{v['ci_low']:.4f}, {v['ci_high']:.4f}]" for k, v in point.items()},
+            }
+        )
     return pd.DataFrame(out).set_index("model")
 
 
 def predict(client, rows: list[TrialRow], parent_run_id: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """({member name: test probabilities [N, C]}, targets [N]) through analysis.evaluate's prediction."""
     from analysis.evaluate import load_trial, predict_split
+
     probs, targets = {}, None
     for r in rows:
         with tempfile.TemporaryDirectory() as tmp:
@@ -74,46 +81,65 @@ def main(argv=None) -> int:
     p = study_parser(__doc__, "python -m analysis.ensemble")
     p.add_argument("--top", type=int, default=3, help="members: the K best runs (default 3)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95 %% intervals")
-    p.add_argument("--register", nargs="?", const="", metavar="MODEL",
-                   help="register the ensemble as one served model (default name: <experiment>-ensemble)")
+    p.add_argument(
+        "--register",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="register the ensemble as one served model (default name: <experiment>-ensemble)",
+    )
     a = p.parse_args(argv)
     if a.top < 2:
         p.error(f"--top must be 2 or more (an ensemble of one is the model itself), got {a.top}")
     client, exp, study, rows = open_study(p, a)
     chosen = members(rows, a.top)
     if len(chosen) < 2:
-        p.exit(2, f"{p.prog}: error: study {study.info.run_id} has {len(chosen)} run(s) with a result; an ensemble "
-                  "needs 2\n")
+        p.exit(
+            2,
+            f"{p.prog}: error: study {study.info.run_id} has {len(chosen)} run(s) with a result; an ensemble needs 2\n",
+        )
     print(f"ensemble of {len(chosen)}: " + ", ".join(f"{r.name} ({OBJECTIVE_KEY} {r.best:.4f})" for r in chosen))
-    from trainables.data import DataError
+    from trainables.data.dataset import DataError
+
     try:
         probs, targets = predict(client, chosen, study.info.run_id)
     except DataError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
-    named = {**probs, f"best single ({chosen[0].name})": probs[chosen[0].name],
-             f"ensemble of {len(chosen)}": average(list(probs.values()))}
+    named = {
+        **probs,
+        f"best single ({chosen[0].name})": probs[chosen[0].name],
+        f"ensemble of {len(chosen)}": average(list(probs.values())),
+    }
     df = table(named, targets, a.bootstrap)
     cols = [c for c in ("test_macro_f1", "test_macro_f1_ci", "test_accuracy", "test_accuracy_ci") if c in df]
     print(f"test split ({len(targets)} images, never used for selection), bootstrap 95 % intervals:")
     print(df[cols].to_string(float_format=lambda v: f"{v:.4f}"))
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "metrics.json").write_text(json.dumps({"members": [r.run_id for r in chosen],
-                                                            "metrics": df.reset_index().to_dict("records")}, indent=2))
+        (Path(tmp) / "metrics.json").write_text(
+            json.dumps(
+                {"members": [r.run_id for r in chosen], "metrics": df.reset_index().to_dict("records")}, indent=2
+            )
+        )
         (Path(tmp) / "metrics.md").write_text(df.to_markdown(floatfmt=".4f") + "\n")
         client.log_artifacts(study.info.run_id, tmp, ARTIFACT_DIR)
     print(f"logged {ARTIFACT_DIR}/metrics.json and .md to the parent run {study.info.run_id}")
     if a.register is not None:
         from analysis.registry import log_model, quiet_mlflow
+
         name = a.register or f"{a.experiment}-ensemble"
         with quiet_mlflow():
             info, _ = log_model(client, [r.run_id for r in chosen], study.info.run_id, registered_model_name=name)
         v = info.registered_model_version
-        for key, value in {"members": ",".join(r.run_id for r in chosen), "kind": f"ensemble of {len(chosen)}",
-                           **{k: f"{df.loc[f'ensemble of {len(chosen)}', k]:.4f}"
-                              for k in ("test_macro_f1", "test_accuracy")}}.items():
+        for key, value in {
+            "members": ",".join(r.run_id for r in chosen),
+            "kind": f"ensemble of {len(chosen)}",
+            **{k: f"{df.loc[f'ensemble of {len(chosen)}', k]:.4f}" for k in ("test_macro_f1", "test_accuracy")},
+        }.items():
             client.set_model_version_tag(name, str(v), key, value)
-        print(f"registered models:/{name}/{v}; serve it like a single model:\n  MLFLOW_TRACKING_URI={a.mlflow_uri} "
-              f"mlflow models serve -m models:/{name}/{v} --env-manager local -p 5001")
+        print(
+            f"registered models:/{name}/{v}; serve it like a single model:\n  MLFLOW_TRACKING_URI={a.mlflow_uri} "
+            f"mlflow models serve -m models:/{name}/{v} --env-manager local -p 5001"
+        )
     return 0
 
 

@@ -13,6 +13,7 @@ metrics (with _ci_low / _ci_high) are logged on its own trial run, which is crow
 experiment). Progress (prediction per batch, then bootstrap, report and overlays) goes to stderr: a bar on a
 terminal, plain lines elsewhere.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,18 +33,20 @@ from tqdm import tqdm
 from analysis import evaluation_plots, scores
 from analysis.confirm import candidates
 from analysis.runs import TrialRow, open_study, study_parser
-from trainables import cache, checkpoint, data, engine, loaders, tracking
+from trainables import checkpoint, engine
+from trainables.data import cache, dataset, loaders
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.tracking import mlflow_runs
 
 ARTIFACT_DIR = "evaluation"
 
 
 @dataclass
 class Predictions:
-    logits: np.ndarray        # [N, C]
-    targets: np.ndarray       # [N]
-    embeddings: np.ndarray    # [N, D]: the classifier layer's input (pre-logits)
-    paths: list[str]          # [N] image files, in the same order
+    logits: np.ndarray  # [N, C]
+    targets: np.ndarray  # [N]
+    embeddings: np.ndarray  # [N, D]: the classifier layer's input (pre-logits)
+    paths: list[str]  # [N] image files, in the same order
 
 
 class _Lines:
@@ -54,7 +57,7 @@ class _Lines:
 
     def write(self, s: str) -> None:
         line = s.strip("\r\n ")
-        if line and line != self.last:       # tqdm draws its last state again when it closes
+        if line and line != self.last:  # tqdm draws its last state again when it closes
             self.stream.write(line + "\n")
             self.last = line
 
@@ -65,8 +68,13 @@ class _Lines:
 def progress(iterable=None, every_s: float = 10.0, **kw) -> tqdm:
     """tqdm on stderr: a bar redrawn in place on a terminal, elsewhere a plain line at most every `every_s`."""
     tty = sys.stderr.isatty()
-    return tqdm(iterable, file=sys.stderr if tty else _Lines(sys.stderr), mininterval=0.1 if tty else every_s,
-                dynamic_ncols=tty, **kw)
+    return tqdm(
+        iterable,
+        file=sys.stderr if tty else _Lines(sys.stderr),
+        mininterval=0.1 if tty else every_s,
+        dynamic_ncols=tty,
+        **kw,
+    )
 
 
 def _next(steps: tqdm, desc: str) -> None:
@@ -75,24 +83,35 @@ def _next(steps: tqdm, desc: str) -> None:
     steps.update()
 
 
-def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "test",
-                  batch_size: int = 64, show_progress: bool = True) -> Predictions:
+def predict_split(
+    clf: checkpoint.Classifier,
+    splits: dataset.Splits,
+    part: str = "test",
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> Predictions:
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
-    try:   # the cache key stats every file: a missing one means the data is not mounted here
+    try:  # the cache key stats every file: a missing one means the data is not mounted here
         images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
     except FileNotFoundError as e:
-        raise data.DataError(f"the study's images are not on this machine (e.g. {e.filename}); run the "
-                             "evaluation where the study's --data is mounted at the same path") from None
+        raise dataset.DataError(
+            f"the study's images are not on this machine (e.g. {e.filename}); run the "
+            "evaluation where the study's --data is mounted at the same path"
+        ) from None
     bad = {b["index"] for b in meta["bad"]}
     idx = np.asarray([i for i in getattr(splits, part) if i not in bad], dtype=np.int64)
     loader = DataLoader(loaders.CachedImages(images, idx, splits.labels[idx], clf.transform), batch_size)
     captured: list[torch.Tensor] = []
     hook = clf.head.register_forward_hook(
-        lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu()))
+        lambda _m, inp, _out: captured.append(inp[0].detach().float().flatten(1).cpu())
+    )
     try:
-        logits, targets = engine.predict(clf.model, progress(loader, desc=f"predicting the {part} split",
-                                                             unit="batch", disable=not show_progress), clf.device)
+        logits, targets = engine.predict(
+            clf.model,
+            progress(loader, desc=f"predicting the {part} split", unit="batch", disable=not show_progress),
+            clf.device,
+        )
     finally:
         hook.remove()
     emb = torch.cat(captured).numpy() if captured else np.zeros((0, 0), np.float32)
@@ -103,23 +122,35 @@ def predict_split(clf: checkpoint.Classifier, splits: data.Splits, part: str = "
 class Evaluation:
     trial: str
     run_id: str
-    metrics: dict             # scores.point_metrics
-    report: dict              # scores.per_class
+    metrics: dict  # scores.point_metrics
+    report: dict  # scores.per_class
     calibration: dict
     pairs: list
     outliers: list
     files: list[Path]
 
 
-def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, trial: str = "", run_id: str = "",
-             n_boot: int = 1000, n_overlays: int = 6, show_progress: bool = True) -> Evaluation:
+def evaluate(
+    clf: checkpoint.Classifier,
+    splits: dataset.Splits,
+    folder: Path,
+    trial: str = "",
+    run_id: str = "",
+    n_boot: int = 1000,
+    n_overlays: int = 6,
+    show_progress: bool = True,
+) -> Evaluation:
     """Every piece of evidence for one checkpoint, written under `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     pred = predict_split(clf, splits, show_progress=show_progress)
     classes = clf.classes
-    steps = progress(total=3, every_s=0, bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}]",
-                     disable=not show_progress,
-                     desc=f"bootstrap 95 % intervals, {n_boot} resamples of {len(pred.targets)} test images")
+    steps = progress(
+        total=3,
+        every_s=0,
+        bar_format="{desc}: {n_fmt}/{total_fmt} done [{elapsed}]",
+        disable=not show_progress,
+        desc=f"bootstrap 95 % intervals, {n_boot} resamples of {len(pred.targets)} test images",
+    )
     point = scores.point_metrics(pred.logits, pred.targets, n_boot=n_boot)
     _next(steps, "per-class report, confusion, calibration, outliers, plots")
     report = scores.per_class(pred.logits, pred.targets, classes)
@@ -130,8 +161,12 @@ def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, tria
     for o in outliers:
         o["path"] = pred.paths[o.pop("index")]
     files = [
-        evaluation_plots.confusion_png(cm, classes, folder / "confusion_matrix.png",
-                                       f"{trial} on the test split ({len(pred.targets)} images), % of each true class"),
+        evaluation_plots.confusion_png(
+            cm,
+            classes,
+            folder / "confusion_matrix.png",
+            f"{trial} on the test split ({len(pred.targets)} images), % of each true class",
+        ),
         evaluation_plots.reliability_png(cal, folder / "reliability.png"),
     ]
     _next(steps, f"Grad-CAM / attention overlays of {n_overlays} images")
@@ -143,8 +178,16 @@ def evaluate(clf: checkpoint.Classifier, splits: data.Splits, folder: Path, tria
     pd.DataFrame(cal["buckets"]).to_csv(folder / "confidence_buckets.csv", index=False)
     pd.DataFrame(pairs).to_csv(folder / "confused_pairs.csv", index=False)
     pd.DataFrame(outliers).to_csv(folder / "outliers.csv", index=False)
-    summary = {"trial": trial, "run_id": run_id, "checkpoint_epoch": clf.epoch, "test_images": len(pred.targets),
-               "metrics": point, "ece": cal["ece"], "confidence_buckets": cal["buckets"], "confused_pairs": pairs}
+    summary = {
+        "trial": trial,
+        "run_id": run_id,
+        "checkpoint_epoch": clf.epoch,
+        "test_images": len(pred.targets),
+        "metrics": point,
+        "ece": cal["ece"],
+        "confidence_buckets": cal["buckets"],
+        "confused_pairs": pairs,
+    }
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
     ev = Evaluation(trial, run_id, point, report, cal, pairs, outliers, files)
     (folder / "report.html").write_text(_html(ev, clf))
@@ -155,6 +198,7 @@ def _overlays(clf, pred: Predictions, folder: Path, n: int) -> Path:
     """Grad-CAM / attention overlays of a few test images: the most confident mistakes first, then
     correct ones, at most one image per true class in each group so the grid shows several classes."""
     from analysis.saliency import overlays
+
     p = scores.softmax(pred.logits)
     guess, conf = p.argmax(1), p.max(1)
 
@@ -177,42 +221,65 @@ def _img(path: Path) -> str:
 
 def _html(ev: Evaluation, clf: checkpoint.Classifier) -> str:
     """One self-contained page (images inlined) that MLflow's artifact view and any browser can show."""
-    m = pd.DataFrame([{"metric": k, "value": v["value"], "95 % CI": f"{v['ci_low']:.4f} – {v['ci_high']:.4f}"}
-                      for k, v in ev.metrics.items()])
-    parts = [f"<h1>artsweep evaluation: {ev.trial}</h1>",
-             f"<p>run {ev.run_id}, checkpoint of epoch {clf.epoch}, {clf.trial_config.family.name} / "
-             f"{clf.trial_config.arch}, {clf.image_size} px; test split, never used for selection.</p>",
-             "<h2>Metrics (bootstrap 95 % intervals)</h2>", m.to_html(index=False, float_format="%.4f"),
-             "<h2>Confusion matrix</h2>", _img(ev.files[0]),
-             f"<h2>Calibration: ECE {ev.calibration['ece'] * 100:.2f} %</h2>", _img(ev.files[1]),
-             pd.DataFrame(ev.calibration["buckets"]).to_html(index=False, float_format="%.3f"),
-             "<h2>Most confused pairs</h2>", pd.DataFrame(ev.pairs).to_html(index=False, float_format="%.3f"),
-             "<h2>Per class</h2>", pd.DataFrame(ev.report).T.to_html(float_format="%.3f"),
-             "<h2>Embedding outliers</h2><p>lowest margin between own-class and nearest other-class centroid "
-             "similarity first (negative: closer to another class)</p>",
-             pd.DataFrame(ev.outliers).to_html(index=False, float_format="%.3f"),
-             "<h2>Where the model looks (Grad-CAM / attention)</h2>", _img(ev.files[2])]
-    return "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;max-width:1200px;margin:auto}" \
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>" + \
-           "\n".join(parts) + "</body></html>"
+    m = pd.DataFrame(
+        [
+            {"metric": k, "value": v["value"], "95 % CI": f"{v['ci_low']:.4f} – {v['ci_high']:.4f}"}
+            for k, v in ev.metrics.items()
+        ]
+    )
+    parts = [
+        f"<h1>artsweep evaluation: {ev.trial}</h1>",
+        f"<p>run {ev.run_id}, checkpoint of epoch {clf.epoch}, {clf.trial_config.family.name} / "
+        f"{clf.trial_config.arch}, {clf.image_size} px; test split, never used for selection.</p>",
+        "<h2>Metrics (bootstrap 95 % intervals)</h2>",
+        m.to_html(index=False, float_format="%.4f"),
+        "<h2>Confusion matrix</h2>",
+        _img(ev.files[0]),
+        f"<h2>Calibration: ECE {ev.calibration['ece'] * 100:.2f} %</h2>",
+        _img(ev.files[1]),
+        pd.DataFrame(ev.calibration["buckets"]).to_html(index=False, float_format="%.3f"),
+        "<h2>Most confused pairs</h2>",
+        pd.DataFrame(ev.pairs).to_html(index=False, float_format="%.3f"),
+        "<h2>Per class</h2>",
+        pd.DataFrame(ev.report).T.to_html(float_format="%.3f"),
+        "<h2>Embedding outliers</h2><p>lowest margin between own-class and nearest other-class centroid "
+        "similarity first (negative: closer to another class)</p>",
+        pd.DataFrame(ev.outliers).to_html(index=False, float_format="%.3f"),
+        "<h2>Where the model looks (Grad-CAM / attention)</h2>",
+        _img(ev.files[2]),
+    ]
+    return (
+        "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif;max-width:1200px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
 
 
 def load_trial(client: MlflowClient, row: TrialRow, parent_run_id: str, tmp: Path):
     """(Classifier from the trial's best checkpoint, the study's Splits)."""
     ckpt = client.download_artifacts(row.run_id, checkpoint.ARTIFACT, str(tmp))
     clf = checkpoint.load(ckpt)
-    manifest = client.download_artifacts(parent_run_id, tracking.SPLIT_MANIFEST, str(tmp))
-    return clf, data.read_manifest(manifest, clf.classes)
+    manifest = client.download_artifacts(parent_run_id, mlflow_runs.SPLIT_MANIFEST, str(tmp))
+    return clf, dataset.read_manifest(manifest, clf.classes)
 
 
-def log(client: MlflowClient, experiment_id: str, parent_run_id: str, row: TrialRow, ev: Evaluation, folder: Path,
-        winner: bool) -> None:
+def log(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    row: TrialRow,
+    ev: Evaluation,
+    folder: Path,
+    winner: bool,
+) -> None:
     """The evidence goes to the parent run (evaluation/<trial>/); the winner's test metrics, with their intervals,
     go on its own run, which is crowned (analysis.winner: tag, logged model, links) as the study's end does."""
     from analysis.winner import crown
+
     client.log_artifacts(parent_run_id, str(folder), f"{ARTIFACT_DIR}/{ev.trial}")
     if winner:
-        settings = tracking.read_artifact_json(client, parent_run_id, tracking.SETTINGS)
+        settings = mlflow_runs.read_artifact_json(client, parent_run_id, mlflow_runs.SETTINGS)
         crown(client, experiment_id, parent_run_id, row, test_metrics(ev), settings.get("dataset"))
 
 
@@ -231,30 +298,41 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="evaluation", help="local folder for the report (default ./evaluation)")
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
-    rows = candidates(rows)[: a.top]   # the winner first: by mean over seeds where the study confirmed
+    rows = candidates(rows)[: a.top]  # the winner first: by mean over seeds where the study confirmed
     if not rows:
         p.exit(2, f"analysis.evaluate: error: no trial of study {study.info.run_id} reported a result\n")
     for rank, row in enumerate(rows, 1):
         with tempfile.TemporaryDirectory() as tmp:
             clf, splits = load_trial(client, row, study.info.run_id, Path(tmp))
         folder = Path(a.out) / row.name
-        print(f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, {OBJECTIVE_KEY} {row.best:.4f}) on "
-              f"{len(splits.test)} test images ...", flush=True)
+        print(
+            f"evaluating #{rank} {row.name} ({row.family}/{row.arch}, {OBJECTIVE_KEY} {row.best:.4f}) on "
+            f"{len(splits.test)} test images ...",
+            flush=True,
+        )
         try:
             ev = evaluate(clf, splits, folder, row.name, row.run_id, n_boot=a.bootstrap)
-        except data.DataError as e:
+        except dataset.DataError as e:
             p.exit(2, f"{p.prog}: error: {e}\n")
         log(client, exp.experiment_id, study.info.run_id, row, ev, folder, winner=rank == 1)
         for k, v in ev.metrics.items():
             print(f"  {k:<17} {v['value']:.4f}  (95 % CI {v['ci_low']:.4f} - {v['ci_high']:.4f})")
-        print(f"  ECE {ev.calibration['ece'] * 100:.1f} %; " + "; ".join(
-            f"{b['confidence']}: {b['share_of_predictions'] * 100:.0f} % of predictions, "
-            f"{b['precision'] * 100:.0f} % right" for b in ev.calibration["buckets"] if b["count"]))
+        print(
+            f"  ECE {ev.calibration['ece'] * 100:.1f} %; "
+            + "; ".join(
+                f"{b['confidence']}: {b['share_of_predictions'] * 100:.0f} % of predictions, "
+                f"{b['precision'] * 100:.0f} % right"
+                for b in ev.calibration["buckets"]
+                if b["count"]
+            )
+        )
         if ev.pairs:
-            print("  most confused: " + ", ".join(f"{q['true']} -> {q['predicted']} ({q['count']})"
-                                                  for q in ev.pairs[:3]))
-        print(f"  report: {folder / 'report.html'}  (also {ARTIFACT_DIR}/{row.name}/ in parent run "
-              f"{study.info.run_id})")
+            print(
+                "  most confused: " + ", ".join(f"{q['true']} -> {q['predicted']} ({q['count']})" for q in ev.pairs[:3])
+            )
+        print(
+            f"  report: {folder / 'report.html'}  (also {ARTIFACT_DIR}/{row.name}/ in parent run {study.info.run_id})"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ Output: `PATH: class 0.812, class 0.104, ...` (most probable first) on stdout. A
 an image gets `analysis.predict: error: PATH: reason` on stderr, the others are still classified, and the
 exit code is 2. Both sources go through trainables.checkpoint.Classifier, as the served model does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from trainables import checkpoint
-from trainables.decode import BadImage
+from trainables.data.decode import BadImage
 
 
 def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | None) -> checkpoint.Classifier:
@@ -23,6 +24,7 @@ def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | N
     import mlflow
 
     from analysis.registry import using_tracking_uri
+
     # The registered pyfunc (analysis.serving.ImageClassifier) holds the Classifier it loaded.
     with using_tracking_uri(mlflow_uri):
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().clf
@@ -30,12 +32,15 @@ def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | N
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format trainables.decode reads)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format trainables.data.decode reads)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="MLflow model URI, e.g. models:/NAME/1 (python -m analysis.registry)")
     src.add_argument("--checkpoint", help="a trial's model.pt")
-    p.add_argument("--mlflow-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                   help="tracking/registry URI for --model (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--mlflow-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="tracking/registry URI for --model (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     p.add_argument("-k", type=int, default=5, help="classes per image (default 5)")
     a = p.parse_args(argv)
     if a.k < 1:
@@ -46,8 +51,8 @@ def main(argv=None) -> int:
         p.exit(1, f"analysis.predict: error: cannot load {a.model or a.checkpoint}: {type(e).__name__}: {e}\n")
     good, fitted, bad = [], [], 0
     for path in a.images:
-        try:   # decode each file alone so one bad file does not stop the rest
-            fitted.append(clf.fit(Path(path).read_bytes()).copy())   # copy: writable, as torch wants
+        try:  # decode each file alone so one bad file does not stop the rest
+            fitted.append(clf.fit(Path(path).read_bytes()).copy())  # copy: writable, as torch wants
             good.append(path)
         except (BadImage, OSError) as e:
             bad += 1

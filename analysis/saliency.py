@@ -5,6 +5,7 @@ timm CNN, a ViT's last block as a patch grid, the scratch CNNs' features, the hy
 heatmap has that layer's resolution, upsampled bilinearly to the input crop; a 1 x 1 map (a stride-32 CNN
 at 32 px) carries no spatial information and comes out all zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ from torch import nn  # noqa: E402
 FILENAME = "gradcam.png"
 
 
-def cams(model: nn.Module, layer: tuple, batch: torch.Tensor, targets: Optional[Sequence[int]] = None
-         ) -> tuple[np.ndarray, np.ndarray]:
+def cams(
+    model: nn.Module, layer: tuple, batch: torch.Tensor, targets: Optional[Sequence[int]] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM of `targets` (default: each image's predicted class) for a preprocessed batch [B, 3, S, S];
     `layer` is (target layer, token reshape or None), as the model's family names it.
 
@@ -41,15 +43,16 @@ def cams(model: nn.Module, layer: tuple, batch: torch.Tensor, targets: Optional[
     # the input requires grad so the target layer's output does even where parameters are frozen
     x = batch.detach().to(device).float().requires_grad_(True)
     rnn = any(isinstance(m, nn.RNNBase) for m in model.modules())
-    cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape)   # sets eval mode
+    cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape)  # sets eval mode
     try:
         # cuDNN refuses an RNN backward in eval mode (the hybrid's GRUs); the native kernels do not
         with torch.enable_grad(), torch.backends.cudnn.flags(enabled=not rnn):
-            maps = cam(input_tensor=x,
-                       targets=None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets])
+            maps = cam(
+                input_tensor=x, targets=None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
+            )
             probs = cam.outputs.detach().float().softmax(1).cpu().numpy()
     finally:
-        cam.activations_and_grads.release()       # not `with`: its __exit__ swallows IndexError
+        cam.activations_and_grads.release()  # not `with`: its __exit__ swallows IndexError
         cam.outputs = None
         for p, g in zip(params, saved_grads):
             p.grad = g
@@ -64,8 +67,9 @@ def _unnormalise(x: torch.Tensor, normalization: dict) -> np.ndarray:
     return (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def overlays(classifier, images: list, labels: Optional[list[int]], folder: Path, n: int = 6,
-             return_cams: bool = False):
+def overlays(
+    classifier, images: list, labels: Optional[list[int]], folder: Path, n: int = 6, return_cams: bool = False
+):
     """One PNG (`folder/gradcam.png`) for the first n images: per image the input crop (un-normalised, as the
     model saw it) and the Grad-CAM of the predicted class over it, titled "true X / pred Y (p=0.87)"
     (green when right, red when wrong; "pred Y (p=..)" without labels). `images` are anything
@@ -77,12 +81,13 @@ def overlays(classifier, images: list, labels: Optional[list[int]], folder: Path
     if not images:
         raise ValueError("overlays needs at least one image")
     if labels is not None:
-        labels = list(labels)[:len(images)]
+        labels = list(labels)[: len(images)]
         if len(labels) != len(images):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
     batch = torch.stack([classifier.preprocess(img) for img in images])
-    maps, probs = cams(classifier.model, classifier.trial_config.family.saliency_layer(classifier.model),
-                       batch.to(classifier.device))
+    maps, probs = cams(
+        classifier.model, classifier.trial_config.family.saliency_layer(classifier.model), batch.to(classifier.device)
+    )
     pred = probs.argmax(1)
 
     k = len(images)

@@ -4,6 +4,7 @@ Inputs everywhere: logits [N, C] float, targets [N] int (class indices), classes
 The point metrics are trainables.metrics.METRICS (the ones every epoch reported, under their `test_` keys),
 so the test numbers are computed by the same code as the validation numbers trials were selected by.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from trainables import metrics
 
-POINT = ("accuracy", "top5", "macro_f1", "weighted_f1")   # metrics.METRICS bootstrapped; reported as test_*
-CONFIDENCE_BUCKETS = (0.9, 0.7, 0.5, 0.0)   # the seeds' calibration table: >90 %, 70-90 %, 50-70 %, <50 %
+POINT = ("accuracy", "top5", "macro_f1", "weighted_f1")  # metrics.METRICS bootstrapped; reported as test_*
+CONFIDENCE_BUCKETS = (0.9, 0.7, 0.5, 0.0)  # the seeds' calibration table: >90 %, 70-90 %, 50-70 %, <50 %
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -32,9 +33,15 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
         value = fn(logits, targets)
         entry = {"value": value, "ci_low": value, "ci_high": value}
         if n_boot > 1 and len(targets) > 1:
-            res = stats.bootstrap((np.arange(len(targets)),), lambda idx: fn(logits[idx], targets[idx]),
-                                  n_resamples=n_boot, vectorized=False, method="percentile",
-                                  confidence_level=0.95, random_state=rng)
+            res = stats.bootstrap(
+                (np.arange(len(targets)),),
+                lambda idx, fn=fn: fn(logits[idx], targets[idx]),
+                n_resamples=n_boot,
+                vectorized=False,
+                method="percentile",
+                confidence_level=0.95,
+                random_state=rng,
+            )
             entry.update(ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high))
         out[metrics.METRICS[name].key("test")] = entry
     return out
@@ -42,8 +49,14 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
 
 def per_class(logits: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
     """scikit-learn's classification report (precision, recall, f1, support per class and averages)."""
-    return classification_report(targets, logits.argmax(1), labels=np.arange(len(classes)), target_names=classes,
-                                 output_dict=True, zero_division=0)
+    return classification_report(
+        targets,
+        logits.argmax(1),
+        labels=np.arange(len(classes)),
+        target_names=classes,
+        output_dict=True,
+        zero_division=0,
+    )
 
 
 def confusion(logits: np.ndarray, targets: np.ndarray, n_classes: int) -> np.ndarray:
@@ -61,8 +74,14 @@ def confused_pairs(cm: np.ndarray, classes: list[str], top: int = 10) -> list[di
         t, p = np.unravel_index(flat, cm.shape)
         if off[t, p] == 0:
             break
-        pairs.append({"true": classes[t], "predicted": classes[p], "count": int(off[t, p]),
-                      "share_of_true": float(off[t, p] / max(1, cm[t].sum()))})
+        pairs.append(
+            {
+                "true": classes[t],
+                "predicted": classes[p],
+                "count": int(off[t, p]),
+                "share_of_true": float(off[t, p] / max(1, cm[t].sum())),
+            }
+        )
     return pairs
 
 
@@ -79,35 +98,58 @@ def calibration(logits: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> di
         if m.any():
             acc, mean_conf = float(correct[m].mean()), float(conf[m].mean())
             ece += m.mean() * abs(acc - mean_conf)
-            bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(m.sum()),
-                         "accuracy": acc, "confidence": mean_conf})
+            bins.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "count": int(m.sum()),
+                    "accuracy": acc,
+                    "confidence": mean_conf,
+                }
+            )
     buckets, upper = [], 1.0 + 1e-9
     for low in CONFIDENCE_BUCKETS:
         m = (conf > low) & (conf <= upper) if low > 0 else conf <= upper
-        buckets.append({"confidence": f"{int(low * 100)}-{int(min(upper, 1) * 100)} %", "share_of_predictions":
-                        float(m.mean()), "precision": float(correct[m].mean()) if m.any() else float("nan"),
-                        "count": int(m.sum())})
+        buckets.append(
+            {
+                "confidence": f"{int(low * 100)}-{int(min(upper, 1) * 100)} %",
+                "share_of_predictions": float(m.mean()),
+                "precision": float(correct[m].mean()) if m.any() else float("nan"),
+                "count": int(m.sum()),
+            }
+        )
         upper = low
     return {"ece": float(ece), "bins": bins, "buckets": buckets}
 
 
-def embedding_outliers(emb: np.ndarray, logits: np.ndarray, targets: np.ndarray, classes: list[str],
-                       top: int = 20) -> list[dict]:
+def embedding_outliers(
+    emb: np.ndarray, logits: np.ndarray, targets: np.ndarray, classes: list[str], top: int = 20
+) -> list[dict]:
     """Seed 003's check: L2-normalised embeddings, class centroids over this split; a sample is suspect
     when it is far from its own centroid, closer to another class's (negative margin) or mispredicted.
     Returns the `top` most suspect (lowest margin first) with their indices into the split."""
     z = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)
-    cents = np.stack([z[targets == c].mean(0) if (targets == c).any() else np.zeros(z.shape[1])
-                      for c in range(len(classes))])
+    cents = np.stack(
+        [z[targets == c].mean(0) if (targets == c).any() else np.zeros(z.shape[1]) for c in range(len(classes))]
+    )
     cents /= np.linalg.norm(cents, axis=1, keepdims=True).clip(1e-12)
-    sim = z @ cents.T                                        # cosine similarity to every centroid
+    sim = z @ cents.T  # cosine similarity to every centroid
     own = sim[np.arange(len(z)), targets]
     other = sim.copy()
     other[np.arange(len(z)), targets] = -np.inf
     nearest = other.argmax(1)
-    margin = own - other[np.arange(len(z)), nearest]         # < 0: closer to another class's centroid
+    margin = own - other[np.arange(len(z)), nearest]  # < 0: closer to another class's centroid
     pred = logits.argmax(1)
     order = np.argsort(margin)[:top]
-    return [{"index": int(i), "true": classes[targets[i]], "predicted": classes[pred[i]],
-             "own_similarity": float(own[i]), "nearest_other": classes[nearest[i]], "margin": float(margin[i]),
-             "mispredicted": bool(pred[i] != targets[i])} for i in order]
+    return [
+        {
+            "index": int(i),
+            "true": classes[targets[i]],
+            "predicted": classes[pred[i]],
+            "own_similarity": float(own[i]),
+            "nearest_other": classes[nearest[i]],
+            "margin": float(margin[i]),
+            "mispredicted": bool(pred[i] != targets[i]),
+        }
+        for i in order
+    ]

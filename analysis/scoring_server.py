@@ -1,5 +1,6 @@
 """The real `mlflow models serve` for a model URI, as a context manager (tests/test_serving.py,
 benchmarks/serving.py): launched on a free loopback port, waited for until /ping answers, stopped after."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,28 @@ def scoring_server(model_uri: str, env: dict, cwd: Path, log_path: Path, timeout
     port = free_port()
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-                                 "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-                                cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             while True:
                 try:
@@ -36,8 +56,9 @@ def scoring_server(model_uri: str, env: dict, cwd: Path, log_path: Path, timeout
                     pass
                 if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
                     log.flush()
-                    raise RuntimeError(f"mlflow models serve not up (rc {proc.poll()}):\n"
-                                       f"{Path(log_path).read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"mlflow models serve not up (rc {proc.poll()}):\n{Path(log_path).read_text()[-3000:]}"
+                    )
                 time.sleep(0.1)
             yield f"http://127.0.0.1:{port}", time.perf_counter() - t0
         finally:

@@ -15,6 +15,7 @@ This module is what the logged model imports: it is copied into the model's code
 the packages listed in CODE_PACKAGES, and must import nothing else of this project (no sweep/, no other
 analysis/ module), so the model loads on a machine without this checkout.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,13 +35,13 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAME = "classifier"     # the logged model's name inside its run
+MODEL_NAME = "classifier"  # the logged model's name inside its run
 DEFAULT_K = 5
 # Abuse limits of the served model: an image over Pillow's decompression-bomb size (89 MP) is refused from its
 # header; a request over MAX_REQUEST_BYTES is refused before parsing (413); an error never quotes the input.
-MAX_PIXELS = 89_478_485             # Pillow's default Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3)
-MAX_REQUEST_BYTES = 64 * 2**20      # one request's body
-MAX_ERROR_CHARS = 1000              # MLflow's scoring server quotes a malformed body whole (50 MB in -> 368 MB out)
+MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3)
+MAX_REQUEST_BYTES = 64 * 2**20  # one request's body
+MAX_ERROR_CHARS = 1000  # MLflow's scoring server quotes a malformed body whole (50 MB in -> 368 MB out)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, "image")]),
     outputs=Schema([ColSpec(Array(DataType.string), "classes"), ColSpec(Array(DataType.double), "probabilities")]),
@@ -76,16 +77,20 @@ def guard_scoring_server() -> None:
     every error message is cut to MAX_ERROR_CHARS (MLflow's own JSON error quotes the request). Runs when the
     served model loads, in the server's process (idempotent)."""
     from mlflow.pyfunc import scoring_server as server
+
     if getattr(server.invocations, "artsweep_guard", False):
         return
     original = server.invocations
 
     def invocations(data, content_type, model, input_schema):
         if len(data) > MAX_REQUEST_BYTES:
-            message = (f"request body of {len(data) / 2**20:.1f} MiB is over the {MAX_REQUEST_BYTES / 2**20:.0f} MiB "
-                       "limit; send fewer or smaller images per request")
-            return server.InvocationsResponse(json.dumps({"error_code": "BAD_REQUEST", "message": message}), 413,
-                                              "application/json")
+            message = (
+                f"request body of {len(data) / 2**20:.1f} MiB is over the {MAX_REQUEST_BYTES / 2**20:.0f} MiB "
+                "limit; send fewer or smaller images per request"
+            )
+            return server.InvocationsResponse(
+                json.dumps({"error_code": "BAD_REQUEST", "message": message}), 413, "application/json"
+            )
         try:
             response = original(data, content_type, model, input_schema)
         except MlflowException as e:
@@ -108,23 +113,27 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         from trainables import checkpoint
+
         guard_scoring_server()
-        members = [checkpoint.load(path) for key, path in sorted(context.artifacts.items())
-                   if key.startswith("checkpoint")]
+        members = [
+            checkpoint.load(path) for key, path in sorted(context.artifacts.items()) if key.startswith("checkpoint")
+        ]
         self.clf = members[0] if len(members) == 1 else checkpoint.Ensemble(members)
 
     # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from trainables.decode import BadImage
+        from trainables.data.decode import BadImage
+
         k = int((params or {}).get("k", DEFAULT_K))
         if k < 1:
             raise MlflowException(f"params.k must be >= 1, got {k}", error_code=INVALID_PARAMETER_VALUE)
         if "image" not in model_input:
-            raise MlflowException("input needs an `image` column of image file bytes",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                "input needs an `image` column of image file bytes", error_code=INVALID_PARAMETER_VALUE
+            )
         fitted, bad = [], []
         for row, value in enumerate(model_input["image"]):
-            try:   # decode every row first, so one error names all bad rows and nothing is computed for them
+            try:  # decode every row first, so one error names all bad rows and nothing is computed for them
                 # writable copy: torch warns on read-only arrays
                 fitted.append(self.clf.fit(_raw_bytes(value), max_pixels=MAX_PIXELS).copy())
             except BadImage as e:
@@ -134,15 +143,17 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         # fit() output is already at the cached side, where fitting again is the identity (Pillow's resize
         # returns a copy at the same size), so top_k on the arrays equals top_k on the bytes.
         top = self.clf.top_k(fitted, k)
-        return pd.DataFrame({"classes": [[c for c, _ in t] for t in top],
-                             "probabilities": [[p for _, p in t] for t in top]})
+        return pd.DataFrame(
+            {"classes": [[c for c, _ in t] for t in top], "probabilities": [[p for _, p in t] for t in top]}
+        )
 
 
 def example_image() -> bytes:
     """A small real JPEG (one of the built-in dataset's renders) as the logged input example."""
     import numpy as np
 
-    from trainables.builtin_dataset import STYLES, render
+    from trainables.data.builtin_dataset import STYLES, render
+
     buf = io.BytesIO()
     render(next(iter(STYLES)), np.random.default_rng(0)).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
@@ -152,7 +163,7 @@ def requirements() -> list[str]:
     """REQUIREMENTS pinned to the versions installed here (the model's pip_requirements)."""
     out = []
     for dist in REQUIREMENTS:
-        try:   # "2.15.0+cpu" -> "2.15.0": local version labels are not on PyPI
+        try:  # "2.15.0+cpu" -> "2.15.0": local version labels are not on PyPI
             out.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")
         except importlib_metadata.PackageNotFoundError:
             out.append(dist)

@@ -12,6 +12,7 @@ reached before being stopped), each param's distribution the one the study searc
 run's study/space.json. Only searched params every scored trial has (a `--family all` study mixes families
 with their own knobs) and that vary are used; the figures (analysis.plot_figures) name the ones left out.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,19 @@ from typing import Mapping
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution,
-                                  json_to_distribution)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    json_to_distribution,
+)
 
-from analysis.plot_figures import (LOSS, importance_png, learning_curves_png, param_importances,  # noqa: F401
-                                   parallel_png, too_few)
 from analysis.confirm import searched
+from analysis.plot_figures import LOSS, importance_png, learning_curves_png, parallel_png, param_importances, too_few  # noqa: F401
 from analysis.runs import TrialRow, metric_histories, open_study, study_parser, with_histories
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
-from trainables.tracking import SPACE, read_artifact_json
+from trainables.tracking.mlflow_runs import SPACE, read_artifact_json
 
 ARTIFACT_DIR = "plots"
 LEARNING_CURVES, IMPORTANCE, PARALLEL = "learning_curves.png", "param_importance.png", "parallel_coordinates.png"
@@ -39,26 +44,32 @@ DIRECTIONS = {"max": "maximize", "min": "minimize"}
 
 # ---------------------------------------------------------------- data -> in-memory Optuna study
 
+
 def parse_space(searched: Mapping[str, str | Mapping]) -> dict[str, BaseDistribution]:
     """{name: optuna distribution} from the "searched" part of study/space.json (Optuna's JSON per param)."""
     return {k: json_to_distribution(v if isinstance(v, str) else json.dumps(v)) for k, v in searched.items()}
+
+
+def _choice(dist: CategoricalDistribution, s: str):
+    """The choice whose str() is `s`, or a number equal to it ("32.0" for 32, "1" for 1.0)."""
+    for choice in dist.choices:
+        if str(choice) == s:
+            return choice
+    for choice in dist.choices:
+        if isinstance(choice, (int, float)) and not isinstance(choice, bool):
+            try:
+                if float(s) == choice:
+                    return choice
+            except ValueError:
+                break
+    raise ValueError(f"{s!r} is none of the choices {list(dist.choices)}")
 
 
 def param_value(dist: BaseDistribution, s: str):
     """The value an MLflow param string stands for under `dist`; ValueError when `dist` cannot hold it.
     Categorical choices keep their type (batch_size 32, width 0.25): the choice whose str() is `s`."""
     if isinstance(dist, CategoricalDistribution):
-        for choice in dist.choices:
-            if str(choice) == s:
-                return choice
-        for choice in dist.choices:          # "32.0" for 32, "1" for 1.0
-            if isinstance(choice, (int, float)) and not isinstance(choice, bool):
-                try:
-                    if float(s) == choice:
-                        return choice
-                except ValueError:
-                    break
-        raise ValueError(f"{s!r} is none of the choices {list(dist.choices)}")
+        return _choice(dist, s)
     if isinstance(dist, IntDistribution):
         f = float(s)
         if not f.is_integer():
@@ -79,8 +90,9 @@ def scored_rows(rows: list[TrialRow]) -> list[TrialRow]:
     return [r for r in rows if r.status == "FINISHED" and r.best == r.best]
 
 
-def trial_params(rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
-                 ) -> tuple[dict[str, list], dict[str, str]]:
+def trial_params(
+    rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
+) -> tuple[dict[str, list], dict[str, str]]:
     """({name: [value per row]} of the searched params the figures can use, {left-out name: why}).
 
     Left out: a param some row lacks (another family's knob in an `all` study), one with a single value
@@ -103,8 +115,9 @@ def trial_params(rows: list[TrialRow], distributions: Mapping[str, BaseDistribut
     return values, skipped
 
 
-def build_study(rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
-                ) -> tuple[optuna.Study, dict[str, str]]:
+def build_study(
+    rows: list[TrialRow], distributions: Mapping[str, BaseDistribution]
+) -> tuple[optuna.Study, dict[str, str]]:
     """(in-memory study with one COMPLETE trial per scored row, {left-out param: why}).
 
     distributions: {MLflow param name: the optuna distribution the study searched} (parse_space); a param
@@ -113,7 +126,7 @@ def build_study(rows: list[TrialRow], distributions: Mapping[str, BaseDistributi
     values, skipped = trial_params(rows, distributions)
     dists = {k: distributions[k] for k in values}
     verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)   # no "A new study created in memory" line
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
     try:
         study = optuna.create_study(direction=DIRECTIONS[OBJECTIVE.mode], study_name="artsweep-study-plots")
     finally:
@@ -122,14 +135,24 @@ def build_study(rows: list[TrialRow], distributions: Mapping[str, BaseDistributi
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([OBJECTIVE_KEY])
     for i, r in enumerate(rows):
-        study.add_trial(optuna.trial.create_trial(
-            params={k: v[i] for k, v in values.items()}, distributions=dict(dists), value=float(r.best),
-            user_attrs={"run_id": r.run_id, "name": r.name, "family": r.family, "stopped_early": r.stopped_early}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: v[i] for k, v in values.items()},
+                distributions=dict(dists),
+                value=float(r.best),
+                user_attrs={"run_id": r.run_id, "name": r.name, "family": r.family, "stopped_early": r.stopped_early},
+            )
+        )
     return study, skipped
 
 
-def plot_study(rows: list[TrialRow], folder: Path, distributions: Mapping[str, BaseDistribution],
-               max_epochs: int | None = None, val_loss: Mapping[str, list] | None = None) -> list[Path]:
+def plot_study(
+    rows: list[TrialRow],
+    folder: Path,
+    distributions: Mapping[str, BaseDistribution],
+    max_epochs: int | None = None,
+    val_loss: Mapping[str, list] | None = None,
+) -> list[Path]:
     """learning_curves.png, param_importance.png, parallel_coordinates.png in `folder` (created).
 
     rows: analysis.runs.trial_rows (best first). distributions: parse_space of the study's space.
@@ -138,12 +161,15 @@ def plot_study(rows: list[TrialRow], folder: Path, distributions: Mapping[str, B
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     study, skipped = build_study(rows, distributions)
-    return [learning_curves_png(rows, folder / LEARNING_CURVES, max_epochs, val_loss),
-            importance_png(study, skipped, folder / IMPORTANCE),
-            parallel_png(study, skipped, folder / PARALLEL)]
+    return [
+        learning_curves_png(rows, folder / LEARNING_CURVES, max_epochs, val_loss),
+        importance_png(study, skipped, folder / IMPORTANCE),
+        parallel_png(study, skipped, folder / PARALLEL),
+    ]
 
 
 # ---------------------------------------------------------------- MLflow
+
 
 def fetch_histories(client: MlflowClient, rows: list[TrialRow], metric: str = LOSS) -> dict[str, list]:
     """{run_id: [(step, value), ...] sorted by step} of `metric` for every trial that logged it."""
@@ -168,8 +194,10 @@ def read_space(client: MlflowClient, parent_run_id: str) -> dict[str, BaseDistri
     try:
         searched = read_artifact_json(client, parent_run_id, SPACE)["searched"]
     except (MlflowException, OSError, KeyError, ValueError) as e:
-        raise LookupError(f"the study's parent run {parent_run_id} has no readable {SPACE} (a study from "
-                          f"before the search space was logged?): {type(e).__name__}") from e
+        raise LookupError(
+            f"the study's parent run {parent_run_id} has no readable {SPACE} (a study from "
+            f"before the search space was logged?): {type(e).__name__}"
+        ) from e
     return parse_space(searched)
 
 
@@ -181,7 +209,7 @@ def main(argv=None) -> int:
     client, exp, study, rows = open_study(p, a)
     # the search's trials: confirmation runs repeat its configurations (they would weigh twice in fANOVA), the
     # final fit has no validation curve
-    rows = with_histories(client, searched(rows))        # the learning curves draw every trial's
+    rows = with_histories(client, searched(rows))  # the learning curves draw every trial's
     try:
         space = read_space(client, study.info.run_id)
     except LookupError as e:

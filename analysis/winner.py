@@ -10,6 +10,7 @@ its bootstrap intervals. Crowning:
   - puts the same links first in the experiment's description (the UI shows its first paragraph above the runs
     table: one click from the table to the winner), with a link to all trials, best first.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -24,13 +25,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from analysis.runs import TrialRow
 from trainables import metrics
 from trainables.metrics import OBJECTIVE_KEY
-from trainables.mlflow_ui import runs_page
-from trainables.tracking import NOTE_TAG
+from trainables.tracking.mlflow_runs import NOTE_TAG
+from trainables.tracking.mlflow_ui import runs_page
 
-WINNER_TAG = "winner"               # "true" on exactly one trial run of a study
-WINNER_RUN_TAG = "winner_run_id"    # on the parent run: the winning trial run's id
-LEAD = "**Winner:** "                # how the winner's paragraph of a description starts
-HEADLINE = ("test_macro_f1", "test_accuracy")   # the test metrics a description quotes
+WINNER_TAG = "winner"  # "true" on exactly one trial run of a study
+WINNER_RUN_TAG = "winner_run_id"  # on the parent run: the winning trial run's id
+LEAD = "**Winner:** "  # how the winner's paragraph of a description starts
+HEADLINE = ("test_macro_f1", "test_accuracy")  # the test metrics a description quotes
 
 
 def run_link(experiment_id: str, run_id: str, text: str) -> str:
@@ -46,6 +47,7 @@ def test_scores(client: MlflowClient, row: TrialRow, parent_run_id: str) -> tupl
     """(test-split metrics of the trial's best checkpoint, images scored): quick, without intervals or plots
     (analysis.evaluate adds those). DataError when the study's images are not on this machine."""
     from analysis.evaluate import load_trial, predict_split
+
     with tempfile.TemporaryDirectory() as tmp:
         clf, splits = load_trial(client, row, parent_run_id, Path(tmp))
     pred = predict_split(clf, splits, show_progress=False)
@@ -58,38 +60,71 @@ def logged_model_id(client: MlflowClient, experiment_id: str, run_id: str) -> st
     return found[0].model_id if found else None
 
 
-def crown(client: MlflowClient, experiment_id: str, parent_run_id: str, row: TrialRow, test: Mapping[str, float],
-          dataset: Mapping | None = None, log_model: bool = True) -> str | None:
+def crown(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    row: TrialRow,
+    test: Mapping[str, float],
+    dataset: Mapping | None = None,
+    log_model: bool = True,
+) -> str | None:
     """Mark `row` as the study's winner (see the module docstring); `test`: its test metrics; `dataset`: the
     study's split (mlflow_ui.dataset_input), which the test metrics are linked to. Returns the logged model's id."""
-    others = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{WINNER_TAG}` = 'true'"))
+    others = client.search_runs(
+        [experiment_id],
+        filter_string=(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.`{WINNER_TAG}` = 'true'"),
+    )
     for r in others:
-        if r.info.run_id != row.run_id:   # a resumed study, or an earlier crowning, that chose another run
+        if r.info.run_id != row.run_id:  # a resumed study, or an earlier crowning, that chose another run
             client.delete_tag(r.info.run_id, WINNER_TAG)
     model_id = logged_model_id(client, experiment_id, row.run_id)
     if model_id is None and log_model:
         from analysis.registry import log_model as log_checkpoint
+
         model_id = log_checkpoint(client, row.run_id)[0].model_id
     now = int(time.time() * 1000)
     link = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
-    client.log_batch(row.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id, **link)
-                                          for k, v in test.items()])
+    client.log_batch(
+        row.run_id, metrics=[Metric(k, float(v), now, 0, model_id=model_id, **link) for k, v in test.items()]
+    )
     quoted = ", ".join(f"{k} {test[k]:.4f}" for k in HEADLINE if k in test)
     model = f" Model: {model_link(experiment_id, model_id, 'logged model')}." if model_id else ""
-    why = (" (the best seed of the configuration with the best mean over its confirmation runs: "
-           "`python -m analysis.leaderboard` shows them)" if row.phase == "confirm" else "")
-    client.log_batch(row.run_id, tags=[RunTag(WINNER_TAG, "true"), RunTag(NOTE_TAG, (
-        f"**Winner of the study** ({row.family} / {row.arch}){why}: best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
-        f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"))])
-    lead = (f"{LEAD}{run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
-            f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}")
+    why = (
+        " (the best seed of the configuration with the best mean over its confirmation runs: "
+        "`python -m analysis.leaderboard` shows them)"
+        if row.phase == "confirm"
+        else ""
+    )
+    client.log_batch(
+        row.run_id,
+        tags=[
+            RunTag(WINNER_TAG, "true"),
+            RunTag(
+                NOTE_TAG,
+                (
+                    f"**Winner of the study** ({row.family} / {row.arch}){why}: best {OBJECTIVE_KEY} {row.best:.4f} at epoch "
+                    f"{row.best_epoch} of {row.epochs}{'; ' + quoted if quoted else ''}.{model}"
+                ),
+            ),
+        ],
+    )
+    lead = (
+        f"{LEAD}{run_link(experiment_id, row.run_id, row.name)} ({row.family} / {row.arch}), best "
+        f"{OBJECTIVE_KEY} {row.best:.4f} at epoch {row.best_epoch}{'; ' + quoted if quoted else ''}.{model}"
+    )
     parent_note = client.get_run(parent_run_id).data.tags.get(NOTE_TAG, "")
-    client.log_batch(parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id),
-                                          RunTag(NOTE_TAG, first(lead, parent_note))])
-    client.set_experiment_tag(experiment_id, NOTE_TAG, first(
-        f"{lead} [All trials, best first]({runs_page(experiment_id)})",
-        client.get_experiment(experiment_id).tags.get(NOTE_TAG, "")))
+    client.log_batch(
+        parent_run_id, tags=[RunTag(WINNER_RUN_TAG, row.run_id), RunTag(NOTE_TAG, first(lead, parent_note))]
+    )
+    client.set_experiment_tag(
+        experiment_id,
+        NOTE_TAG,
+        first(
+            f"{lead} [All trials, best first]({runs_page(experiment_id)})",
+            client.get_experiment(experiment_id).tags.get(NOTE_TAG, ""),
+        ),
+    )
     return model_id
 
 

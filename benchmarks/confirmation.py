@@ -10,6 +10,7 @@ where it landed), the seed standard deviation of val macro F1 of each confirmed 
 F1 of the crowned winner, the final fit, the ensemble of the 3 best confirmation runs (analysis.ensemble) and the
 family's published recipe (its trial in the study). Last line: one JSON object with every figure.
 """
+
 import argparse
 import json
 import statistics
@@ -27,10 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_study(work: Path, seed: int, num_samples: int) -> None:
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--num-samples", str(num_samples), "--seed", str(seed),
-           "--confirm", "3", "--confirm-seeds", "3", "--final-fit", "--experiment", f"confirmation-{seed}",
-           "--mlflow-uri", f"sqlite:///{work / 'mlflow.db'}", "--storage", str(work / "ray_results"),
-           "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--num-samples",
+        str(num_samples),
+        "--seed",
+        str(seed),
+        "--confirm",
+        "3",
+        "--confirm-seeds",
+        "3",
+        "--final-fit",
+        "--experiment",
+        f"confirmation-{seed}",
+        "--mlflow-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "--storage",
+        str(work / "ray_results"),
+        "--no-dashboard",
+    ]
     with open(work / f"study-{seed}.log", "w") as log:
         subprocess.run(cmd, cwd=work, stdout=log, stderr=subprocess.STDOUT, check=True)
 
@@ -48,17 +65,29 @@ def figures(client: MlflowClient, experiment: str) -> dict:
     recipe_test = winner.test_scores(client, recipe, parent)[0] if recipe else {}
     final = finals(rows)
     return {
-        "experiment": experiment, "trials": len(search), "confirm_runs": sum(len(c.runs) for c in conf),
-        "search_winner_stays": conf[0].search_rank == 1, "search_winner_confirmed_rank":
-            next(c.rank for c in conf if c.search_rank == 1),
-        "confirmed": [{"search_rank": c.search_rank, "rank": c.rank, "search_best": round(c.source.best, 4),
-                       "mean": round(c.mean, 4), "ci95": round(c.half_width, 4), "sd": round(c.sd, 4)} for c in conf],
+        "experiment": experiment,
+        "trials": len(search),
+        "confirm_runs": sum(len(c.runs) for c in conf),
+        "search_winner_stays": conf[0].search_rank == 1,
+        "search_winner_confirmed_rank": next(c.rank for c in conf if c.search_rank == 1),
+        "confirmed": [
+            {
+                "search_rank": c.search_rank,
+                "rank": c.rank,
+                "search_best": round(c.source.best, 4),
+                "mean": round(c.mean, 4),
+                "ci95": round(c.half_width, 4),
+                "sd": round(c.sd, 4),
+            }
+            for c in conf
+        ],
         "test_macro_f1": {
             "winner": round(client.get_run(best.run_id).data.metrics["test_macro_f1"], 4),
             "final_fit": round(client.get_run(final[0].run_id).data.metrics["test_macro_f1"], 4) if final else None,
             "ensemble_top3": round(ens["test_macro_f1"]["value"], 4),
             "recipe": round(recipe_test["test_macro_f1"], 4) if recipe_test else None,
-            "recipe_epochs": recipe.epochs if recipe else None},
+            "recipe_epochs": recipe.epochs if recipe else None,
+        },
         "test_images": len(targets),
     }
 
@@ -80,15 +109,20 @@ def main() -> int:
         out.append(f)
         t = f["test_macro_f1"]
         sds = [c["sd"] for c in f["confirmed"]]
-        print(f"study {seed}: {f['trials']} trials, search winner {'stays' if f['search_winner_stays'] else 'loses'} "
-              f"(confirmed rank {f['search_winner_confirmed_rank']}); seed sd of val macro F1 "
-              f"{', '.join(f'{s:.4f}' for s in sds)}; test macro F1 winner {t['winner']:.4f}, final fit "
-              f"{t['final_fit']}, ensemble {t['ensemble_top3']:.4f}, recipe {t['recipe']} "
-              f"({t['recipe_epochs']} epochs)", flush=True)
+        print(
+            f"study {seed}: {f['trials']} trials, search winner {'stays' if f['search_winner_stays'] else 'loses'} "
+            f"(confirmed rank {f['search_winner_confirmed_rank']}); seed sd of val macro F1 "
+            f"{', '.join(f'{s:.4f}' for s in sds)}; test macro F1 winner {t['winner']:.4f}, final fit "
+            f"{t['final_fit']}, ensemble {t['ensemble_top3']:.4f}, recipe {t['recipe']} "
+            f"({t['recipe_epochs']} epochs)",
+            flush=True,
+        )
     stays = sum(f["search_winner_stays"] for f in out)
     sds = [c["sd"] for f in out for c in f["confirmed"]]
-    print(f"search winner stays the winner in {stays} of {len(out)} studies; median seed sd of val macro F1 "
-          f"{statistics.median(sds):.4f} (range {min(sds):.4f} - {max(sds):.4f})")
+    print(
+        f"search winner stays the winner in {stays} of {len(out)} studies; median seed sd of val macro F1 "
+        f"{statistics.median(sds):.4f} (range {min(sds):.4f} - {max(sds):.4f})"
+    )
     print(json.dumps({"studies": out, "stays": stays, "median_seed_sd": statistics.median(sds)}))
     return 0
 

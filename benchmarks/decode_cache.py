@@ -10,6 +10,7 @@ through a local storage folder; reading the built cache back. Ends with an extra
 and, as the last line, one JSON object. Other load on the machine lowers every figure: run it on an idle one
 (each variant's line says how many CPUs other processes kept busy while it ran).
 """
+
 import argparse
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 # Only torch-free modules at module level: the cache's spawned pool processes import this script again.
-from trainables import decode
+from trainables.data import decode
 
 WIKIART = 81_000
 
@@ -56,7 +57,7 @@ def v1_fit(img, side: int, policy: str) -> np.ndarray:
         return np.asarray(pil.crop((left, top, left + side, top + side)))
     out = np.zeros((side, side, 3), np.uint8)
     top, left = (side - nh) // 2, (side - nw) // 2
-    out[top:top + nh, left:left + nw] = np.asarray(pil)
+    out[top : top + nh, left : left + nw] = np.asarray(pil)
     return out
 
 
@@ -90,7 +91,8 @@ def v1_build(paths: list[str], side: int, out: Path) -> np.ndarray:
 
 def build(paths: list[str], size: int, root: Path, processes: int) -> tuple[np.ndarray, dict]:
     """cache.open_or_build into a new root, checked to have built with `processes` processes."""
-    from trainables import cache
+    from trainables.data import cache
+
     images, meta, built = cache.open_or_build(paths, size, root=root, processes=processes)
     assert built and meta["source"] == "built" and meta["processes"] == processes, meta
     return images, meta
@@ -99,17 +101,23 @@ def build(paths: list[str], size: int, root: Path, processes: int) -> tuple[np.n
 def storage_round_trip(paths: list[str], size: int, folder: Path, work: Path, reference: np.ndarray) -> dict:
     """Publishes a built cache folder to a local storage folder, then opens the same files on a 'second node'
     (another cache root): seconds and MiB/s each way."""
-    from trainables import cache
+    from trainables.data import cache
+
     store, mib = work / "storage", (folder / "images.npy").stat().st_size / 2**20
     t0 = time.perf_counter()
-    cache._publish(str(store), folder)   # what open_or_build does after a build when given storage
+    cache._publish(str(store), folder)  # what open_or_build does after a build when given storage
     publish_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     images, meta, built = cache.open_or_build(paths, size, root=work / "node2", storage=str(store))
     download_s = time.perf_counter() - t0
     assert not built and meta["source"] == "downloaded" and np.array_equal(images, reference)
-    return {"MiB": round(mib, 1), "publish_s": round(publish_s, 2), "publish_MiB_s": round(mib / publish_s),
-            "download_s": round(download_s, 2), "download_MiB_s": round(mib / download_s)}
+    return {
+        "MiB": round(mib, 1),
+        "publish_s": round(publish_s, 2),
+        "publish_MiB_s": round(mib / publish_s),
+        "download_s": round(download_s, 2),
+        "download_MiB_s": round(mib / download_s),
+    }
 
 
 def read_rate(images: np.ndarray) -> float:
@@ -125,9 +133,13 @@ def extrapolate(img_s: dict, key: str, trip: dict, n: int) -> dict:
     the storage bandwidth above which downloading beats building."""
     build_s = WIKIART / img_s[key]
     mib = trip["MiB"] * WIKIART / n
-    return {"images": WIKIART, "GiB": round(mib / 1024, 1), f"build_s_{key}": round(build_s),
-            "download_s_local": round(mib / trip["download_MiB_s"]),
-            "download_beats_build_above_MiB_s": round(mib / build_s)}
+    return {
+        "images": WIKIART,
+        "GiB": round(mib / 1024, 1),
+        f"build_s_{key}": round(build_s),
+        "download_s_local": round(mib / trip["download_MiB_s"]),
+        "download_beats_build_above_MiB_s": round(mib / build_s),
+    }
 
 
 def main() -> None:
@@ -138,36 +150,48 @@ def main() -> None:
     p.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "artsweep-bench"))
     a = p.parse_args()
     import torch
-    from trainables import cache
+
+    from trainables.data import cache
+
     torch.set_num_threads(1)
     paths = make_set(Path(a.dir), a.images)
     sides = sorted(max(Image.open(x).size) for x in paths)
     side, n, par = cache.cached_side(a.image_size), len(paths), f"draft_{a.processes}p"
-    print(f"{n} JPEGs, long side median {sides[n // 2]} px (min {sides[0]}, max {sides[-1]}); cached side {side} px; "
-          f"{len(os.sched_getaffinity(0))} CPUs")
+    print(
+        f"{n} JPEGs, long side median {sides[n // 2]} px (min {sides[0]}, max {sides[-1]}); cached side {side} px; "
+        f"{len(os.sched_getaffinity(0))} CPUs"
+    )
     work = Path(tempfile.mkdtemp(prefix="artsweep-cache-bench-"))
-    v1_fit(decode.decode_rgb(paths[0]), side, "crop")   # imports (torchvision: ~2 s) before any timing
+    v1_fit(decode.decode_rgb(paths[0]), side, "crop")  # imports (torchvision: ~2 s) before any timing
     decode.decode_fit(paths[0], side, "crop")
     try:
-        runs = {"full_decode_1p": timed(v1_build, paths, side, work / "v1.npy"),
-                "draft_1p": timed(build, paths, a.image_size, work / "one", 1),
-                par: timed(build, paths, a.image_size, work / "many", a.processes)}
+        runs = {
+            "full_decode_1p": timed(v1_build, paths, side, work / "v1.npy"),
+            "draft_1p": timed(build, paths, a.image_size, work / "one", 1),
+            par: timed(build, paths, a.image_size, work / "many", a.processes),
+        }
         for name, (_, wall, cpu, other) in runs.items():
-            print(f"{name:15s} {n / wall:7.1f} images/s ({n / cpu:.1f} per CPU second; other processes kept "
-                  f"{other:.1f} CPUs busy meanwhile)")
-        figs = {name: run[1:] for name, run in runs.items()}   # (wall s, CPU s, other processes' CPUs)
+            print(
+                f"{name:15s} {n / wall:7.1f} images/s ({n / cpu:.1f} per CPU second; other processes kept "
+                f"{other:.1f} CPUs busy meanwhile)"
+            )
+        figs = {name: run[1:] for name, run in runs.items()}  # (wall s, CPU s, other processes' CPUs)
         v1, (one, _), (many, meta_n) = (runs[k][0] for k in runs)
         identical = bool(np.array_equal(one, many))
         diff = float(np.abs(one.astype(np.int16) - np.asarray(v1, dtype=np.int16)).mean())
         del v1, one, runs
         (work / "v1.npy").unlink()
         shutil.rmtree(work / "one")
-        print(f"{a.processes} processes byte-identical to 1: {identical}; mean |pixel - version 1 pixel|: {diff:.2f} "
-              "grey levels")
+        print(
+            f"{a.processes} processes byte-identical to 1: {identical}; mean |pixel - version 1 pixel|: {diff:.2f} "
+            "grey levels"
+        )
         trip = storage_round_trip(paths, a.image_size, work / "many" / meta_n["key"], work, many)
-        print(f"storage folder: publish {trip['MiB']:,.0f} MiB in {trip['publish_s']:.2f} s "
-              f"({trip['publish_MiB_s']:,} MiB/s), download in {trip['download_s']:.2f} s "
-              f"({trip['download_MiB_s']:,} MiB/s)")
+        print(
+            f"storage folder: publish {trip['MiB']:,.0f} MiB in {trip['publish_s']:.2f} s "
+            f"({trip['publish_MiB_s']:,} MiB/s), download in {trip['download_s']:.2f} s "
+            f"({trip['download_MiB_s']:,} MiB/s)"
+        )
         read = read_rate(many)
         print(f"decode cache read only: {read:,.0f} images/s")
     finally:
@@ -175,23 +199,39 @@ def main() -> None:
     report(n, side, a.processes, figs, read, identical, diff, trip)
 
 
-def report(n: int, side: int, processes: int, figs: dict, read: float, identical: bool, diff: float,
-           trip: dict) -> None:
+def report(
+    n: int, side: int, processes: int, figs: dict, read: float, identical: bool, diff: float, trip: dict
+) -> None:
     """The WikiArt extrapolation line, then the JSON summary line (the last line printed)."""
     par = f"draft_{processes}p"
     img_s = {**{k: n / wall for k, (wall, _, _) in figs.items()}, "cache_read": read}
     ex = extrapolate(img_s, par, trip, n)
-    print(f"WikiArt ({WIKIART:,} images, {ex['GiB']} GiB cached): build {ex[f'build_s_{par}'] / 60:.1f} min with "
-          f"{processes} processes here ({WIKIART / img_s['full_decode_1p'] / 60:.0f} min with version 1) vs download "
-          f"{ex['download_s_local'] / 60:.1f} min at this folder's {trip['download_MiB_s']:,} MiB/s; downloading "
-          f"wins above {ex['download_beats_build_above_MiB_s']} MiB/s of storage bandwidth")
-    print(json.dumps({
-        "images": n, "side": side, "processes": processes, "img_s": {k: round(v, 1) for k, v in img_s.items()},
-        "cpu_img_s": {k: round(n / cpu, 1) for k, (_, cpu, _) in figs.items()},
-        "other_busy_cpus": {k: round(other, 2) for k, (_, _, other) in figs.items()},
-        "ratios": {"draft_1p/full_decode_1p": round(img_s["draft_1p"] / img_s["full_decode_1p"], 2),
-                   f"{par}/draft_1p": round(img_s[par] / img_s["draft_1p"], 2)},
-        "identical": identical, "mean_abs_diff_vs_v1": round(diff, 2), "storage": trip, "wikiart": ex}))
+    print(
+        f"WikiArt ({WIKIART:,} images, {ex['GiB']} GiB cached): build {ex[f'build_s_{par}'] / 60:.1f} min with "
+        f"{processes} processes here ({WIKIART / img_s['full_decode_1p'] / 60:.0f} min with version 1) vs download "
+        f"{ex['download_s_local'] / 60:.1f} min at this folder's {trip['download_MiB_s']:,} MiB/s; downloading "
+        f"wins above {ex['download_beats_build_above_MiB_s']} MiB/s of storage bandwidth"
+    )
+    print(
+        json.dumps(
+            {
+                "images": n,
+                "side": side,
+                "processes": processes,
+                "img_s": {k: round(v, 1) for k, v in img_s.items()},
+                "cpu_img_s": {k: round(n / cpu, 1) for k, (_, cpu, _) in figs.items()},
+                "other_busy_cpus": {k: round(other, 2) for k, (_, _, other) in figs.items()},
+                "ratios": {
+                    "draft_1p/full_decode_1p": round(img_s["draft_1p"] / img_s["full_decode_1p"], 2),
+                    f"{par}/draft_1p": round(img_s[par] / img_s["draft_1p"], 2),
+                },
+                "identical": identical,
+                "mean_abs_diff_vs_v1": round(diff, 2),
+                "storage": trip,
+                "wikiart": ex,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ and checks, on --check trials drawn at random (0: none; -1: all), that trial_row
 and relative order are what their full histories give, and that the printed lines fit 120 characters.
 Last line: one JSON object of the figures.
 """
+
 import argparse
 import json
 import os
@@ -54,8 +55,13 @@ def write_study(db: Path, work: Path, n: int, epochs: int) -> tuple[str, float]:
 
 def time_cli(uri: str) -> tuple[float, list[str]]:
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "analysis.leaderboard", "--experiment", EXPERIMENT, "--mlflow-uri",
-                          uri, "--no-log"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "analysis.leaderboard", "--experiment", EXPERIMENT, "--mlflow-uri", uri, "--no-log"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return time.perf_counter() - t0, out.splitlines()
 
 
@@ -77,8 +83,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10, help="epochs of a trial that ran its budget")
     p.add_argument("--check", type=int, default=200, help="trials checked against their histories (-1: all)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs of the leaderboard command")
-    p.add_argument("--dir", type=Path, help="work folder, kept: a study written there is used again (default: a "
-                   "temporary one)")
+    p.add_argument(
+        "--dir", type=Path, help="work folder, kept: a study written there is used again (default: a temporary one)"
+    )
     a = p.parse_args()
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="artsweep-lb-") as tmp:
@@ -100,15 +107,26 @@ def main() -> None:
             server.stop()
     lines = cli[-1][1]
     assert max(map(len, lines)) <= leaderboard.WIDTH, max(lines, key=len)
-    assert sum(line.split()[1:2] == [r.name] for line, r in zip(lines[lines.index("") + 2:], rows)) == len(rows)
-    figures = {"trials": a.trials, "epochs": a.epochs, "write_s": round(write_s, 1),
-               "cli_s": [round(s, 2) for s, _ in cli], "trial_rows_s": round(rows_s, 2), "checked": checked,
-               "history_s_per_trial": round(history_s, 4), "history_s_all": round(history_s * a.trials, 1),
-               "max_line": max(map(len, lines)), "load_before": [round(x, 2) for x in load],
-               "load_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
-    print(f"{a.trials} trials: leaderboard command {min(figures['cli_s']):.2f} s (best of {a.repeat}), trial_rows "
-          f"{rows_s:.2f} s in process; one history request {history_s * 1000:.0f} ms ({figures['history_s_all']} s "
-          f"for every trial); {checked} trials rank as their histories do; load before {load[0]:.2f}")
+    assert sum(line.split()[1:2] == [r.name] for line, r in zip(lines[lines.index("") + 2 :], rows)) == len(rows)
+    figures = {
+        "trials": a.trials,
+        "epochs": a.epochs,
+        "write_s": round(write_s, 1),
+        "cli_s": [round(s, 2) for s, _ in cli],
+        "trial_rows_s": round(rows_s, 2),
+        "checked": checked,
+        "history_s_per_trial": round(history_s, 4),
+        "history_s_all": round(history_s * a.trials, 1),
+        "max_line": max(map(len, lines)),
+        "load_before": [round(x, 2) for x in load],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
+    print(
+        f"{a.trials} trials: leaderboard command {min(figures['cli_s']):.2f} s (best of {a.repeat}), trial_rows "
+        f"{rows_s:.2f} s in process; one history request {history_s * 1000:.0f} ms ({figures['history_s_all']} s "
+        f"for every trial); {checked} trials rank as their histories do; load before {load[0]:.2f}"
+    )
     print(json.dumps(figures))
 
 

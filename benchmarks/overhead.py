@@ -17,6 +17,7 @@ starting it to Tune ending it (its `spend_wall_s`):
 The controller log is read from this machine's Ray session folder; phases it cannot find count in `reports`.
 Last line: one JSON object with overhead_s_per_trial (life - train - val) and train_share (train / life).
 """
+
 import argparse
 import datetime as dt
 import json
@@ -56,14 +57,19 @@ def controller_times(trial_id: str) -> dict:
 
 def trial_phases(client: MlflowClient, run) -> dict:
     m = run.data.metrics
-    hist = lambda key: client.get_metric_history(run.info.run_id, key)   # noqa: E731
+    hist = lambda key: client.get_metric_history(run.info.run_id, key)  # noqa: E731
     start, end = run.info.start_time / 1000, (run.info.end_time or run.info.start_time) / 1000
     life = m.get("spend_wall_s", end - start)
     last_logged = max((x.timestamp / 1000 for x in hist("val_macro_f1")), default=end)
     ctl = controller_times(run.data.tags.get("trial_id", ""))
-    p = dict(driver=life - (end - start), imports=m.get("time_import_s", 0.0), setup=m.get("time_setup_s", 0.0),
-             train=sum(x.value for x in hist("time_train_s")), val=sum(x.value for x in hist("time_val_s")),
-             teardown=end - last_logged)
+    p = dict(
+        driver=life - (end - start),
+        imports=m.get("time_import_s", 0.0),
+        setup=m.get("time_setup_s", 0.0),
+        train=sum(x.value for x in hist("time_train_s")),
+        val=sum(x.value for x in hist("time_val_s")),
+        teardown=end - last_logged,
+    )
     p["controller"] = ctl["request"] - start if "request" in ctl else 0.0
     p["workers"] = ctl["started"] - ctl["request"] if len(ctl) == 2 else 0.0
     p["reports"] = life - sum(p.values())
@@ -73,8 +79,9 @@ def trial_phases(client: MlflowClient, run) -> dict:
 def report(uri: str, experiment: str) -> dict:
     client = MlflowClient(uri)
     exp, study = latest_study(client, experiment)
-    rows = [trial_phases(client, client.get_run(r.run_id)) for r in trial_rows(client, exp.experiment_id,
-                                                                               study.info.run_id)]
+    rows = [
+        trial_phases(client, client.get_run(r.run_id)) for r in trial_rows(client, exp.experiment_id, study.info.run_id)
+    ]
     print(f"{'phase':<12}" + "".join(f"{'trial ' + str(i + 1):>9}" for i in range(len(rows))) + f"{'mean':>9}")
     for key in ("life",) + PHASES:
         values = [r[key] for r in rows]
@@ -83,10 +90,16 @@ def report(uri: str, experiment: str) -> dict:
     train = sum(r["train"] for r in rows)
     overhead = (life - train - sum(r["val"] for r in rows)) / len(rows)
     wall = ((study.info.end_time or study.info.start_time) - study.info.start_time) / 1000
-    print(f"\n{len(rows)} trials, study wall {wall:.0f} s; per trial {life / len(rows):.1f} s of life, "
-          f"{overhead:.1f} s of it not training or validating; training steps {100 * train / life:.0f} % of life")
-    return {"trials": len(rows), "overhead_s_per_trial": round(overhead, 2), "train_share": round(train / life, 3),
-            "phases_s": {k: round(sum(r[k] for r in rows) / len(rows), 2) for k in PHASES}}
+    print(
+        f"\n{len(rows)} trials, study wall {wall:.0f} s; per trial {life / len(rows):.1f} s of life, "
+        f"{overhead:.1f} s of it not training or validating; training steps {100 * train / life:.0f} % of life"
+    )
+    return {
+        "trials": len(rows),
+        "overhead_s_per_trial": round(overhead, 2),
+        "train_share": round(train / life, 3),
+        "phases_s": {k: round(sum(r[k] for r in rows) / len(rows), 2) for k in PHASES},
+    }
 
 
 def main() -> None:
@@ -100,9 +113,22 @@ def main() -> None:
         work = Path(a.dir or tempfile.mkdtemp(prefix="artsweep-overhead-"))
         work.mkdir(parents=True, exist_ok=True)
         a.experiment, a.mlflow_uri = "overhead", f"sqlite:///{work / 'mlflow.db'}"
-        cmd = [sys.executable, str(Path(__file__).resolve().parents[1] / "tune.py"), "--smoke", "--max-epochs", "1",
-               "--num-samples", str(a.trials), "--experiment", a.experiment, "--mlflow-uri", a.mlflow_uri,
-               "--storage", str(work / "ray_results"), "--no-dashboard"]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "tune.py"),
+            "--smoke",
+            "--max-epochs",
+            "1",
+            "--num-samples",
+            str(a.trials),
+            "--experiment",
+            a.experiment,
+            "--mlflow-uri",
+            a.mlflow_uri,
+            "--storage",
+            str(work / "ray_results"),
+            "--no-dashboard",
+        ]
         print("running:", " ".join(cmd), f"(output: {work / 'tune.log'})", flush=True)
         with open(work / "tune.log", "w") as log:
             subprocess.run(cmd, cwd=work, check=True, stdout=log, stderr=subprocess.STDOUT)

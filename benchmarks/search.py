@@ -18,6 +18,7 @@ Printed: per benchmark and configuration, the median (over seeds) share of rando
 reach random search's final best ("inf" when never reached), and the median final best. Last line: one JSON
 object {benchmark: share for our default}.
 """
+
 import argparse
 import heapq
 import importlib
@@ -48,8 +49,9 @@ def mfpbench():
         import mfpbench as m
     except ImportError:
         print(f"installing {' '.join(PINS)} into {CACHE} (no dependencies) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(CACHE), *PINS],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(CACHE), *PINS], check=True
+        )
         importlib.invalidate_caches()
         import mfpbench as m
     return m
@@ -57,6 +59,7 @@ def mfpbench():
 
 def configurations(max_t: int):
     """name -> (seed, space) -> (searcher, scheduler)."""
+
     def ours(seed, space):
         return search_and_scheduler(space, seed=seed, num_samples=0, max_t=max_t, grace=1)
 
@@ -64,14 +67,26 @@ def configurations(max_t: int):
         return search_and_scheduler(space, seed=seed, num_samples=0, max_t=max_t, grace=1, early_stopping=False)
 
     def random_fifo(seed, space):
-        return (OptunaSearch(space=space, metric=OBJECTIVE_KEY, mode="max",
-                             sampler=optuna.samplers.RandomSampler(seed=seed)), FIFOScheduler())
-    def variant(**kw):   # alternatives to our default, same construction
-        return lambda seed, space: search_and_scheduler(space, seed=seed, num_samples=0, max_t=max_t,
-                                                        **{"grace": 1, **kw})
-    return {"TPE + ASHA (ours)": ours, "TPE + ASHA rf=2": variant(reduction_factor=2),
-            "TPE + ASHA rf=3": variant(reduction_factor=3), "TPE + ASHA grace=2": variant(grace=2),
-            "TPE + FIFO": tpe_fifo, "random + FIFO": random_fifo}
+        return (
+            OptunaSearch(
+                space=space, metric=OBJECTIVE_KEY, mode="max", sampler=optuna.samplers.RandomSampler(seed=seed)
+            ),
+            FIFOScheduler(),
+        )
+
+    def variant(**kw):  # alternatives to our default, same construction
+        return lambda seed, space: search_and_scheduler(
+            space, seed=seed, num_samples=0, max_t=max_t, **{"grace": 1, **kw}
+        )
+
+    return {
+        "TPE + ASHA (ours)": ours,
+        "TPE + ASHA rf=2": variant(reduction_factor=2),
+        "TPE + ASHA rf=3": variant(reduction_factor=3),
+        "TPE + ASHA grace=2": variant(grace=2),
+        "TPE + FIFO": tpe_fifo,
+        "random + FIFO": random_fifo,
+    }
 
 
 def simulate(bench, make, seed: int, max_t: int, budget: int, workers: int) -> list[tuple[int, float]]:
@@ -128,8 +143,10 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budget, configs, summary, curves = a.budget_trials * a.max_t, configurations(a.max_t), {}, {}
     for name in BENCHES:
-        runs = {c: [simulate(m.get(name, seed=s), make, s, a.max_t, budget, a.workers) for s in range(a.seeds)]
-                for c, make in configs.items()}
+        runs = {
+            c: [simulate(m.get(name, seed=s), make, s, a.max_t, budget, a.workers) for s in range(a.seeds)]
+            for c, make in configs.items()
+        }
         curves[name] = runs
         targets = [curve[-1][1] for curve in runs["random + FIFO"]]
         print(f"\n{name}: {a.seeds} seeds, {budget} epochs each ({a.budget_trials} full trials), {a.workers} workers")
@@ -147,8 +164,10 @@ def main() -> None:
 
 def plot(curves, budget: int, path: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(curves), figsize=(6 * len(curves), 4))
     for ax, (name, runs) in zip(axes, curves.items()):
         for c, rs in runs.items():

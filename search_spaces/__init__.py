@@ -3,13 +3,14 @@
 Tests are parametrised over FAMILIES, so a new entry is covered without a new test. register() adds a
 family at run time (a plugin, or a test).
 """
+
 from __future__ import annotations
 
 from search_spaces import cnn, hybrid, scratch, transformers
 from search_spaces.space import Family, SearchSpace, pinned
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (scratch.FAMILY, cnn.FAMILY, transformers.FAMILY, hybrid.FAMILY)}
-ALL = "all"   # --family all: one study across every family under one budget
+ALL = "all"  # --family all: one study across every family under one budget
 
 
 def register(family: Family) -> Family:

@@ -4,12 +4,14 @@ Priors (shared/SEEDS.md, 003): AdamW 8e-4 for the new modules and 1.5e-4 for the
 label smoothing 0.03, early backbone frozen for some epochs, grad clip 1.0.
 Run:  python tune.py --family hybrid --data /data/wikiart
 """
+
 from search_spaces.hooks import last_stage
 from search_spaces.space import Choice, Family, Float, Int
 
 
 def build(cfg, num_classes, image_size, weights):
-    from search_spaces.nets import HybridCNNRNN   # torch at build time, not when the family is imported
+    from search_spaces.nets import HybridCNNRNN  # torch at build time, not when the family is imported
+
     return HybridCNNRNN(weights.create(cfg.timm_name, num_classes=0, global_pool=""), num_classes, dropout=cfg.dropout)
 
 
@@ -29,8 +31,18 @@ FAMILY = Family(
     },
     # seed 003: AdamW 8e-4 for the new modules, 1.5e-4 for the backbone (scale 0.1875), label smoothing 0.03,
     # MixUp / CutMix p 0.35, early backbone frozen (1 epoch here), moderate jitter, RandomErasing (strong, s 0.5)
-    recipes=(dict(lr=8e-4, backbone_lr_scale=0.1875, batch_size=16, label_smoothing=0.03, mixup_prob=0.35,
-                  freeze_epochs=1, sampler_power=0.5, aug_strength=0.5),),
+    recipes=(
+        dict(
+            lr=8e-4,
+            backbone_lr_scale=0.1875,
+            batch_size=16,
+            label_smoothing=0.03,
+            mixup_prob=0.35,
+            freeze_epochs=1,
+            sampler_power=0.5,
+            aug_strength=0.5,
+        ),
+    ),
     head=lambda model: model.head,
     new_parameters=lambda model: model.new_parameters(),
     saliency_layer=lambda model: last_stage(model.backbone),

@@ -5,6 +5,7 @@ through timm.create_model like every other family (pretrained=False: there are n
 `width` scales every channel count (1.0 = the seeds' exact layers) so a study on a 2-core laptop can
 search narrower variants; it is a searched knob of the `scratch` family, never applied silently.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,15 +25,25 @@ class SimpleCNN(nn.Module):
         layers, c_in = [], 3
         for c in (32, 64, 128):
             c = _ch(c, width)
-            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c_in, c, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c_in = c
         self.features = nn.Sequential(*layers)
         side = image_size // 8  # three 2x max-pools
         hidden = _ch(512, width)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * side * side, hidden, bias=False),
-            nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in * side * side, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -57,8 +68,15 @@ class DeepCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         hidden = _ch(256, width)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, hidden, bias=False),
-            nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in, hidden, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -97,10 +115,11 @@ class HybridCNNRNN(nn.Module):
     2-layer bidirectional GRUs (hidden 128, mean + attention pooling -> 512-d each), concatenated to
     2048 + 512 + 512 = 3072-d, dropout, linear head."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float = 0.3, proj_dim: int = 320,
-                 hidden: int = 128):
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, dropout: float = 0.3, proj_dim: int = 320, hidden: int = 128
+    ):
         super().__init__()
-        self.backbone = backbone            # a timm model built with num_classes=0, global_pool=""
+        self.backbone = backbone  # a timm model built with num_classes=0, global_pool=""
         self.pretrained_cfg = getattr(backbone, "pretrained_cfg", {})  # normalisation follows the backbone
         c = backbone.num_features
         self.proj = nn.Conv2d(c, proj_dim, 1)
@@ -110,10 +129,10 @@ class HybridCNNRNN(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        fmap = self.backbone.forward_features(x)                        # [B, C, H, W]
-        p = self.proj(fmap)                                             # [B, 320, H, W]
-        rows = p.flatten(2).transpose(1, 2)                             # [B, H*W, 320], row-major
-        cols = p.transpose(2, 3).flatten(2).transpose(1, 2)             # [B, W*H, 320], column-major
+        fmap = self.backbone.forward_features(x)  # [B, C, H, W]
+        p = self.proj(fmap)  # [B, 320, H, W]
+        rows = p.flatten(2).transpose(1, 2)  # [B, H*W, 320], row-major
+        cols = p.transpose(2, 3).flatten(2).transpose(1, 2)  # [B, W*H, 320], column-major
         return torch.cat([fmap.mean((2, 3)), self.rows(rows), self.cols(cols)], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,8 +143,15 @@ class HybridCNNRNN(nn.Module):
         return [p for m in (self.proj, self.rows, self.cols, self.head) for p in m.parameters()]
 
 
-def _scratch(cls, pretrained: bool, num_classes: int, image_size: int = 64, drop_rate: float = 0.3,
-             width: float = 1.0, **_timm_kwargs):
+def _scratch(
+    cls,
+    pretrained: bool,
+    num_classes: int,
+    image_size: int = 64,
+    drop_rate: float = 0.3,
+    width: float = 1.0,
+    **_timm_kwargs,
+):
     if pretrained:
         raise RuntimeError(f"{cls.__name__} is trained from scratch: no pretrained weights exist")
     return cls(num_classes, image_size, dropout=drop_rate, width=width)

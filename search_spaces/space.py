@@ -7,31 +7,34 @@ MLflow param and its plot column; in a `--family all` study every name but `fami
 family ("cnn.lr"), because Optuna refuses a categorical whose choices change within one study, and
 the qualified name is then used everywhere in that study.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import cloudpickle
-from optuna.distributions import (BaseDistribution, CategoricalDistribution as Choice,
-                                  FloatDistribution as Float, IntDistribution as Int, distribution_to_json)
+from optuna.distributions import BaseDistribution, distribution_to_json
+from optuna.distributions import CategoricalDistribution as Choice
+from optuna.distributions import FloatDistribution as Float
+from optuna.distributions import IntDistribution as Int
 
 # The eight knobs every family searches, plus dropout; ranges here are the widest a family may use
 # (a family narrows them to its priors). Fixed values are plain numbers.
 BASE: dict[str, Any] = {
-    "lr": Float(1e-6, 1e-2, log=True),           # peak AdamW LR after warm-up, then cosine decay to ~0
-    "batch_size": Choice([16, 32, 64, 128]),     # global batch: images per step summed over all workers
+    "lr": Float(1e-6, 1e-2, log=True),  # peak AdamW LR after warm-up, then cosine decay to ~0
+    "batch_size": Choice([16, 32, 64, 128]),  # global batch: images per step summed over all workers
     "weight_decay": Float(1e-5, 1e-1, log=True),  # AdamW decoupled weight decay
-    "label_smoothing": Float(0.0, 0.2),          # cross-entropy label smoothing (seeds used 0.03-0.1)
-    "aug_strength": Float(0.0, 1.0),             # 0 = resize+crop only .. 1 = the family recipe at full strength
-    "sampler_power": Float(0.0, 1.0),            # sample weight ∝ count^-power: 0 natural, 0.5 1/sqrt(n), 1 balanced
-    "loss_weight_power": Float(0.0, 1.0),        # cross-entropy class weight ∝ count^-power (the study: 0.5)
-    "mixup_prob": Float(0.0, 0.5),               # P(a batch gets MixUp α 0.3 or CutMix α 1.0), as in seed 003
-    "dropout": Float(0.0, 0.6),                  # dropout before the classifier
-    "warmup_epochs": 0.5,                        # linear LR warm-up, epochs
-    "grad_clip": 1.0,                            # clip the global gradient norm at this value; 0 disables
+    "label_smoothing": Float(0.0, 0.2),  # cross-entropy label smoothing (seeds used 0.03-0.1)
+    "aug_strength": Float(0.0, 1.0),  # 0 = resize+crop only .. 1 = the family recipe at full strength
+    "sampler_power": Float(0.0, 1.0),  # sample weight ∝ count^-power: 0 natural, 0.5 1/sqrt(n), 1 balanced
+    "loss_weight_power": Float(0.0, 1.0),  # cross-entropy class weight ∝ count^-power (the study: 0.5)
+    "mixup_prob": Float(0.0, 0.5),  # P(a batch gets MixUp α 0.3 or CutMix α 1.0), as in seed 003
+    "dropout": Float(0.0, 0.6),  # dropout before the classifier
+    "warmup_epochs": 0.5,  # linear LR warm-up, epochs
+    "grad_clip": 1.0,  # clip the global gradient norm at this value; 0 disables
 }
-FAMILY_PARAM = "family"   # the one unqualified name of an `all` study
+FAMILY_PARAM = "family"  # the one unqualified name of an `all` study
 
 from search_spaces.hooks import last_stage, timm_classifier  # noqa: E402
 
@@ -77,23 +80,24 @@ def _narrows(base, own) -> bool:
 @dataclass(frozen=True)
 class Family:
     """Everything artsweep knows about one model family; one value per file in search_spaces/."""
+
     name: str
-    archs: Mapping[str, str]          # architecture key -> timm name, searched (or pinned with --arch)
-    build: Callable                   # (cfg: TrialConfig, num_classes, image_size, weights: Weights) -> nn.Module
+    archs: Mapping[str, str]  # architecture key -> timm name, searched (or pinned with --arch)
+    build: Callable  # (cfg: TrialConfig, num_classes, image_size, weights: Weights) -> nn.Module
     standins: Mapping[str, str] = field(default_factory=dict)  # CPU-sized stand-ins (--smoke / --standins)
-    space: Mapping[str, Any] = field(default_factory=dict)     # BASE overrides and the family's own knobs
+    space: Mapping[str, Any] = field(default_factory=dict)  # BASE overrides and the family's own knobs
     # published recipes (shared/SEEDS.md) as plain dicts {param: value}: a study's first trials, before TPE
     # proposes anything, so it is never worse than the recipe on the user's data; each must be a point of
     # the family's space (its real architectures); knobs a recipe leaves out are sampled
     recipes: tuple = ()
-    image_size: int = 224             # default input side, px
-    grace_epochs: int = 1             # ASHA grace period: epochs every trial gets before it can be stopped
-    pretrained: bool = True           # build loads pretrained weights (--pretrained / --weights-dir)
-    augment: str = "strong"           # trainables.augment recipe that aug_strength scales
-    channels_last: bool = True        # NHWC weights and inputs (faster convolutions); False for transformers
+    image_size: int = 224  # default input side, px
+    grace_epochs: int = 1  # ASHA grace period: epochs every trial gets before it can be stopped
+    pretrained: bool = True  # build loads pretrained weights (--pretrained / --weights-dir)
+    augment: str = "strong"  # trainables.data.augment recipe that aug_strength scales
+    channels_last: bool = True  # NHWC weights and inputs (faster convolutions); False for transformers
     head: Callable = timm_classifier  # model -> its final classifier layer (embeddings are its input)
-    new_parameters: Optional[Callable] = None   # model -> params new for the data (full LR); None: head's
-    saliency_layer: Callable = last_stage       # model -> (layer Grad-CAM reads, token reshape or None)
+    new_parameters: Optional[Callable] = None  # model -> params new for the data (full LR); None: head's
+    saliency_layer: Callable = last_stage  # model -> (layer Grad-CAM reads, token reshape or None)
 
     def __post_init__(self):
         bad = [k for k, v in self.space.items() if k in BASE and not _narrows(BASE[k], v)]
@@ -147,8 +151,9 @@ class TrialConfig:
         self.family, self.values, self.searched, self.prefix = family, dict(values), tuple(searched), prefix
         unknown = sorted(set(values) - set(family.params()) - {"arch"})
         if unknown:
-            raise ValueError(f"unknown trial config keys {unknown} for family {family.name!r}; "
-                             f"known: {sorted(family.params())}")
+            raise ValueError(
+                f"unknown trial config keys {unknown} for family {family.name!r}; known: {sorted(family.params())}"
+            )
 
     def __getattr__(self, name: str):
         values = self.__dict__.get("values")
@@ -180,9 +185,10 @@ class TrialConfig:
 class SearchSpace:
     """What one study searches: its families (one, or all), stand-ins or real architectures, a pinned arch.
     Called with an Optuna trial it is the define-by-run space for OptunaSearch."""
-    families: tuple                   # Family values
+
+    families: tuple  # Family values
     standins: bool = False
-    arch: Optional[str] = None        # --arch pins one architecture of a single family
+    arch: Optional[str] = None  # --arch pins one architecture of a single family
 
     @property
     def qualified(self) -> bool:
@@ -196,8 +202,10 @@ class SearchSpace:
 
     def _split(self, fam: Family) -> tuple[dict, dict]:
         p = fam.params(self.standins, self.arch)
-        return ({k: v for k, v in p.items() if isinstance(v, BaseDistribution)},
-                {k: v for k, v in p.items() if not isinstance(v, BaseDistribution)})
+        return (
+            {k: v for k, v in p.items() if isinstance(v, BaseDistribution)},
+            {k: v for k, v in p.items() if not isinstance(v, BaseDistribution)},
+        )
 
     def __call__(self, trial) -> dict:
         fam = self.families[0]
@@ -212,10 +220,12 @@ class SearchSpace:
         fam = self.family(config[FAMILY_PARAM]) if self.qualified else self.families[0]
         prefix = self._prefix(fam)
         searched, fixed = self._split(fam)
-        own = {k[len(prefix):]: v for k, v in config.items() if k != FAMILY_PARAM or not self.qualified}
+        own = {k[len(prefix) :]: v for k, v in config.items() if k != FAMILY_PARAM or not self.qualified}
         unknown = sorted(set(own) - set(searched))
         if unknown:
-            raise ValueError(f"unknown trial config keys {unknown} for family {fam.name!r}; searched: {sorted(searched)}")
+            raise ValueError(
+                f"unknown trial config keys {unknown} for family {fam.name!r}; searched: {sorted(searched)}"
+            )
         return TrialConfig(fam, {**fixed, **own}, searched=list(searched), prefix=prefix)
 
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -227,8 +237,10 @@ class SearchSpace:
 
     def to_json(self) -> dict:
         """What the parent run records (study/space.json): distributions as Optuna's JSON, fixed values."""
-        return {"searched": {k: distribution_to_json(d) for k, d in self.distributions().items()},
-                "fixed": {f.name: self._split(f)[1] for f in self.families}}
+        return {
+            "searched": {k: distribution_to_json(d) for k, d in self.distributions().items()},
+            "fixed": {f.name: self._split(f)[1] for f in self.families},
+        }
 
     def first_points(self, recipes: bool = True) -> Optional[list[dict]]:
         """The study's first trials, under study names: each family's recipes (in `all`, its first recipe, or
@@ -238,17 +250,26 @@ class SearchSpace:
         for fam in self.families:
             searched, _ = self._split(fam)
             own = {FAMILY_PARAM: fam.name} if self.qualified else {}
-            for recipe in (fam.recipes if recipes else ())[:1 if self.qualified else None]:
-                points.append({**own, **{self._prefix(fam) + k: v for k, v in recipe.items()
-                                         if k in searched and _admits(searched[k], v)}})
+            for recipe in (fam.recipes if recipes else ())[: 1 if self.qualified else None]:
+                points.append(
+                    {
+                        **own,
+                        **{
+                            self._prefix(fam) + k: v
+                            for k, v in recipe.items()
+                            if k in searched and _admits(searched[k], v)
+                        },
+                    }
+                )
             if own and not (recipes and fam.recipes):
                 points.append(own)
         return points or None
 
     def is_recipe(self, config: Mapping[str, Any]) -> bool:
         """The Tune config is one of the recipe points (its phase is `recipe`, not `search`)."""
-        return any(len(p) > self.qualified and all(config.get(k) == v for k, v in p.items())
-                   for p in self.first_points() or ())
+        return any(
+            len(p) > self.qualified and all(config.get(k) == v for k, v in p.items()) for p in self.first_points() or ()
+        )
 
 
 def pinned(families: Sequence[Family], arch: str | None) -> None:

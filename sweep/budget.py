@@ -18,6 +18,7 @@ One study per driver process: Tune pickles its searcher, callbacks and scheduler
 searcher from its own checkpoint), so they would not share one object across --resume; they read the study's
 budget here, set by sweep.study when it starts or resumes.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,9 +29,9 @@ from typing import Callable, Optional
 from ray import tune
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-CLOSE_S = 10.0   # wall seconds a time budget keeps for the study's end: Ray's shutdown, closing the record and the
-                 # summary take 5-10 s on 2 busy cores
-WALL, CPU, GPU, COST = "spend_wall_s", "spend_cpu_s", "spend_gpu_s", "spend_cost"   # MLflow metric names
+CLOSE_S = 10.0  # wall seconds a time budget keeps for the study's end: Ray's shutdown, closing the record and the
+# summary take 5-10 s on 2 busy cores
+WALL, CPU, GPU, COST = "spend_wall_s", "spend_cpu_s", "spend_gpu_s", "spend_cost"  # MLflow metric names
 
 
 def parse_duration(text: str) -> float:
@@ -50,10 +51,10 @@ def parse_duration(text: str) -> float:
 
 @dataclass
 class _Trial:
-    started: float                  # clock when Tune started it
+    started: float  # clock when Tune started it
     epochs: int = 0
-    first: Optional[float] = None   # clock at its first report
-    last: Optional[float] = None    # clock at its latest report
+    first: Optional[float] = None  # clock at its first report
+    last: Optional[float] = None  # clock at its latest report
 
     def epoch_s(self) -> Optional[float]:
         """Seconds per epoch after the first (the first one also pays start-up)."""
@@ -64,18 +65,18 @@ class _Trial:
 
 @dataclass
 class Budget:
-    wall_s: Optional[float] = None        # --time-budget, seconds from the study's start (None: no limit)
-    hours: Optional[float] = None         # --gpu-hours (CPU-hours on a CPU-only cluster)
-    per_trial: float = 1.0                # accelerators (or CPUs) one trial reserves
-    max_t: int = 1                        # epochs of a trial that runs its budget (ASHA's max_t)
-    grace: int = 1                        # epochs before ASHA's first decision
-    spent_wall_s: float = 0.0             # carried over from earlier runs of this study (--resume)
-    spent_resource_s: float = 0.0         # accelerator- (or CPU-) seconds of ended trials, incl. earlier runs
+    wall_s: Optional[float] = None  # --time-budget, seconds from the study's start (None: no limit)
+    hours: Optional[float] = None  # --gpu-hours (CPU-hours on a CPU-only cluster)
+    per_trial: float = 1.0  # accelerators (or CPUs) one trial reserves
+    max_t: int = 1  # epochs of a trial that runs its budget (ASHA's max_t)
+    grace: int = 1  # epochs before ASHA's first decision
+    spent_wall_s: float = 0.0  # carried over from earlier runs of this study (--resume)
+    spent_resource_s: float = 0.0  # accelerator- (or CPU-) seconds of ended trials, incl. earlier runs
     clock: Callable[[], float] = time.monotonic
-    trials: dict = field(default_factory=dict)     # running trial_id -> _Trial
-    _first_s: list = field(default_factory=list)   # start-up + first epoch of every trial that reported
-    _epoch_s: list = field(default_factory=list)   # seconds per epoch of every trial with >= 2 epochs
-    cut: set = field(default_factory=set)          # trial ids the budget stopped (BudgetStopper)
+    trials: dict = field(default_factory=dict)  # running trial_id -> _Trial
+    _first_s: list = field(default_factory=list)  # start-up + first epoch of every trial that reported
+    _epoch_s: list = field(default_factory=list)  # seconds per epoch of every trial with >= 2 epochs
+    cut: set = field(default_factory=set)  # trial ids the budget stopped (BudgetStopper)
 
     def __post_init__(self):
         self.t0 = self.clock() - self.spent_wall_s
@@ -121,7 +122,9 @@ class Budget:
         running = [e for e in (t.epoch_s() for t in self.trials.values()) if e is not None]
         if self._epoch_s or running:
             return self._mean(self._epoch_s + running)
-        t = self.trials.get(trial_id)   # nothing measured but its first epoch: that, start-up included (an over-estimate)
+        t = self.trials.get(
+            trial_id
+        )  # nothing measured but its first epoch: that, start-up included (an over-estimate)
         return t.first - t.started if t is not None and t.first is not None else 0.0
 
     def new_trial_s(self) -> float:
@@ -143,8 +146,9 @@ class Budget:
     def can_start(self) -> bool:
         if self.wall_s is not None and self.elapsed_s() + self.new_trial_s() > self.wall_s - CLOSE_S:
             return False
-        if self.hours is not None and (self.resource_s() + self._still_needed_s()
-                                       + self.new_trial_s() * self.per_trial > self.hours * 3600):
+        if self.hours is not None and (
+            self.resource_s() + self._still_needed_s() + self.new_trial_s() * self.per_trial > self.hours * 3600
+        ):
             return False
         return True
 
@@ -168,11 +172,15 @@ def for_study(s, plan, grace: int, started: float, spent: Optional[dict] = None)
     """The Budget of a study (s: RunSettings, plan: sweep.resources.ResourcePlan) whose command started at
     time.monotonic() `started`; `spent`: the parent run's spend metrics when the study is resumed."""
     spent = spent or {}
-    return Budget(wall_s=s.time_budget_s or None, hours=s.gpu_hours or None,
-                  per_trial=s.workers_per_trial * (1.0 if plan.use_gpu else plan.cpus_per_worker),
-                  max_t=s.max_epochs, grace=grace,
-                  spent_wall_s=spent.get(WALL, 0.0) + time.monotonic() - started,
-                  spent_resource_s=spent.get(GPU if plan.use_gpu else CPU, 0.0))
+    return Budget(
+        wall_s=s.time_budget_s or None,
+        hours=s.gpu_hours or None,
+        per_trial=s.workers_per_trial * (1.0 if plan.use_gpu else plan.cpus_per_worker),
+        max_t=s.max_epochs,
+        grace=grace,
+        spent_wall_s=spent.get(WALL, 0.0) + time.monotonic() - started,
+        spent_resource_s=spent.get(GPU if plan.use_gpu else CPU, 0.0),
+    )
 
 
 def trial_spend(wall_s: float, s) -> dict:
@@ -218,4 +226,4 @@ class BudgetStopper(tune.Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return False   # never cut running trials mid-epoch: the searcher stops proposing instead
+        return False  # never cut running trials mid-epoch: the searcher stops proposing instead

@@ -1,7 +1,8 @@
 """The two Tune callbacks that keep the study sound when a trial ends, however it ends:
-  ReleaseTrainWorkers  frees the Train workers of a trial Tune stopped (ray-project/ray#54305)
-  CloseTrialRuns       ends the trial's MLflow child run, tags whether ASHA stopped it early and logs its spend
+ReleaseTrainWorkers  frees the Train workers of a trial Tune stopped (ray-project/ray#54305)
+CloseTrialRuns       ends the trial's MLflow child run, tags whether ASHA stopped it early and logs its spend
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,11 +17,12 @@ from ray.util.placement_group import PlacementGroup, placement_group_table, remo
 
 from sweep import budget
 from sweep.events import ending, epochs_done, error_text
-from trainables import rerun, tracking
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
-from trainables.tracking import NOTE_TAG
-from trainables.outbox import Outbox, send_pending
+from trainables.tracking import mlflow_runs
+from trainables.tracking.mlflow_runs import NOTE_TAG
+from trainables.tracking.outbox import Outbox, send_pending
+from trainables.trial import rerun
 
 log = logging.getLogger("artsweep")
 
@@ -40,17 +42,17 @@ class ReleaseTrainWorkers(tune.Callback):
     GRACE_S = 3.0
 
     def __init__(self):
-        self._groups: dict[str, str] = {}                    # trial_id -> placement group id (hex)
-        self._due: list[tuple[float, str, str]] = []         # (monotonic deadline, pg id, trial_id)
+        self._groups: dict[str, str] = {}  # trial_id -> placement group id (hex)
+        self._due: list[tuple[float, str, str]] = []  # (monotonic deadline, pg id, trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(PG_KEY):
             self._groups[trial.trial_id] = result[PG_KEY]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        driver = trial.temporary_state.ray_actor   # still set: Tune schedules the stop after its callbacks
-        if driver is not None:   # stopped mid-run, or returning: either way its record is written (EpochRecorder
-            ray.kill(driver, no_restart=True)   # logs a report before Tune sees it), so nothing is lost
+        driver = trial.temporary_state.ray_actor  # still set: Tune schedules the stop after its callbacks
+        if driver is not None:  # stopped mid-run, or returning: either way its record is written (EpochRecorder
+            ray.kill(driver, no_restart=True)  # logs a report before Tune sees it), so nothing is lost
         self._schedule(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -86,7 +88,7 @@ class CloseTrialRuns(tune.Callback):
         """`space`: the study's SearchSpace (names each run's family and architecture in its description);
         `milestones`: ASHA's rungs (sweep.console.rungs)."""
         self.s, self.space, self.milestones = settings, space, list(milestones)
-        self.runs: dict[str, str] = {}          # trial_id -> MLflow run id (from the trial's reports)
+        self.runs: dict[str, str] = {}  # trial_id -> MLflow run id (from the trial's reports)
         self._next_send = 0.0
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -95,27 +97,40 @@ class CloseTrialRuns(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if budget.active():
-            budget.active().started(trial.trial_id)   # its spend counts from here (resources reserved)
+            budget.active().started(trial.trial_id)  # its spend counts from here (resources reserved)
 
     def _close(self, trial, status: str, error: str | None = None) -> None:
         wall = budget.active().ended(trial.trial_id) if budget.active() else 0.0
         if (trial.last_result or {}).get(REPLAYED_KEY):
-            return            # a trial finished before a resume: its run is closed and keeps its end time
+            return  # a trial finished before a resume: its run is closed and keeps its end time
         epochs = epochs_done(trial.last_result or {})
-        tags = {"stopped_early": str(error is None and epochs < self.s.max_epochs).lower(), "epochs_reached": epochs,
-                NOTE_TAG: f"{self._what(trial)}{ending(trial, self.s.max_epochs, self.milestones, error)}",
-                **({"error": error[:4000]} if error else {})}
+        tags = {
+            "stopped_early": str(error is None and epochs < self.s.max_epochs).lower(),
+            "epochs_reached": epochs,
+            NOTE_TAG: f"{self._what(trial)}{ending(trial, self.s.max_epochs, self.milestones, error)}",
+            **({"error": error[:4000]} if error else {}),
+        }
         try:
-            run_id = self.runs.get(trial.trial_id) or tracking.find_trial_run(
-                MlflowClient(self.s.mlflow_uri), self.s.mlflow_experiment_id, self.s.parent_run_id,
-                rerun.run_key(trial.trial_id, trial.config)).info.run_id
+            run_id = (
+                self.runs.get(trial.trial_id)
+                or mlflow_runs.find_trial_run(
+                    MlflowClient(self.s.mlflow_uri),
+                    self.s.mlflow_experiment_id,
+                    self.s.parent_run_id,
+                    rerun.run_key(trial.trial_id, trial.config),
+                ).info.run_id
+            )
             box = Outbox(self.s.mlflow_uri, run_id, Path(self.s.spool))
             box.tags(tags)
             box.metrics(budget.trial_spend(wall, self.s), step=epochs)
             box.terminate(status)
         except Exception as e:  # noqa: BLE001 - a failing tracking server must not abort the study
-            log.warning("artsweep: could not close the MLflow run of trial %s (%s: %s); the study marks it at "
-                        "its end", trial.trial_id, type(e).__name__, e)
+            log.warning(
+                "artsweep: could not close the MLflow run of trial %s (%s: %s); the study marks it at its end",
+                trial.trial_id,
+                type(e).__name__,
+                e,
+            )
 
     def _what(self, trial) -> str:
         try:
@@ -136,11 +151,13 @@ class CloseTrialRuns(tune.Callback):
         if time.monotonic() >= self._next_send:
             self._next_send = time.monotonic() + self.SEND_EVERY_S
             send_pending(self.s.mlflow_uri, Path(self.s.spool), timeout_s=0)
-            try:   # the study's heartbeat: --resume tells a live study from a crashed one by it
-                MlflowClient(self.s.mlflow_uri).set_tag(self.s.parent_run_id, tracking.HEARTBEAT_TAG,
-                                                        str(int(time.time())))
-                if budget.active():    # and its spend so far, which a crashed study's --resume goes on from
-                    tracking.log_metrics(self.s.mlflow_uri, self.s.parent_run_id,
-                                         budget.study_spend(budget.active(), self.s))
+            try:  # the study's heartbeat: --resume tells a live study from a crashed one by it
+                MlflowClient(self.s.mlflow_uri).set_tag(
+                    self.s.parent_run_id, mlflow_runs.HEARTBEAT_TAG, str(int(time.time()))
+                )
+                if budget.active():  # and its spend so far, which a crashed study's --resume goes on from
+                    mlflow_runs.log_metrics(
+                        self.s.mlflow_uri, self.s.parent_run_id, budget.study_spend(budget.active(), self.s)
+                    )
             except Exception:  # noqa: BLE001 - a missed beat is fine; the next one comes in SEND_EVERY_S
                 pass

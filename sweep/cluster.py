@@ -1,12 +1,13 @@
 """Checks for studies on a multi-machine Ray cluster: every node must reach the same tracking server
 and storage, so node-local ones are refused before anything starts."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
 
-from trainables.tracking import is_local_uri
+from trainables.tracking.mlflow_runs import is_local_uri
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "fuse.")
 
@@ -18,8 +19,11 @@ def on_network_fs(path: str, mounts: str = "/proc/mounts") -> bool:
     except OSError:
         return False
     target = str(Path(path).resolve())
-    best = max((m for m in table if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
-               key=lambda m: len(m[0]), default=None)
+    best = max(
+        (m for m in table if target == m[0] or target.startswith(m[0].rstrip("/") + "/")),
+        key=lambda m: len(m[0]),
+        default=None,
+    )
     return bool(best) and best[1].startswith(NETWORK_FS)
 
 
@@ -36,16 +40,20 @@ def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> lis
         return []
     problems = []
     if is_local_uri(mlflow_uri):
-        problems.append(f"--mlflow-uri {mlflow_uri} is a node-local store, but the cluster spans {machines} machines: "
-                        "start `mlflow server --host 0.0.0.0 --port 5000` on the head (cluster/gpu.yaml does) and "
-                        "pass --mlflow-uri http://HEAD_IP:5000")
+        problems.append(
+            f"--mlflow-uri {mlflow_uri} is a node-local store, but the cluster spans {machines} machines: "
+            "start `mlflow server --host 0.0.0.0 --port 5000` on the head (cluster/gpu.yaml does) and "
+            "pass --mlflow-uri http://HEAD_IP:5000"
+        )
     if not shared_storage(storage):
-        problems.append(f"--storage {storage} is on this node's local disk, but the cluster spans {machines} machines: "
-                        "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount")
+        problems.append(
+            f"--storage {storage} is on this node's local disk, but the cluster spans {machines} machines: "
+            "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount"
+        )
     return problems
 
 
-BOOTSTRAP = Path.home() / "ray_bootstrap_config.yaml"   # what `ray up` gives the head's autoscaler
+BOOTSTRAP = Path.home() / "ray_bootstrap_config.yaml"  # what `ray up` gives the head's autoscaler
 
 
 def node_capacity(alive: list[dict], bootstrap: Path = BOOTSTRAP) -> list[dict]:
@@ -57,6 +65,10 @@ def node_capacity(alive: list[dict], bootstrap: Path = BOOTSTRAP) -> list[dict]:
     config = yaml.safe_load(bootstrap.read_text())
     types = config.get("available_node_types", {})
     head = [n for n in alive if n.get("artsweep_driver")] or alive[:1]
-    workers = [dict(t.get("resources", {})) for name, t in types.items() if name != config.get("head_node_type")
-               for _ in range(int(t.get("max_workers", 0)))]
+    workers = [
+        dict(t.get("resources", {}))
+        for name, t in types.items()
+        if name != config.get("head_node_type")
+        for _ in range(int(t.get("max_workers", 0)))
+    ]
     return head + workers

@@ -8,6 +8,7 @@ terminal; Ray's own output (its processes, Tune's tables, worker logs) goes to a
 sweep.events.TrialEvents writes the trial events and keeps the progress line current.
 `tune.py --verbose` captures nothing: Ray's output then interleaves with these lines as before.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Optional, TextIO
 
 from tqdm import tqdm
+
 
 # shown when a trial starts (their study names end with these: `cnn.lr` in a --family all study);
 # every other searched value is in the trial's MLflow run and the leaderboard
@@ -59,7 +61,7 @@ class Console:
         os.dup2(fd, 2)
         os.close(fd)
         self.log_path = path
-        logging.getLogger("artsweep").addHandler(self._warnings)   # this process's warnings stay in sight
+        logging.getLogger("artsweep").addHandler(self._warnings)  # this process's warnings stay in sight
         atexit.register(self.release)
 
     def move_log(self, path: Path) -> None:
@@ -71,7 +73,7 @@ class Console:
         try:
             os.replace(self.log_path, path)
             self.log_path = path
-        except OSError:   # another file system: leave it where it is (the path printed is where it is)
+        except OSError:  # another file system: leave it where it is (the path printed is where it is)
             pass
 
     def release(self) -> None:
@@ -92,10 +94,16 @@ class Console:
 
     def start_progress(self, total: Optional[int]) -> None:
         """A status line under the event lines, on a terminal only (files and CI get plain lines)."""
-        if self.tty and self.bar is None:   # a terminal that reports no size (a bare pty) gets 160 columns
+        if self.tty and self.bar is None:  # a terminal that reports no size (a bare pty) gets 160 columns
             wide = _columns(self.out) > 0
-            self.bar = tqdm(total=total, file=self.out, bar_format="{desc}", dynamic_ncols=wide,
-                            ncols=None if wide else 160, leave=False)
+            self.bar = tqdm(
+                total=total,
+                file=self.out,
+                bar_format="{desc}",
+                dynamic_ncols=wide,
+                ncols=None if wide else 160,
+                leave=False,
+            )
 
     def progress(self, text: str) -> None:
         if self.bar is not None:
@@ -118,7 +126,7 @@ class _Warnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         self.console.line(text if text.startswith("artsweep") else f"artsweep: {text}")
-        sys.stderr.write(text + "\n")    # and in the log, among what led to it (fd 2 is the log while captured)
+        sys.stderr.write(text + "\n")  # and in the log, among what led to it (fd 2 is the log while captured)
         sys.stderr.flush()
 
 

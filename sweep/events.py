@@ -3,6 +3,7 @@ objective, stopped by ASHA at rung r or by the budget, finished, failed with the
 progress line (trials done / running / pending, the best so far, elapsed and ETA); the same words describe each
 trial's MLflow run when it ends (sweep.callbacks.CloseTrialRuns).
 """
+
 from __future__ import annotations
 
 import time
@@ -10,15 +11,14 @@ from typing import Optional
 
 from ray import tune
 
-from sweep import budget
-from sweep import console
-from trainables import rerun
+from sweep import budget, console
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, REPLAYED_KEY
+from trainables.trial import rerun
 
 # shown when a trial starts (their study names end with these: `cnn.lr` in a --family all study);
 # every other searched value is in the trial's MLflow run and the leaderboard
 KEY_PARAMS = ("family", "arch", "lr", "batch_size", "aug_strength", "sampler_power")
-REFRESH_S = 1.0   # the progress line's clock ticks at most this often
+REFRESH_S = 1.0  # the progress line's clock ticks at most this often
 
 
 def duration(seconds: float) -> str:
@@ -81,8 +81,12 @@ class TrialEvents(tune.Callback):
         self.setup()
 
     def __getstate__(self):
-        return {"num_samples": self.num_samples, "max_epochs": self.max_epochs, "milestones": self.milestones,
-                "epoch_lines": self.epoch_lines}
+        return {
+            "num_samples": self.num_samples,
+            "max_epochs": self.max_epochs,
+            "milestones": self.milestones,
+            "epoch_lines": self.epoch_lines,
+        }
 
     def __setstate__(self, state):
         self.__init__(**state)
@@ -90,10 +94,10 @@ class TrialEvents(tune.Callback):
     def setup(self, **info):
         self.t0 = time.monotonic()
         self.done = self.running = 0
-        self.done_at = 0.0      # elapsed seconds when the latest trial ended
+        self.done_at = 0.0  # elapsed seconds when the latest trial ended
         self.best, self.best_trial = float("nan"), ""
         self._ticked = 0.0
-        if info:   # Tune's setup, as the study starts
+        if info:  # Tune's setup, as the study starts
             console.CONSOLE.start_progress(self.num_samples or None)
             self._tick(force=True)
 
@@ -119,8 +123,9 @@ class TrialEvents(tune.Callback):
         if not self.epoch_lines:
             self._tick()
             return
-        self._line(trial, f"epoch {epochs_done(result)}/{self.max_epochs}: "
-                          f"{OBJECTIVE_KEY} {value:.4f} (trial best {best:.4f})")
+        self._line(
+            trial, f"epoch {epochs_done(result)}/{self.max_epochs}: {OBJECTIVE_KEY} {value:.4f} (trial best {best:.4f})"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended()
@@ -128,8 +133,11 @@ class TrialEvents(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended()
-        self._line(trial, ending(trial, self.max_epochs, self.milestones, error=error_text(trial)) +
-                   " (the whole error: tag `error` of its MLflow run)")
+        self._line(
+            trial,
+            ending(trial, self.max_epochs, self.milestones, error=error_text(trial))
+            + " (the whole error: tag `error` of its MLflow run)",
+        )
 
     def on_step_begin(self, iteration, trials, **info):
         self._tick()
@@ -196,8 +204,10 @@ def ending(trial, max_epochs: int, milestones: list[int], error: Optional[str] =
     if budget.active() is not None and trial.trial_id in budget.active().cut:
         return f"stopped by the budget after epoch {epochs}: {score}"
     if epochs in milestones:
-        return (f"stopped by ASHA at rung {milestones.index(epochs) + 1} (epoch {epochs}): {score}, below the rung's "
-                "top share")
+        return (
+            f"stopped by ASHA at rung {milestones.index(epochs) + 1} (epoch {epochs}): {score}, below the rung's "
+            "top share"
+        )
     return f"stopped after epoch {epochs}: {score}"
 
 
@@ -206,7 +216,7 @@ def error_text(trial, lines: int = 25) -> str:
     head, in the trial's folder; the run's tag must not be a path the user cannot open)."""
     try:
         err = trial.get_error()
-    except Exception:   # noqa: BLE001 - an unreadable error file must not hide the failure itself
+    except Exception:  # noqa: BLE001 - an unreadable error file must not hide the failure itself
         err = None
     text = str(err or "").strip()
     if not text:

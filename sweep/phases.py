@@ -6,8 +6,9 @@
     final    1 (--final-fit)                         the confirm runs' median   nothing: trains on train + val
                                                      peak epoch
 Each later phase is its own Tune experiment in the study's run folder (<run>/confirm, <run>/final) of
-trainables.rerun trials, so Ctrl-C saves it and --resume continues it, as it does the search.
+trainables.trial.rerun trials, so Ctrl-C saves it and --resume continues it, as it does the search.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,11 +27,11 @@ from sweep.console import say
 from sweep.events import TrialEvents, epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import RUN_ID_KEY
-from trainables.tracking import retrying
-from trainables.rerun import RERUN_KEY, Rerun
+from trainables.tracking.mlflow_runs import retrying
+from trainables.trial.rerun import RERUN_KEY, Rerun
 
 CONFIRM, FINAL = "confirm", "final"
-CONFIRM_FROM = 8   # --confirm's default: 3 configurations when the study runs at least this many trials, else off
+CONFIRM_FROM = 8  # --confirm's default: 3 configurations when the study runs at least this many trials, else off
 
 
 def fit(tuner: tune.Tuner):
@@ -38,7 +39,7 @@ def fit(tuner: tune.Tuner):
     (its saved state has them RUNNING, which --resume restarts), so the interrupt is read from its signal handler:
     Tune puts back the handler it found only when it catches a SIGINT."""
     before = signal.getsignal(signal.SIGINT)
-    mine = functools.partial(signal.default_int_handler)   # a second Ctrl-C still raises KeyboardInterrupt
+    mine = functools.partial(signal.default_int_handler)  # a second Ctrl-C still raises KeyboardInterrupt
     signal.signal(signal.SIGINT, mine)
     try:
         results = tuner.fit()
@@ -53,8 +54,9 @@ def configs(results) -> dict[str, dict]:
     return {r.metrics[RUN_ID_KEY]: r.config for r in results if r.metrics and r.metrics.get(RUN_ID_KEY)}
 
 
-def confirm_points(rows: list[TrialRow], known: dict[str, dict], k: int, seeds: int, base_seed: int,
-                   epochs: int) -> list[dict]:
+def confirm_points(
+    rows: list[TrialRow], known: dict[str, dict], k: int, seeds: int, base_seed: int, epochs: int
+) -> list[dict]:
     """The confirmation trials' Tune configs: the K best distinct configurations of the search (`rows` best
     first), each with `seeds` new seeds (base_seed + 1, + 2, ...: never the search's, each used once)."""
     chosen, seen = [], set()
@@ -67,8 +69,11 @@ def confirm_points(rows: list[TrialRow], known: dict[str, dict], k: int, seeds: 
         chosen.append((row, config))
         if len(chosen) == k:
             break
-    return [Rerun(CONFIRM, base_seed + 1 + i * seeds + j, epochs, row.run_id, row.name, config).to_dict()
-            for i, (row, config) in enumerate(chosen) for j in range(seeds)]
+    return [
+        Rerun(CONFIRM, base_seed + 1 + i * seeds + j, epochs, row.run_id, row.name, config).to_dict()
+        for i, (row, config) in enumerate(chosen)
+        for j in range(seeds)
+    ]
 
 
 def final_epochs(rows: list[TrialRow]) -> tuple[TrialRow, int]:
@@ -88,19 +93,34 @@ def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[d
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
-        tuner = tune.Tuner(trainable, param_space={RERUN_KEY: tune.grid_search(points)}, tune_config=tune.TuneConfig(
-            num_samples=1, max_concurrent_trials=plan.max_concurrent),   # one trial per point, in order
+        tuner = tune.Tuner(
+            trainable,
+            param_space={RERUN_KEY: tune.grid_search(points)},
+            tune_config=tune.TuneConfig(
+                num_samples=1, max_concurrent_trials=plan.max_concurrent
+            ),  # one trial per point, in order
             run_config=tune.RunConfig(
-                name=phase, storage_path=s.run_path, stop=budget.BudgetStopper(),
-                callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s.replace(max_epochs=epochs), space),
-                           TrialEvents(len(points), epochs, [], epoch_lines=False)],
-                failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+                name=phase,
+                storage_path=s.run_path,
+                stop=budget.BudgetStopper(),
+                callbacks=[
+                    ReleaseTrainWorkers(),
+                    CloseTrialRuns(s.replace(max_epochs=epochs), space),
+                    TrialEvents(len(points), epochs, [], epoch_lines=False),
+                ],
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
     results, interrupted = fit(tuner)
     # Ctrl-C: Tune saves the phase with its unfinished trials RUNNING (--resume restarts them), but the results it
     # returns call them terminated: a re-run ended when it failed, trained every epoch or the budget cut it
     cut = budget.active().cut if budget.active() else set()
-    open_ = [r for r in results if r.error is None and epochs_done(r.metrics or {}) < epochs and
-             (r.metrics or {}).get("trial_id") not in cut]
+    open_ = [
+        r
+        for r in results
+        if r.error is None and epochs_done(r.metrics or {}) < epochs and (r.metrics or {}).get("trial_id") not in cut
+    ]
     return not interrupted and not open_ and len(results) >= len(points)
 
 
@@ -110,8 +130,9 @@ def after_search(s: RunSettings, space, plan, trainable, results) -> str:
     client = MlflowClient(s.mlflow_uri)
     known = configs(results)
 
-    def read() -> list[TrialRow]:   # waits out a tracking server that is restarting, as a trial's start does
+    def read() -> list[TrialRow]:  # waits out a tracking server that is restarting, as a trial's start does
         return retrying(lambda: trial_rows(client, s.mlflow_experiment_id, s.parent_run_id), "reading the trials")
+
     rows = read()
     b = budget.active()
     if (s.confirm or s.final_fit) and b is not None and b.limited and b.exhausted():
@@ -119,15 +140,17 @@ def after_search(s: RunSettings, space, plan, trainable, results) -> str:
         return "FINISHED"
     if s.confirm:
         points = confirm_points(searched(rows), known, s.confirm, s.confirm_seeds, s.seed, s.max_epochs)
-        say(f"confirm: the {len(points) // s.confirm_seeds} best distinct configurations again, {s.confirm_seeds} "
-            f"new seeds each, {s.max_epochs} epochs, no early stopping ({len(points)} runs)")
+        say(
+            f"confirm: the {len(points) // s.confirm_seeds} best distinct configurations again, {s.confirm_seeds} "
+            f"new seeds each, {s.max_epochs} epochs, no early stopping ({len(points)} runs)"
+        )
         if not run_phase(s, space, plan, trainable, CONFIRM, points, s.max_epochs):
             return "KILLED"
         rows = read()
     search = searched(rows)
     if s.final_fit and search and search[0].epochs:
         source, epochs = final_epochs(rows)
-        if source.run_id not in known:   # its Tune record is gone (a study folder moved without it)
+        if source.run_id not in known:  # its Tune record is gone (a study folder moved without it)
             say(f"warning: no final fit: the Tune config of {source.name} is not in the study's saved state")
             return "FINISHED"
         say(f"final fit: {source.name}'s configuration on train + val for {epochs} epochs")

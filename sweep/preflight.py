@@ -1,6 +1,7 @@
 """Checks that refuse, before Ray starts, what cannot work: each raises UsageError with one line saying what
 is wrong and what to do. (sweep.settings calls them; resources that only Ray knows are checked in
 sweep.study.start_ray the moment it has joined.)"""
+
 from __future__ import annotations
 
 import fcntl
@@ -10,11 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from search_spaces.space import SearchSpace
-from trainables import cache
 from trainables.config import RunSettings
+from trainables.data import cache
 from trainables.pretrained import WeightsError, available
 
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024   # px: below 16 a stride-16 ViT has one patch; 1024 is 4x ViT-L/14's 518
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # px: below 16 a stride-16 ViT has one patch; 1024 is 4x ViT-L/14's 518
 
 
 class UsageError(ValueError):
@@ -25,8 +26,10 @@ def image_size(s: RunSettings, num_images: int) -> None:
     if s.image_size and not MIN_IMAGE_SIZE <= s.image_size <= MAX_IMAGE_SIZE:
         side = cache.cached_side(s.image_size)
         gb = num_images * side * side * 3 / 1e9
-        raise UsageError(f"--image-size {s.image_size} is outside [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] px: its decode "
-                         f"cache alone would take {gb:,.1f} GB for {num_images} images; pick a size in that range")
+        raise UsageError(
+            f"--image-size {s.image_size} is outside [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}] px: its decode "
+            f"cache alone would take {gb:,.1f} GB for {num_images} images; pick a size in that range"
+        )
 
 
 def workers(s: RunSettings, cpus: int, gpus: int, where: str) -> None:
@@ -34,8 +37,10 @@ def workers(s: RunSettings, cpus: int, gpus: int, where: str) -> None:
     most = gpus or cpus
     if s.workers_per_trial > most:
         kind = "GPUs" if gpus else "CPUs"
-        raise UsageError(f"--workers-per-trial {s.workers_per_trial} is more than the {most} {kind} {where} can ever "
-                         f"run; use at most {most}")
+        raise UsageError(
+            f"--workers-per-trial {s.workers_per_trial} is more than the {most} {kind} {where} can ever "
+            f"run; use at most {most}"
+        )
 
 
 def local_capacity() -> tuple[int, int]:
@@ -59,8 +64,10 @@ def storage(path: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise UsageError(f"--storage {path}: cannot write there ({e.strerror or e}); pass a folder you can write to "
-                         "or an s3:// / gs:// URI") from None
+        raise UsageError(
+            f"--storage {path}: cannot write there ({e.strerror or e}); pass a folder you can write to "
+            "or an s3:// / gs:// URI"
+        ) from None
 
 
 def weights(space: SearchSpace, s: RunSettings) -> None:
@@ -89,7 +96,7 @@ def store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

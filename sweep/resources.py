@@ -4,28 +4,39 @@ Concurrency comes from the nodes' resources (those running and those the autosca
 sweep.cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
 resources that running trials' workers need.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from trainables.memory import MAX_PACK
+from trainables.trial.memory import MAX_PACK
 
-DRIVER_CPUS = 0.01   # a trial driver only waits on its TorchTrainer; Tune rejects 0 ("empty head bundle")
-DRIVER_RESOURCE = "artsweep_driver"   # custom resource only the head declares (cluster/*.yaml): drivers stay there
-ACCELERATOR = "accelerator_type:"     # Ray's resource naming a node's GPU model (cluster/*.yaml declares it too)
-GPU_GIB = {"T4": 14.5, "V100": 15.5, "A10G": 22, "A10": 22, "L4": 22, "L40S": 44, "A100": 39, "A100-80G": 79,
-           "H100": 79, "H200": 139}   # GiB per GPU model that a process can allocate (the card's GB, less ECC/driver)
+DRIVER_CPUS = 0.01  # a trial driver only waits on its TorchTrainer; Tune rejects 0 ("empty head bundle")
+DRIVER_RESOURCE = "artsweep_driver"  # custom resource only the head declares (cluster/*.yaml): drivers stay there
+ACCELERATOR = "accelerator_type:"  # Ray's resource naming a node's GPU model (cluster/*.yaml declares it too)
+GPU_GIB = {
+    "T4": 14.5,
+    "V100": 15.5,
+    "A10G": 22,
+    "A10": 22,
+    "L4": 22,
+    "L40S": 44,
+    "A100": 39,
+    "A100-80G": 79,
+    "H100": 79,
+    "H200": 139,
+}  # GiB per GPU model that a process can allocate (the card's GB, less ECC/driver)
 
 
 @dataclass(frozen=True)
 class ResourcePlan:
-    max_concurrent: int        # trials running at once
-    driver: dict               # resources of one trial driver
-    cpus_per_worker: float     # logical CPUs per Train worker (per whole GPU when packed: trials take a share)
-    use_gpu: bool              # one GPU per Train worker (or a share of one: trainables.memory.gpu_share)
-    gpu_gib: float = 0.0       # memory of the smallest GPU model among the nodes; 0 = unknown (no packing)
+    max_concurrent: int  # trials running at once
+    driver: dict  # resources of one trial driver
+    cpus_per_worker: float  # logical CPUs per Train worker (per whole GPU when packed: trials take a share)
+    use_gpu: bool  # one GPU per Train worker (or a share of one: trainables.trial.memory.gpu_share)
+    gpu_gib: float = 0.0  # memory of the smallest GPU model among the nodes; 0 = unknown (no packing)
 
     @property
     def loader_workers(self) -> int:
@@ -35,8 +46,14 @@ class ResourcePlan:
 
 def gpu_gib(node: Mapping[str, float]) -> Optional[float]:
     """A GPU node's memory per GPU from its accelerator_type resource, None when it names no known model."""
-    return next((GPU_GIB[k[len(ACCELERATOR):]] for k in node if k.startswith(ACCELERATOR)
-                 and k[len(ACCELERATOR):] in GPU_GIB), None)
+    return next(
+        (
+            GPU_GIB[k[len(ACCELERATOR) :]]
+            for k in node
+            if k.startswith(ACCELERATOR) and k[len(ACCELERATOR) :] in GPU_GIB
+        ),
+        None,
+    )
 
 
 def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int, pack: str = "off") -> ResourcePlan:
@@ -44,7 +61,7 @@ def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int,
     cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
     resources that running trials' workers need. With pack=auto and single-worker trials on GPUs of known
     memory, up to MAX_PACK trials per GPU may run: each asks for the share its memory estimate needs
-    (trainables.memory.gpu_share) and Ray's fractional accounting places them."""
+    (trainables.trial.memory.gpu_share) and Ray's fractional accounting places them."""
     cpus = sum(float(n.get("CPU", 0)) for n in nodes)
     gpu_nodes = [n for n in nodes if n.get("GPU", 0) > 0]
     gpus = int(sum(n["GPU"] for n in gpu_nodes))
@@ -62,5 +79,3 @@ def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int,
     # all drivers may sit on one node (the head), so each gang leaves room for every driver there
     per_trial = cpus / concurrent - concurrent * DRIVER_CPUS
     return ResourcePlan(concurrent, driver, round(per_trial / workers_per_trial, 3), use_gpu=False)
-
-

@@ -5,6 +5,7 @@ start with empty rungs and judge the next trials against nothing. This one rebui
 decision, from the study's record in MLflow (each trial's objective per epoch); in a new study the record is
 empty and nothing changes.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ per-epoch values stay as Optuna intermediate values; TPE ranks pruned trials bel
 ones first), and a trial that failed is FAIL even when it had reported: TPE models full-budget results only.
 It also stops proposing once the study's budget (sweep.budget) has no room for another trial.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence
@@ -34,24 +35,38 @@ def startup_trials(num_samples: int) -> int:
     return max(3, min(10, (num_samples or 10) // 2))
 
 
-def search_and_scheduler(space, seed: int, num_samples: int, max_t: int, grace: int, early_stopping: bool = True,
-                         reduction_factor: float = REDUCTION_FACTOR, first_points: Optional[Sequence[dict]] = None,
-                         record: Optional[Callable[[], Mapping[str, Sequence[float]]]] = None):
+def search_and_scheduler(
+    space,
+    seed: int,
+    num_samples: int,
+    max_t: int,
+    grace: int,
+    early_stopping: bool = True,
+    reduction_factor: float = REDUCTION_FACTOR,
+    first_points: Optional[Sequence[dict]] = None,
+    record: Optional[Callable[[], Mapping[str, Sequence[float]]]] = None,
+):
     """The study's searcher (TPE, told the truth about stopped trials) and scheduler (ASHA on the objective,
     or FIFO with early stopping off). Also what benchmarks/search.py measures: one construction for both."""
     search = HonestOptunaSearch(
-        space=space, metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, points_to_evaluate=first_points or None,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples)), max_t=max_t)
+        space=space,
+        metric=OBJECTIVE_KEY,
+        mode=OBJECTIVE.mode,
+        points_to_evaluate=first_points or None,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples)),
+        max_t=max_t,
+    )
     if not early_stopping:
         return search, FIFOScheduler()
-    return search, RecordedASHA(time_attr=TRAINING_ITERATION, max_t=max_t, reduction_factor=reduction_factor,
-                                grace_period=grace, record=record)
+    return search, RecordedASHA(
+        time_attr=TRAINING_ITERATION, max_t=max_t, reduction_factor=reduction_factor, grace_period=grace, record=record
+    )
 
 
 class HonestOptunaSearch(OptunaSearch):
     def __init__(self, *args, max_t: int, **kwargs):
         super().__init__(*args, **kwargs)
-        self.max_t = max_t            # epochs a trial that ran its budget reports (ASHA's max_t)
+        self.max_t = max_t  # epochs a trial that ran its budget reports (ASHA's max_t)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cut_short = bool(result) and result.get(TRAINING_ITERATION, 0) < self.max_t

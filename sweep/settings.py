@@ -3,6 +3,7 @@
 Every check that needs neither Ray nor a model runs here (sweep.preflight), so bad input costs nothing:
 UsageError carries one line saying what is wrong and what to do (tune.py prints it and exits 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,19 +11,24 @@ from pathlib import Path
 
 from search_spaces import search_space
 from search_spaces.space import SearchSpace
-from trainables import data, tracking
-from trainables.builtin_dataset import ensure_builtin_dataset
-from trainables.config import RunSettings
 from sweep import preflight
 from sweep.budget import parse_duration
 from sweep.preflight import UsageError
+from trainables.config import RunSettings
+from trainables.data import dataset
+from trainables.data.builtin_dataset import ensure_builtin_dataset
+from trainables.tracking import mlflow_runs
 
-CONFIRM_DEFAULT, CONFIRM_FROM = 3, 8   # --confirm: 3 configurations when the study runs at least 8 trials
-SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)   # --smoke defaults
-DEMO = dict(num_samples=8, max_epochs=5, builtin_image_size=32,                  # plain defaults
-            # the demo (`python tune.py`, built-in data, no trial count or budget given): as many trials as fit
-            # in this wall time, so it ends inside 2 minutes on 2 idle cores (README: measured figures)
-            builtin_time_budget="110s")
+CONFIRM_DEFAULT, CONFIRM_FROM = 3, 8  # --confirm: 3 configurations when the study runs at least 8 trials
+SMOKE = dict(num_samples=4, max_epochs=2, image_size=32, max_train_images=256)  # --smoke defaults
+DEMO = dict(
+    num_samples=8,
+    max_epochs=5,
+    builtin_image_size=32,  # plain defaults
+    # the demo (`python tune.py`, built-in data, no trial count or budget given): as many trials as fit
+    # in this wall time, so it ends inside 2 minutes on 2 idle cores (README: measured figures)
+    builtin_time_budget="110s",
+)
 
 
 def _positive(a: argparse.Namespace) -> None:
@@ -57,7 +63,7 @@ def _time_budget(a: argparse.Namespace) -> float:
         raise UsageError(f"--time-budget: {e}") from None
 
 
-def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, data.Source]:
+def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, dataset.Source]:
     """(settings, search space, scanned data) of a new study; UsageError on bad input."""
     _positive(a)
     standins = a.standins or a.smoke
@@ -67,34 +73,51 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         raise UsageError(str(e)) from None
     data_dir = Path(a.data).expanduser().resolve() if a.data else ensure_builtin_dataset()
     try:
-        source = data.scan(data_dir)
-    except data.DataError as e:
+        source = dataset.scan(data_dir)
+    except dataset.DataError as e:
         raise UsageError(str(e)) from None
     mode = SMOKE if a.smoke else DEMO
     time_budget_s = _time_budget(a)
     budgeted = bool(time_budget_s or a.gpu_hours)
-    num_samples = a.num_samples or (0 if budgeted else mode["num_samples"])   # a budget alone: as many as fit (0)
+    num_samples = a.num_samples or (0 if budgeted else mode["num_samples"])  # a budget alone: as many as fit (0)
     s = RunSettings(
-        family=a.family, data_dir=str(data_dir),
+        family=a.family,
+        data_dir=str(data_dir),
         num_samples=num_samples,
-        max_epochs=a.max_epochs or mode["max_epochs"], workers_per_trial=a.workers_per_trial,
-        experiment=a.experiment or f"artsweep-{a.family}", mlflow_uri=a.mlflow_uri or tracking.default_uri(workdir),
+        max_epochs=a.max_epochs or mode["max_epochs"],
+        workers_per_trial=a.workers_per_trial,
+        experiment=a.experiment or f"artsweep-{a.family}",
+        mlflow_uri=a.mlflow_uri or mlflow_runs.default_uri(workdir),
         storage=a.storage or str(workdir / "ray_results"),
         # 0 = each family's own default, so `--family all` gives every family its usual input size
-        image_size=a.image_size or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
-        arch=a.arch, standins=standins, seed=a.seed, amp=a.amp, pretrained=a.pretrained or ("none" if a.smoke else "timm"),
-        weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "", resize_policy=a.resize,
-        max_retries=a.max_retries, early_stopping=not a.no_early_stopping,
+        image_size=a.image_size
+        or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
+        arch=a.arch,
+        standins=standins,
+        seed=a.seed,
+        amp=a.amp,
+        pretrained=a.pretrained or ("none" if a.smoke else "timm"),
+        weights_dir=str(Path(a.weights_dir).resolve()) if a.weights_dir else "",
+        resize_policy=a.resize,
+        max_retries=a.max_retries,
+        early_stopping=not a.no_early_stopping,
         # the demo fits 3-4 trials in its budget: seed recipes made for 224 px on a GPU would take half of them at
         # 32 px (measured: best 0.680 with them, 0.73 without); every other study starts with them
         recipes=not (a.no_recipes or (_demo(a) and a.time_budget is None)),
-        max_train_images=SMOKE["max_train_images"] if a.smoke else 0, smoke=a.smoke,
-        time_budget_s=time_budget_s, gpu_hours=a.gpu_hours or 0.0, price_per_gpu_hour=a.price_per_gpu_hour,
-        pack=a.pack, compile=a.compile, confirm_seeds=a.confirm_seeds, final_fit=a.final_fit,
+        max_train_images=SMOKE["max_train_images"] if a.smoke else 0,
+        smoke=a.smoke,
+        time_budget_s=time_budget_s,
+        gpu_hours=a.gpu_hours or 0.0,
+        price_per_gpu_hour=a.price_per_gpu_hour,
+        pack=a.pack,
+        compile=a.compile,
+        confirm_seeds=a.confirm_seeds,
+        final_fit=a.final_fit,
         # confirmation is worth its cost once the search is wide enough to have a lucky winner
-        confirm=a.confirm if a.confirm is not None else CONFIRM_DEFAULT if num_samples >= CONFIRM_FROM else 0)
+        confirm=a.confirm if a.confirm is not None else CONFIRM_DEFAULT if num_samples >= CONFIRM_FROM else 0,
+    )
     preflight.image_size(s, len(source.paths))
-    if not a.address:   # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
+    if not a.address:  # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)
         preflight.workers(s, *preflight.local_capacity(), "this machine")
     preflight.storage(s.storage)
     preflight.weights(space, s)
@@ -104,8 +127,8 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
 
 def check_tracking(uri: str) -> None:
     try:
-        with preflight.store_lock(uri):   # a new SQLite store gets its schema from one process at a time
-            tracking.check_reachable(uri)
+        with preflight.store_lock(uri):  # a new SQLite store gets its schema from one process at a time
+            mlflow_runs.check_reachable(uri)
     except ConnectionError as e:
         raise UsageError(str(e)) from None
 

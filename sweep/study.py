@@ -1,9 +1,10 @@
 """One study: its data, its MLflow parent run, Ray, and Ray Tune (OptunaSearch TPE + ASHA) over trial drivers.
 
-    study = Study.start(settings, space, source)      # prints the dataset report, starts Ray and MLflow
-    code = study.run()                                # fit, close the record, print the summary
-    code = Study.resume(experiment, storage, uri).run()
+study = Study.start(settings, space, source)      # prints the dataset report, starts Ray and MLflow
+code = study.run()                                # fit, close the record, print the summary
+code = Study.resume(experiment, storage, uri).run()
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,25 +22,30 @@ from ray import tune
 from search_spaces.space import SearchSpace
 from sweep import budget, phases, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
+from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
 from sweep.console import CONSOLE, say
 from sweep.events import TrialEvents, rungs
-from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
 from sweep.resources import ResourcePlan, plan_resources
 from sweep.search import REDUCTION_FACTOR, search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
-from trainables import data, mlflow_ui, tracking
-from trainables.outbox import send_pending
 from trainables.config import RunSettings
-from trainables.driver import run_trial
+from trainables.data import dataset
+from trainables.data.report import dataset_report, plot, summary_lines
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
-from trainables.report import dataset_report, plot, summary_lines
+from trainables.tracking import mlflow_runs, mlflow_ui
+from trainables.tracking.outbox import send_pending
+from trainables.trial.driver import run_trial
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
-           # MLflow's download bars, and its "View run ... at" line for every run it ends: noise
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-PENDING_WAIT_S = 120.0   # at the study's end, wait at most this long for writes MLflow has not taken yet
+RAY_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # MLflow's download bars, and its "View run ... at" line for every run it ends: noise
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+PENDING_WAIT_S = 120.0  # at the study's end, wait at most this long for writes MLflow has not taken yet
 
 
 def run_name(experiment: str, parent_run_id: str) -> str:
@@ -51,17 +57,23 @@ def run_name(experiment: str, parent_run_id: str) -> str:
 def describe(s: RunSettings, num_classes: int) -> str:
     """The experiment's description in the MLflow UI (markdown): what the latest study searched, on what, for how long."""
     trials = f"{s.num_samples} trials" if s.num_samples else "as many trials as the budget allows"
-    limits = [f"{s.time_budget_s:.0f} s" if s.time_budget_s else "", f"{s.gpu_hours:g} GPU-hours" if s.gpu_hours else ""]
-    later = (f", then its {s.confirm} best configurations x {s.confirm_seeds} new seeds" if s.confirm else "") + \
-        (", then the winner's final fit on train + val" if s.final_fit else "")
-    return (f"**artsweep** study of family `{s.family}` on `{s.data_dir}` ({num_classes} classes): {trials} x <= "
-            f"{s.max_epochs} epochs{later}, {s.workers_per_trial} worker(s) each; budget: "
-            f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
-            f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "
-            "`study-...` parent run.")
+    limits = [
+        f"{s.time_budget_s:.0f} s" if s.time_budget_s else "",
+        f"{s.gpu_hours:g} GPU-hours" if s.gpu_hours else "",
+    ]
+    later = (f", then its {s.confirm} best configurations x {s.confirm_seeds} new seeds" if s.confirm else "") + (
+        ", then the winner's final fit on train + val" if s.final_fit else ""
+    )
+    return (
+        f"**artsweep** study of family `{s.family}` on `{s.data_dir}` ({num_classes} classes): {trials} x <= "
+        f"{s.max_epochs} epochs{later}, {s.workers_per_trial} worker(s) each; budget: "
+        f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
+        f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "
+        "`study-...` parent run."
+    )
 
 
-log = say   # artsweep's own lines reach the user even while Ray's output goes to the log file
+log = say  # artsweep's own lines reach the user even while Ray's output goes to the log file
 
 
 def ray_log(s: RunSettings) -> Path:
@@ -91,8 +103,9 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool, verbose: boo
         problems = shared_storage_problems(len({n["NodeManagerAddress"] for n in alive}), s.mlflow_uri, s.storage)
         if problems:
             raise UsageError(" | ".join(problems))
-        preflight.workers(s, int(sum(n.get("CPU", 0) for n in nodes)), int(sum(n.get("GPU", 0) for n in nodes)),
-                          "the cluster")
+        preflight.workers(
+            s, int(sum(n.get("CPU", 0) for n in nodes)), int(sum(n.get("GPU", 0) for n in nodes)), "the cluster"
+        )
     except UsageError:
         ray.shutdown()
         CONSOLE.release()
@@ -100,9 +113,9 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool, verbose: boo
     return plan_resources(nodes, s.workers_per_trial, s.pack)
 
 
-def prepare_data(s: RunSettings, space: SearchSpace, source: data.Source) -> tuple[data.Splits, dict]:
+def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> tuple[dataset.Splits, dict]:
     """Split once (seeded) and print the dataset report before anything starts."""
-    splits = data.make_splits(source, data.VAL_FRACTION, data.TEST_FRACTION, s.seed)
+    splits = dataset.make_splits(source, dataset.VAL_FRACTION, dataset.TEST_FRACTION, s.seed)
     report = dataset_report(source, splits)
     for w in source.warnings:
         log(f"warning: {w}")
@@ -111,15 +124,17 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: data.Source) -> tup
     if len(source.skipped) > 20:
         log(f"... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
     log(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
-    log(f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
+    log(
+        f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
         f"x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
-        f"{'stand-in' if s.standins else 'real'} architectures, {weights(s, space)}")
+        f"{'stand-in' if s.standins else 'real'} architectures, {weights(s, space)}"
+    )
     return splits, report
 
 
 def view_params(space: SearchSpace) -> list[str]:
     """The params the saved runs view shows: what tells trials apart (a --family all study: the family first)."""
-    lead = ["family"] if space.qualified else ["arch"]   # params of every trial run (trainables.driver.run_params)
+    lead = ["family"] if space.qualified else ["arch"]  # params of every trial run (trainables.trial.driver.run_params)
     return lead + [n for n in ("lr", "batch_size", "aug_strength", "sampler_power") if n in space.distributions()]
 
 
@@ -137,77 +152,131 @@ def weights(s: RunSettings, space: SearchSpace) -> str:
 class Study:
     def __init__(self, s: RunSettings, space: SearchSpace, plan: ResourcePlan, tuner: tune.Tuner, t0: float):
         self.s, self.space, self.plan, self.tuner, self.t0 = s, space, plan, tuner, t0
-        if CONSOLE.log_path is not None:   # now that the run folder has its name
+        if CONSOLE.log_path is not None:  # now that the run folder has its name
             CONSOLE.move_log(ray_log(s))
             log(f"Ray's output: {CONSOLE.log_path} (tune.py --verbose shows it here)")
 
     @classmethod
-    def start(cls, s: RunSettings, space: SearchSpace, source: data.Source, address: str | None = None,
-              dashboard: bool = True, started: float | None = None, verbose: bool = False) -> "Study":
+    def start(
+        cls,
+        s: RunSettings,
+        space: SearchSpace,
+        source: dataset.Source,
+        address: str | None = None,
+        dashboard: bool = True,
+        started: float | None = None,
+        verbose: bool = False,
+    ) -> "Study":
         """`started`: time.monotonic() when the study began (default: when this process started, imports
         included: a --time-budget counts from there). `verbose`: Ray's output interleaves with the study's."""
         t0 = process_start() if started is None else started
         splits, report = prepare_data(s, space, source)
         plan = start_ray(s, address, dashboard, verbose)
-        exp_id, parent = tracking.setup_study(s.mlflow_uri, s.experiment, {
-            "family": s.family, "num_samples": s.num_samples, "max_epochs": s.max_epochs,
-            "workers_per_trial": s.workers_per_trial, "image_size": s.image_size, "data": s.data_dir, "seed": s.seed,
-            "smoke": s.smoke, "resize": s.resize_policy, "max_concurrent_trials": plan.max_concurrent,
-            "confirm": s.confirm, "confirm_seeds": s.confirm_seeds, "final_fit": s.final_fit},
-            artifact_root=Path.cwd() / "mlartifacts", description=describe(s, len(splits.classes)),
-            view_params=view_params(space))
-        tracking.claim_study(s.mlflow_uri, parent)
-        s = s.replace(run_name=run_name(s.experiment, parent), classes=tuple(splits.classes),
-                      mlflow_experiment_id=exp_id, parent_run_id=parent,
-                      cpus_per_worker=plan.cpus_per_worker, use_gpu=plan.use_gpu, loader_workers=plan.loader_workers,
-                      gpu_gib=plan.gpu_gib, cache_storage=s.storage if shared_storage(s.storage) else "")
+        exp_id, parent = mlflow_runs.setup_study(
+            s.mlflow_uri,
+            s.experiment,
+            {
+                "family": s.family,
+                "num_samples": s.num_samples,
+                "max_epochs": s.max_epochs,
+                "workers_per_trial": s.workers_per_trial,
+                "image_size": s.image_size,
+                "data": s.data_dir,
+                "seed": s.seed,
+                "smoke": s.smoke,
+                "resize": s.resize_policy,
+                "max_concurrent_trials": plan.max_concurrent,
+                "confirm": s.confirm,
+                "confirm_seeds": s.confirm_seeds,
+                "final_fit": s.final_fit,
+            },
+            artifact_root=Path.cwd() / "mlartifacts",
+            description=describe(s, len(splits.classes)),
+            view_params=view_params(space),
+        )
+        mlflow_runs.claim_study(s.mlflow_uri, parent)
+        s = s.replace(
+            run_name=run_name(s.experiment, parent),
+            classes=tuple(splits.classes),
+            mlflow_experiment_id=exp_id,
+            parent_run_id=parent,
+            cpus_per_worker=plan.cpus_per_worker,
+            use_gpu=plan.use_gpu,
+            loader_workers=plan.loader_workers,
+            gpu_gib=plan.gpu_gib,
+            cache_storage=s.storage if shared_storage(s.storage) else "",
+        )
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
-            manifest = data.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
-            tracking.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
+            manifest = dataset.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
+            mlflow_runs.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
             s = s.replace(dataset=mlflow_ui.dataset_input(manifest, s.data_dir))
-            mlflow_ui.log_input(tracking.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
-        tracking.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())   # what --resume and analysis read
+            mlflow_ui.log_input(mlflow_runs.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
+        mlflow_runs.log_study(s.mlflow_uri, parent, s.to_dict(), space.to_json())  # what --resume and analysis read
         if s.image_size:  # build the shared decode cache here, with progress, before any trial waits on it
-            from trainables import cache
-            _, meta, built = cache.open_or_build(splits.paths, s.image_size, s.resize_policy,
-                                                 storage=s.cache_storage or None)
+            from trainables.data import cache
+
+            _, meta, built = cache.open_or_build(
+                splits.paths, s.image_size, s.resize_policy, storage=s.cache_storage or None
+            )
             how = "built" if built else "downloaded" if meta.get("source") == "downloaded" else "reused"
             log(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")
-        log(f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
-            f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}")
+        log(
+            f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
+            f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}"
+        )
         budget.activate(budget.for_study(s, plan, _grace(s, space), started=t0))
         return cls(s, space, plan, _tuner(s, space, plan), t0)
 
     @classmethod
-    def resume(cls, experiment: str, storage: str | None, uri: str, address: str | None = None,
-               dashboard: bool = True, started: float | None = None, verbose: bool = False) -> "Study":
+    def resume(
+        cls,
+        experiment: str,
+        storage: str | None,
+        uri: str,
+        address: str | None = None,
+        dashboard: bool = True,
+        started: float | None = None,
+        verbose: bool = False,
+    ) -> "Study":
         """Continue the latest study of `experiment` where Tune's saved state left it: finished trials are
         kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
         all of it lands in the same MLflow parent run. `storage`: where the study's folder is now (default:
         where it was written)."""
         check_tracking(uri)
         try:
-            s = RunSettings.from_dict(tracking.read_settings(uri, experiment))
+            s = RunSettings.from_dict(mlflow_runs.read_settings(uri, experiment))
         except LookupError as e:
             raise UsageError(f"--resume: {e}") from None
         s = s.replace(storage=storage or s.storage)
-        live = tracking.live_driver(tracking.MlflowClient(uri).get_run(s.parent_run_id))
+        live = mlflow_runs.live_driver(mlflow_runs.MlflowClient(uri).get_run(s.parent_run_id))
         if live:
-            raise UsageError(f"--resume: study {experiment!r} is still running ({live}); two drivers must not run "
-                             "one study: stop it first (Ctrl-C or `ray job stop`)")
+            raise UsageError(
+                f"--resume: study {experiment!r} is still running ({live}); two drivers must not run "
+                "one study: stop it first (Ctrl-C or `ray job stop`)"
+            )
         path = s.run_path
         if not tune.Tuner.can_restore(path):
-            raise UsageError(f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
-                             "study to continue (tune.py prints them when a study stops)")
+            raise UsageError(
+                f"--resume: no saved study state at {path}; pass the --experiment and --storage of the "
+                "study to continue (tune.py prints them when a study stops)"
+            )
         t0 = process_start() if started is None else started
         plan = start_ray(s, address, dashboard, verbose)
-        tracking.reopen_study(uri, s.parent_run_id)
+        mlflow_runs.reopen_study(uri, s.parent_run_id)
         log(f"resuming study {path} (MLflow run {s.parent_run_id})")
         space = space_of(s)
-        budget.activate(budget.for_study(s, plan, _grace(s, space), started=t0, spent=tracking.MlflowClient(
-            uri).get_run(s.parent_run_id).data.metrics))   # the spend so far: a resumed study continues its budget
-        tuner = tune.Tuner.restore(path, trainable=_trainable(s, space, plan), resume_unfinished=True,
-                                   restart_errored=True)
+        budget.activate(
+            budget.for_study(
+                s,
+                plan,
+                _grace(s, space),
+                started=t0,
+                spent=mlflow_runs.MlflowClient(uri).get_run(s.parent_run_id).data.metrics,
+            )
+        )  # the spend so far: a resumed study continues its budget
+        tuner = tune.Tuner.restore(
+            path, trainable=_trainable(s, space, plan), resume_unfinished=True, restart_errored=True
+        )
         return cls(s, space, plan, tuner, t0)
 
     def run(self) -> int:
@@ -219,7 +288,7 @@ class Study:
             results, interrupted = phases.fit(self.tuner)
             done = results.num_terminated + results.num_errors
             b = budget.active()
-            ran_out = b is not None and b.limited and b.exhausted()    # a budget that ran out ends a study
+            ran_out = b is not None and b.limited and b.exhausted()  # a budget that ran out ends a study
             ended = ran_out or (s.num_samples and done >= s.num_samples)
             status = "FINISHED" if ended and not interrupted else "KILLED"
             if status == "FINISHED" and (s.confirm or s.final_fit):
@@ -233,10 +302,12 @@ class Study:
             CONSOLE.release()
             finish_record(s, status)
             if status == "KILLED":
-                log(f"study stopped in {phase}, after {done} of {s.num_samples or 'its budget of'} search trials; "
+                log(
+                    f"study stopped in {phase}, after {done} of {s.num_samples or 'its budget of'} search trials; "
                     "continue it with:\n"
                     f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
-                    f"--mlflow-uri {quote(s.mlflow_uri)}")
+                    f"--mlflow-uri {quote(s.mlflow_uri)}"
+                )
         return summary.print_summary(s, time.monotonic() - self.t0)
 
 
@@ -247,20 +318,26 @@ def finish_record(s: RunSettings, status: str) -> None:
     spend = budget.study_spend(budget.active(), s) if budget.active() else {}
 
     def close() -> list[str]:
-        tracking.log_metrics(s.mlflow_uri, s.parent_run_id, spend)   # what the study cost (--resume goes on from it)
-        return tracking.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
+        mlflow_runs.log_metrics(s.mlflow_uri, s.parent_run_id, spend)  # what the study cost (--resume goes on from it)
+        return mlflow_runs.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
+
     try:
-        killed = tracking.retrying(close,
-                                   "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0)
+        killed = mlflow_runs.retrying(
+            close, "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0
+        )
         if killed:
             log(f"marked {len(killed)} unfinished trial run(s) KILLED")
     except Exception as e:  # noqa: BLE001 - the trials are done; say what the record lacks
-        log(f"warning: could not end the study's MLflow runs ({type(e).__name__}); "
-            "`python -m analysis.sync --end-study FINISHED` ends them when the server answers")
+        log(
+            f"warning: could not end the study's MLflow runs ({type(e).__name__}); "
+            "`python -m analysis.sync --end-study FINISHED` ends them when the server answers"
+        )
     if left:
-        log(f"warning: MLflow has not taken the writes of {len(left)} trial run(s); they are kept in {s.spool}. "
+        log(
+            f"warning: MLflow has not taken the writes of {len(left)} trial run(s); they are kept in {s.spool}. "
             f"Send them when the server answers: python -m analysis.sync --experiment {quote(s.experiment)} "
-            f"--mlflow-uri {quote(s.mlflow_uri)}")
+            f"--mlflow-uri {quote(s.mlflow_uri)}"
+        )
 
 
 def _grace(s: RunSettings, space: SearchSpace) -> int:
@@ -276,16 +353,38 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
     milestones = rungs(s.max_epochs, _grace(s, space), REDUCTION_FACTOR) if s.early_stopping else []
     search, asha = search_and_scheduler(
-        space, seed=s.seed, num_samples=s.num_samples, max_t=s.max_epochs, grace=_grace(s, space),
-        first_points=space.first_points(s.recipes), early_stopping=s.early_stopping,
-        record=functools.partial(tracking.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id))
+        space,
+        seed=s.seed,
+        num_samples=s.num_samples,
+        max_t=s.max_epochs,
+        grace=_grace(s, space),
+        first_points=space.first_points(s.recipes),
+        early_stopping=s.early_stopping,
+        record=functools.partial(
+            mlflow_runs.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id
+        ),
+    )
     return tune.Tuner(
         _trainable(s, space, plan),
-        tune_config=tune.TuneConfig(metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, search_alg=search, scheduler=asha,
-                                    num_samples=s.num_samples or -1,   # -1: until the budget ends it
-                                    max_concurrent_trials=plan.max_concurrent),
-        run_config=tune.RunConfig(name=s.run_name, storage_path=s.storage, stop=budget.BudgetStopper(),
-                                  # saved with Tune's state: a resumed study gets them back
-                                  callbacks=[ReleaseTrainWorkers(), CloseTrialRuns(s, space, milestones),
-                                             TrialEvents(s.num_samples, s.max_epochs, milestones)],
-                                  failure_config=tune.FailureConfig(max_failures=0), verbose=1))
+        tune_config=tune.TuneConfig(
+            metric=OBJECTIVE_KEY,
+            mode=OBJECTIVE.mode,
+            search_alg=search,
+            scheduler=asha,
+            num_samples=s.num_samples or -1,  # -1: until the budget ends it
+            max_concurrent_trials=plan.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=s.run_name,
+            storage_path=s.storage,
+            stop=budget.BudgetStopper(),
+            # saved with Tune's state: a resumed study gets them back
+            callbacks=[
+                ReleaseTrainWorkers(),
+                CloseTrialRuns(s, space, milestones),
+                TrialEvents(s.num_samples, s.max_epochs, milestones),
+            ],
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=1,
+        ),
+    )

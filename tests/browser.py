@@ -10,6 +10,7 @@ and `chromium-driver` packages driven by Selenium, with no download of a browser
 The test command (README, .ci/run) runs tests/install_browser.sh first, which installs the packages when they are
 missing (`apt-get install chromium chromium-driver`); where it cannot, the browser tests skip and say why.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,17 @@ from typing import Callable, Iterator
 INSTALL_HINT = "bash tests/install_browser.sh (apt-get install chromium chromium-driver; see README Tests)"
 # Chromium's own binary needs no sandbox flags beyond these to run headless as root in a container; the rest
 # keep it off the network (no component updates, sync, field trials or QUIC) and out of first-run UI.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 VIEWPORT = (1600, 1000)
 
 
@@ -77,7 +86,7 @@ def chrome(viewport: tuple[int, int] = VIEWPORT) -> Iterator:
 
     profile = tempfile.mkdtemp(prefix="artsweep-chromium-")
     options = Options()
-    options.binary_location = browser_path()     # with Service's path: Selenium Manager is never run
+    options.binary_location = browser_path()  # with Service's path: Selenium Manager is never run
     for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={viewport[0]},{viewport[1]}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(driver_path()), options=options)
@@ -102,7 +111,7 @@ def wait_until(driver, condition: Callable[[], object], timeout: float, what: st
     while True:
         try:
             value = condition()
-        except Exception:   # noqa: BLE001  (stale elements, a page mid-navigation)
+        except Exception:  # noqa: BLE001  (stale elements, a page mid-navigation)
             value = None
         if value:
             return value

@@ -1,4 +1,5 @@
 """Shared fixtures: small real image folders written by the tests themselves, and one real study."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer
-from trainables.builtin_dataset import render
+from trainables.data.builtin_dataset import render
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_COUNTS = {"impressionism": 40, "pointillism": 24, "cubism": 12, "pop_art": 8}  # 5:1, 84 images
@@ -33,17 +34,30 @@ def tiny_folder(tmp_path_factory):
 
 @dataclass
 class Study:
-    out: str                 # tune.py's stdout + stderr
+    out: str  # tune.py's stdout + stderr
     client: MlflowClient
-    uri: str                 # MLflow tracking URI: the real `mlflow server` below
-    work: Path               # tune.py's working directory (ray_results)
-    server: MlflowServer     # still running for the whole session
+    uri: str  # MLflow tracking URI: the real `mlflow server` below
+    work: Path  # tune.py's working directory (ray_results)
+    server: MlflowServer  # still running for the whole session
     experiment: str = "e2e"
 
 
 def _tune(work: Path, uri: str, *flags: str, timeout: int) -> str:
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--smoke", "--experiment", "e2e",
-           "--mlflow-uri", uri, "--storage", str(work / "ray_results"), "--no-dashboard", *flags]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--family",
+        "scratch",
+        "--smoke",
+        "--experiment",
+        "e2e",
+        "--mlflow-uri",
+        uri,
+        "--storage",
+        str(work / "ray_results"),
+        "--no-dashboard",
+        *flags,
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout + proc.stderr
@@ -61,8 +75,20 @@ def study(tmp_path_factory) -> Study:
     server = MlflowServer(work).start()
     first = _tune(work, server.uri, "--num-samples", "1", "--max-epochs", "1", "--final-fit", timeout=300)
     (work / "first.txt").write_text(first)
-    out = _tune(work, server.uri, "--num-samples", "6", "--max-epochs", "4", "--confirm", "2", "--confirm-seeds", "2",
-                "--final-fit", timeout=1200)
+    out = _tune(
+        work,
+        server.uri,
+        "--num-samples",
+        "6",
+        "--max-epochs",
+        "4",
+        "--confirm",
+        "2",
+        "--confirm-seeds",
+        "2",
+        "--final-fit",
+        timeout=1200,
+    )
     (work / "out.txt").write_text(out)
     yield Study(out, MlflowClient(server.uri), server.uri, work, server)
     server.stop()

@@ -1,5 +1,6 @@
 """Real servers for the tests, on loopback: an `mlflow server` that can be stopped and started again on the
 same port and store (as a restarting tracking server is), and an HTTP readiness wait."""
+
 from __future__ import annotations
 
 import os
@@ -38,12 +39,26 @@ class MlflowServer:
 
     def start(self) -> "MlflowServer":
         self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.work / 'server.db'}",
-             "--artifacts-destination", str(self.work / "artifacts")],
-            stdout=open(self.work / "mlflow.log", "a"), stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.work / 'server.db'}",
+                "--artifacts-destination",
+                str(self.work / "artifacts"),
+            ],
+            stdout=open(self.work / "mlflow.log", "a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             # no GenAI job runners (two huey consumer processes, ~250 MB each): nothing here uses them
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )
         wait_http(f"{self.uri}/health")
         return self
 

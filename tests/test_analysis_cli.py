@@ -1,4 +1,5 @@
 """Every analysis command fails on bad input with one line and exit code 2, before any work."""
+
 import importlib
 from pathlib import Path
 
@@ -8,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis import evaluate
 from search_spaces import get_family
-from trainables import augment, checkpoint, data
+from trainables import checkpoint
+from trainables.data import augment, dataset
 from trainables.pretrained import Weights
 
 COMMANDS = ("leaderboard", "study_plots", "evaluate", "registry")
@@ -22,7 +24,7 @@ def _run(capsys, name, *argv):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_unreachable_tracking_server(capsys, monkeypatch, name):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")   # fail at once; the message is what is tested
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once; the message is what is tested
     code, err = _run(capsys, name, "--experiment", "x", "--mlflow-uri", "http://127.0.0.1:9")
     assert code == 2 and "127.0.0.1:9" in err and len(err.splitlines()) == 1, err
 
@@ -37,7 +39,7 @@ def test_missing_store_is_not_created(capsys, name, tmp_path):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_unknown_experiment(capsys, name, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()       # an existing store without that experiment
+    MlflowClient(uri).search_experiments()  # an existing store without that experiment
     capsys.readouterr()
     code, err = _run(capsys, name, "--experiment", "nope", "--mlflow-uri", uri)
     assert code == 2 and "no MLflow experiment named 'nope'" in err and len(err.splitlines()) == 1, err
@@ -49,7 +51,7 @@ def test_evaluation_names_images_missing_on_this_machine(tmp_path):
     norm = {"mean": augment.IMAGENET_MEAN, "std": augment.IMAGENET_STD}
     clf = checkpoint.load(checkpoint.save(tmp_path, model, ["a", "b"], cfg, 32, norm, "crop", 1, {}))
     gone = [str(tmp_path / "elsewhere" / f"{i}.jpg") for i in range(4)]
-    splits = data.Splits(["a", "b"], gone, np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2]), np.array([3]))
-    with pytest.raises(data.DataError, match="not on this machine"):
+    splits = dataset.Splits(["a", "b"], gone, np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2]), np.array([3]))
+    with pytest.raises(dataset.DataError, match="not on this machine"):
         evaluate.predict_split(clf, splits)
     assert not Path(tmp_path / "elsewhere").exists()

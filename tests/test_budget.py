@@ -1,5 +1,6 @@
 """The budget's stop rule with a fake clock: when a new trial may start, when a running one stops (at an
 epoch boundary only), the parse of --time-budget, and one real budgeted study."""
+
 import subprocess
 import sys
 import time
@@ -10,7 +11,6 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import latest_study, trial_rows, with_histories
 from sweep.budget import CLOSE_S, Budget, parse_duration
-
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,8 +39,9 @@ def run_epochs(b, clock, trial, startup_s, epoch_s, epochs):
     return None
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1h30m", 5400),
-                                           ("600", 600), ("1.5h", 5400)])
+@pytest.mark.parametrize(
+    "text, seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1h30m", 5400), ("600", 600), ("1.5h", 5400)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -61,22 +62,22 @@ def test_no_budget_never_stops_anything():
 
 def test_a_trial_stops_at_the_epoch_whose_successor_would_pass_the_wall_budget():
     clock = Clock()
-    b = Budget(wall_s=100 + CLOSE_S, max_t=10, clock=clock)   # 100 s for trials, CLOSE_S to close
+    b = Budget(wall_s=100 + CLOSE_S, max_t=10, clock=clock)  # 100 s for trials, CLOSE_S to close
     # start-up 10 s, then 20 s epochs: reports at 30, 50, 70, 90; after 70 the next would end at 90 (fits),
     # after 90 it would end at 110 > 100
     assert run_epochs(b, clock, "a", 10, 20, 10) == 4
     assert b.elapsed_s() == 90
     b.ended("a")
-    assert not b.can_start() and b.exhausted()     # 10 s left; a new trial needs 30 s to its first report
+    assert not b.can_start() and b.exhausted()  # 10 s left; a new trial needs 30 s to its first report
 
 
 def test_new_trials_start_only_while_they_can_reach_their_first_rung():
     clock = Clock()
     b = Budget(wall_s=300 + CLOSE_S, max_t=4, grace=2, clock=clock)
-    assert b.can_start()                   # nothing measured yet: the first trials always start
-    run_epochs(b, clock, "a", 20, 10, 4)   # 60 s: start-up + first epoch 30 s, 10 s per epoch after
+    assert b.can_start()  # nothing measured yet: the first trials always start
+    run_epochs(b, clock, "a", 20, 10, 4)  # 60 s: start-up + first epoch 30 s, 10 s per epoch after
     b.ended("a")
-    assert b.new_trial_s() == pytest.approx(40)   # 30 + (grace 2 - 1) x 10
+    assert b.new_trial_s() == pytest.approx(40)  # 30 + (grace 2 - 1) x 10
     clock.t = b.t0 + 259
     assert b.can_start()
     clock.t = b.t0 + 261
@@ -85,13 +86,13 @@ def test_new_trials_start_only_while_they_can_reach_their_first_rung():
 
 def test_gpu_hours_count_every_running_trial_and_what_it_will_still_use():
     clock = Clock()
-    b = Budget(hours=0.6, per_trial=2.0, max_t=10, clock=clock)    # 2160 GPU-s; 2 GPUs per trial
+    b = Budget(hours=0.6, per_trial=2.0, max_t=10, clock=clock)  # 2160 GPU-s; 2 GPUs per trial
     for t in ("a", "b"):
         b.started(t)
     for epoch in (1, 2):
         clock.tick(60)
         for t in ("a", "b"):
-            b.reported(t, epoch)          # start-up + first epoch 60 s, then 60 s per epoch
+            b.reported(t, epoch)  # start-up + first epoch 60 s, then 60 s per epoch
     assert b.resource_s() == pytest.approx(480)
     # spent 480 + still needed 2 trials x 8 epochs x 60 s x 2 GPUs (1920) + a new trial's 60 s x 2 > 2160
     assert not b.can_start() and not b.exhausted()
@@ -109,7 +110,7 @@ def test_gpu_hours_count_every_running_trial_and_what_it_will_still_use():
 
 def test_gpu_hours_stop_running_trials_before_the_budget_is_passed():
     clock = Clock()
-    b = Budget(hours=0.1, per_trial=1.0, max_t=100, clock=clock)   # 360 GPU-s
+    b = Budget(hours=0.1, per_trial=1.0, max_t=100, clock=clock)  # 360 GPU-s
     stopped = run_epochs(b, clock, "a", 0, 50, 100)
     # reports at 50, 100, ... ; after 300 s the next epoch would reach 350 (fits), after 350 -> 400 > 360
     assert stopped == 7
@@ -120,7 +121,7 @@ def test_resume_carries_the_spend_over():
     clock = Clock()
     b = Budget(wall_s=100 + CLOSE_S, spent_wall_s=95, max_t=5, clock=clock)
     assert b.elapsed_s() == 95
-    assert run_epochs(b, clock, "a", 0, 3, 5) == 1        # 98 s, the next epoch would end at 101
+    assert run_epochs(b, clock, "a", 0, 3, 5) == 1  # 98 s, the next epoch would end at 101
 
 
 @pytest.mark.e2e
@@ -130,8 +131,22 @@ def test_a_time_budgeted_study_ends_inside_it_and_records_its_spend(tmp_path):
     start to its exit, and the spend on the parent and on every trial run."""
     budget_s = 120
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--smoke", "--max-epochs", "3", "--time-budget", f"{budget_s}s",
-           "--experiment", "budget", "--mlflow-uri", uri, "--storage", str(tmp_path / "ray"), "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--smoke",
+        "--max-epochs",
+        "3",
+        "--time-budget",
+        f"{budget_s}s",
+        "--experiment",
+        "budget",
+        "--mlflow-uri",
+        uri,
+        "--storage",
+        str(tmp_path / "ray"),
+        "--no-dashboard",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     wall = time.monotonic() - t0

@@ -1,13 +1,14 @@
 """The built-in dataset: real files, >= 8 classes, >= 10:1 imbalance, reproducible, and not trivial."""
+
 import numpy as np
 
-from trainables import augment, data, decode
-from trainables.builtin_dataset import CLASS_COUNTS, STYLES, ensure_builtin_dataset, render
+from trainables.data import augment, dataset, decode
+from trainables.data.builtin_dataset import CLASS_COUNTS, STYLES, ensure_builtin_dataset, render
 
 
 def test_written_as_real_image_files_in_class_folders(tmp_path):
     root = ensure_builtin_dataset(tmp_path / "ps")
-    source = data.scan(root)
+    source = dataset.scan(root)
     classes, paths, labels = source.classes, source.paths, source.labels
     assert not source.skipped
     assert classes == sorted(CLASS_COUNTS) and len(classes) >= 8

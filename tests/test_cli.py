@@ -1,4 +1,5 @@
 """Bad input fails before anything starts: one line on stderr, exit code 2."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +18,18 @@ def run_main(capsys, *argv):
     return e.value.code, err
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--data", "/no/such/folder"], "no such folder"),
-    (["--family", "nope"], "unknown family 'nope'"),
-    (["--num-samples", "0"], "--num-samples must be a positive integer"),
-    (["--max-epochs", "-3"], "--max-epochs must be a positive integer"),
-    (["--workers-per-trial", "0"], "--workers-per-trial must be a positive integer"),
-    (["--arch", "resnet9000"], "is not in family 'scratch'"),
-    (["--num-samples", "two"], "invalid int value"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--data", "/no/such/folder"], "no such folder"),
+        (["--family", "nope"], "unknown family 'nope'"),
+        (["--num-samples", "0"], "--num-samples must be a positive integer"),
+        (["--max-epochs", "-3"], "--max-epochs must be a positive integer"),
+        (["--workers-per-trial", "0"], "--workers-per-trial must be a positive integer"),
+        (["--arch", "resnet9000"], "is not in family 'scratch'"),
+        (["--num-samples", "two"], "invalid int value"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
     code, err = run_main(capsys, *argv)
     assert code == 2
@@ -44,32 +48,50 @@ def test_unreachable_tracking_server(capsys, tiny_folder):
 
 
 def test_real_process_exit_code_and_help():
-    bad = subprocess.run([sys.executable, "tune.py", "--data", "/no/such/folder"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "tune.py", "--data", "/no/such/folder"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "error:" in bad.stderr
     help_ = subprocess.run([sys.executable, "tune.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    for flag in ("--family", "--data", "--num-samples", "--max-epochs", "--workers-per-trial", "--image-size",
-                 "--experiment", "--mlflow-uri", "--storage", "--seed", "--address", "--smoke"):
+    for flag in (
+        "--family",
+        "--data",
+        "--num-samples",
+        "--max-epochs",
+        "--workers-per-trial",
+        "--image-size",
+        "--experiment",
+        "--mlflow-uri",
+        "--storage",
+        "--seed",
+        "--address",
+        "--smoke",
+    ):
         assert flag in help_.stdout
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--image-size", "100000"], ["--image-size 100000 is outside [16, 1024] px", "GB for"]),
-    (["--image-size", "8"], ["is outside [16, 1024] px"]),
-    (["--workers-per-trial", "64"], ["--workers-per-trial 64 is more than the", "this machine"]),
-    (["--storage", "/proc/forbidden"], ["--storage /proc/forbidden: cannot write there"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (["--image-size", "100000"], ["--image-size 100000 is outside [16, 1024] px", "GB for"]),
+        (["--image-size", "8"], ["is outside [16, 1024] px"]),
+        (["--workers-per-trial", "64"], ["--workers-per-trial 64 is more than the", "this machine"]),
+        (["--storage", "/proc/forbidden"], ["--storage /proc/forbidden: cannot write there"]),
+    ],
+)
 def test_what_cannot_work_is_refused_before_ray_starts(capsys, tmp_path, argv, needles):
     code, err = run_main(capsys, *argv, "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert code == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles), err
-    assert not (tmp_path / "mlflow.db").exists()       # refused before the store was even opened
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was even opened
 
 
 def test_pretrained_weights_missing_offline_are_named_at_start(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # no network: what a cluster without internet sees
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network: what a cluster without internet sees
     code, err = run_main(capsys, "--family", "cnn", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert code == 2 and len(err.splitlines()) == 1, err
-    assert all(name in err for name in ("resnet50.a1_in1k", "vgg16.tv_in1k", "convnext_tiny")) and "--weights-dir" in err
+    assert (
+        all(name in err for name in ("resnet50.a1_in1k", "vgg16.tv_in1k", "convnext_tiny")) and "--weights-dir" in err
+    )
 
 
 def test_two_processes_create_one_new_store_safely(tmp_path):
@@ -81,10 +103,12 @@ def test_two_processes_create_one_new_store_safely(tmp_path):
     errs = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     from mlflow.tracking import MlflowClient
+
     assert MlflowClient(uri).create_experiment("after") and len(MlflowClient(uri).search_experiments()) == 2
 
 
 def test_any_experiment_name_gets_a_safe_unique_run_folder():
     from sweep.study import run_name
+
     a, b = run_name("my study/2026 (v1)", "0a1b2c3d4e"), run_name("my study/2026 (v1)", "ffff0000aa")
     assert a != b and "/" not in a and " " not in a and a.startswith("my_study_2026_v1")

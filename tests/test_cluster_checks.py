@@ -1,5 +1,6 @@
 """Cluster planning: node-local stores refused on several machines; concurrency from the nodes, including
 those the autoscaler may add."""
+
 import shutil
 from pathlib import Path
 
@@ -28,12 +29,12 @@ def test_network_mounts_count_as_shared(tmp_path):
 def test_concurrency_counts_gpu_nodes_the_autoscaler_may_add(tmp_path):
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     shutil.copy(Path(__file__).resolve().parents[1] / "cluster" / "gpu.yaml", bootstrap)
-    head_only = [{"CPU": 8.0, DRIVER_RESOURCE: 1000.0}]                # no GPU worker up yet
+    head_only = [{"CPU": 8.0, DRIVER_RESOURCE: 1000.0}]  # no GPU worker up yet
     nodes = node_capacity(head_only, bootstrap)
     assert len(nodes) == 1 + 8 and sum(n.get("GPU", 0) for n in nodes) == 8
     plan = plan_resources(nodes, workers_per_trial=2)
     assert plan.use_gpu and plan.max_concurrent == 4 and plan.cpus_per_worker == 4
-    assert plan.driver[DRIVER_RESOURCE] > 0                              # drivers stay on the head
+    assert plan.driver[DRIVER_RESOURCE] > 0  # drivers stay on the head
     assert node_capacity(head_only, tmp_path / "absent.yaml") == head_only
 
 

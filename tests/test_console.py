@@ -1,4 +1,5 @@
 """The study's console: trial event lines, the progress line on a terminal, Ray's output moved to a log file."""
+
 import io
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class Tty(io.StringIO):
 def console(monkeypatch):
     """The module's CONSOLE, writing to a string that says it is a terminal."""
     from sweep import console as module
+
     c = Console()
     c.out = Tty()
     monkeypatch.setattr(module, "CONSOLE", c)
@@ -56,10 +58,16 @@ def test_rungs_are_ashas_milestones():
 def test_how_a_trial_ended_is_said_in_words(monkeypatch):
     b = budget.Budget(wall_s=60)
     monkeypatch.setattr(budget, "_ACTIVE", b)
-    assert ending(FakeTrial("a", last_result=result(4, 0.5, 0.6)), 4, [1]).startswith("finished: best val_macro_f1 0.6000")
-    assert ending(FakeTrial("b", last_result=result(1, 0.1, 0.1)), 4, [1]).startswith("stopped by ASHA at rung 1 (epoch 1)")
+    assert ending(FakeTrial("a", last_result=result(4, 0.5, 0.6)), 4, [1]).startswith(
+        "finished: best val_macro_f1 0.6000"
+    )
+    assert ending(FakeTrial("b", last_result=result(1, 0.1, 0.1)), 4, [1]).startswith(
+        "stopped by ASHA at rung 1 (epoch 1)"
+    )
     b.cut.add("c")
-    assert ending(FakeTrial("c", last_result=result(1, 0.1, 0.1)), 4, [1]).startswith("stopped by the budget after epoch 1")
+    assert ending(FakeTrial("c", last_result=result(1, 0.1, 0.1)), 4, [1]).startswith(
+        "stopped by the budget after epoch 1"
+    )
     failed = FakeTrial("d", last_result=result(2, 0.1, 0.2))
     assert ending(failed, 4, [1], error=failed.get_error()) == "failed after 2 epoch(s): ValueError: bad batch size 7"
 
@@ -81,15 +89,16 @@ def test_event_lines_and_a_progress_line_on_a_terminal(console, monkeypatch):
     assert status.startswith("trials 1/3 done | 1 running | 1 pending | best val_macro_f1 0.5000 (run_trial_a)")
     assert "ETA" in status and "ETA ?" not in status
     out = console.out.getvalue()
-    assert "run_trial_a started: lr=3.00e-04 batch_size=32\n" in out     # key params only
+    assert "run_trial_a started: lr=3.00e-04 batch_size=32\n" in out  # key params only
     assert "run_trial_b started: cnn.lr=0.01\n" in out
     assert "run_trial_a epoch 2/2: val_macro_f1 0.5000 (trial best 0.5000)" in out
     assert "run_trial_a finished: best val_macro_f1 0.5000 over 2 epochs" in out
-    assert "trials 1/3 done" in out                 # the status line was drawn on the "terminal"
+    assert "trials 1/3 done" in out  # the status line was drawn on the "terminal"
 
 
 def test_plain_lines_and_no_progress_line_in_a_file(monkeypatch):
     from sweep import console as module
+
     c = Console()
     c.out = io.StringIO()
     monkeypatch.setattr(module, "CONSOLE", c)

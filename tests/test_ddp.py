@@ -1,9 +1,10 @@
 """DDP is real: two gloo processes train the same model through the trial's data path, their weights stay
 identical, and the validation metrics they report equal those computed on the whole split in one process.
 Loader processes change nothing: 0 and 2 give the same training and the same validation metrics."""
+
 import json
-import random
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from search_spaces import get_family
-from trainables import cache, data, engine, loaders
-from trainables.pretrained import Weights
+from trainables import engine
+from trainables.data import cache, dataset, loaders
 from trainables.net import free_port
+from trainables.pretrained import Weights
 
 SIZE, WORLD, CPU = 32, 2, torch.device("cpu")
 CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
@@ -29,16 +31,30 @@ def _model(n_classes):
 
 
 def _data_path(splits, rank=0, world=1, workers=0):
-    """The trial's own data path (trainables.loaders), on CPU."""
+    """The trial's own data path (trainables.data.loaders), on CPU."""
     images = cache.open_or_build(splits.paths, SIZE, root=CACHE)[0]
-    return loaders.make(images, splits, splits.train, splits.val[rank::world], image_size=SIZE,
-                        batch_size=CFG.batch_size, aug_strength=0.5, recipe=CFG.family.augment, sampler_power=1.0,
-                        norm={}, seed=0, rank=rank, world=world, device=CPU, workers=workers)
+    return loaders.make(
+        images,
+        splits,
+        splits.train,
+        splits.val[rank::world],
+        image_size=SIZE,
+        batch_size=CFG.batch_size,
+        aug_strength=0.5,
+        recipe=CFG.family.augment,
+        sampler_power=1.0,
+        norm={},
+        seed=0,
+        rank=rank,
+        world=world,
+        device=CPU,
+        workers=workers,
+    )
 
 
 def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, loaders.Loaders]:
     torch.manual_seed(rank)
-    random.seed(rank)        # timm's random erasing draws from Python's generator (the worker seeds it too)
+    random.seed(rank)  # timm's random erasing draws from Python's generator (the worker seeds it too)
     path = _data_path(splits, rank, world, workers)
     opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
     sched = engine.make_scheduler(opt, len(path.train), epochs, 0.5)
@@ -46,8 +62,9 @@ def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, l
     step = 0
     for epoch in range(epochs):
         path.sampler.set_epoch(epoch)
-        train, step = engine.train_one_epoch(train_model, path.train, opt, sched, torch.nn.CrossEntropyLoss(), CPU,
-                                             grad_clip=1.0, step=step)
+        train, step = engine.train_one_epoch(
+            train_model, path.train, opt, sched, torch.nn.CrossEntropyLoss(), CPU, grad_clip=1.0, step=step
+        )
     return {**train, "steps": step}, path
 
 
@@ -55,7 +72,7 @@ def _rank_main(rank, root, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
-    splits = data.make_splits(data.scan(root), 0.25, 0.0, seed=0)
+    splits = dataset.make_splits(dataset.scan(root), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     train, path = _train(model, splits, rank, WORLD)
     val = engine.evaluate(model, path.val, CPU)
@@ -84,8 +101,8 @@ def test_weights_identical_across_ranks_after_training(ddp_run):
 
 def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder):
     reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in range(WORLD)]
-    assert reports[0] == reports[1]                     # every rank reports the same all-reduced dict
-    splits = data.make_splits(data.scan(tiny_folder), 0.25, 0.0, seed=0)
+    assert reports[0] == reports[1]  # every rank reports the same all-reduced dict
+    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     model.load_state_dict(torch.load(ddp_run / "rank0.pt"))
     single = engine.evaluate(model, _data_path(splits).val, CPU)
@@ -96,7 +113,7 @@ def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder)
 
 def test_loader_processes_change_nothing(tiny_folder):
     """Each draw's crop is seeded by the sampler, not by the loader process that runs it."""
-    splits = data.make_splits(data.scan(tiny_folder), 0.25, 0.0, seed=0)
+    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.25, 0.0, seed=0)
     results = []
     for workers in (0, 2):
         model = _model(len(splits.classes))

@@ -1,4 +1,5 @@
 """Every registered family, followed from the registry: a new family is tested without a new test."""
+
 import optuna
 import pytest
 import torch
@@ -6,7 +7,8 @@ from optuna.distributions import BaseDistribution
 
 from search_spaces import ALL, FAMILIES, get_family, search_space
 from search_spaces.space import BASE, Choice, Family, Float, SearchSpace
-from trainables import augment, engine
+from trainables import engine
+from trainables.data import augment
 from trainables.pretrained import Weights
 
 SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in {**fam.archs, **fam.standins}]
@@ -29,10 +31,10 @@ def test_space_yields_valid_trial_configs(name, standins):
         trial = study.ask()
         config = space(trial)
         cfg = space.trial_config(config)
-        assert config == trial.params == cfg.params()          # one name per parameter: Optuna = Tune = MLflow
+        assert config == trial.params == cfg.params()  # one name per parameter: Optuna = Tune = MLflow
         assert cfg.family is family and cfg.arch in family.arch_choices(standins)
         assert cfg.lr > 0 and cfg.batch_size > 0 and 0 <= cfg.sampler_power <= 1 and 0 <= cfg.aug_strength <= 1
-        assert set(cfg.values) == set(family.params())          # every knob of the family, and no other's
+        assert set(cfg.values) == set(family.params())  # every knob of the family, and no other's
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -86,7 +88,9 @@ def test_family_declares_its_budget_weights_and_augmentation(name):
     family = FAMILIES[name]
     assert family.augment in augment.RECIPES and family.image_size > 0 and family.grace_epochs >= 1
     assert isinstance(family.pretrained, bool)
-    sample = augment.sample_transform(32, True, 1.0, family.augment)(torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8))
+    sample = augment.sample_transform(32, True, 1.0, family.augment)(
+        torch.randint(0, 255, (3, 50, 40), dtype=torch.uint8)
+    )
     assert sample.shape == (3, 32, 32) and sample.dtype == torch.uint8
     batch = augment.BatchAugment(True, 1.0, family.augment)(torch.stack([sample] * 4))
     assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32 and batch.isfinite().all()
@@ -96,14 +100,14 @@ def test_unknown_config_keys_are_rejected():
     space = search_space("scratch")
     with pytest.raises(ValueError, match="unknown trial config keys.*'learning_rate'"):
         space.trial_config({"arch": "simple_cnn", "learning_rate": 1e-3})
-    with pytest.raises(ValueError, match="unknown trial config keys.*'layer_decay'"):   # another family's knob
+    with pytest.raises(ValueError, match="unknown trial config keys.*'layer_decay'"):  # another family's knob
         space.trial_config({"arch": "simple_cnn", "layer_decay": 0.7})
 
 
 def test_a_knob_the_family_lacks_is_an_error_not_a_default():
     cfg = FAMILIES["scratch"].config()
     with pytest.raises(AttributeError, match="family 'scratch' has no parameter 'layer_decay'"):
-        cfg.layer_decay
+        _ = cfg.layer_decay
     assert cfg.get("layer_decay", 0.0) == 0.0
 
 
@@ -120,7 +124,7 @@ def test_every_arch_builds_and_trains_on_cpu(name, arch):
     out.logsumexp(1).mean().backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     head = cfg.family.head(model)
-    assert isinstance(head, torch.nn.Linear) and head.out_features == 5      # the family names its classifier
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 5  # the family names its classifier
     new = {id(p) for p in cfg.family.trainable_parameters(model)}
     assert {id(p) for p in head.parameters()} <= new < {id(p) for p in model.parameters()}
 
@@ -136,11 +140,11 @@ def test_hybrid_matches_seed_003_shapes():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         fmap = model.backbone.forward_features(x)
-        assert fmap.shape == (2, 2048, 7, 7)                        # ResNet-50 truncated at layer4
-        assert model.proj(fmap).shape == (2, 320, 7, 7)             # 1x1 projection 2048 -> 320
+        assert fmap.shape == (2, 2048, 7, 7)  # ResNet-50 truncated at layer4
+        assert model.proj(fmap).shape == (2, 320, 7, 7)  # 1x1 projection 2048 -> 320
         seq = model.proj(fmap).flatten(2).transpose(1, 2)
-        assert model.rows(seq).shape == model.cols(seq).shape == (2, 512)   # mean + attention pooling
-        assert model.pooled(x).shape == (2, 3072)                   # 2048 + 512 + 512
+        assert model.rows(seq).shape == model.cols(seq).shape == (2, 512)  # mean + attention pooling
+        assert model.pooled(x).shape == (2, 3072)  # 2048 + 512 + 512
         assert model(x).shape == (2, 27)
     assert model.rows.gru.num_layers == 2 and model.rows.gru.bidirectional and model.rows is not model.cols
 
@@ -182,8 +186,11 @@ def test_recipes_are_points_of_the_space_and_come_first(name):
     for recipe in fam.recipes:
         for k, v in recipe.items():
             d = params[k]
-            assert (v in d.choices if isinstance(d, Choice) else d.low <= v <= d.high) if isinstance(
-                d, BaseDistribution) else v == d, (k, v, d)
+            assert (
+                (v in d.choices if isinstance(d, Choice) else d.low <= v <= d.high)
+                if isinstance(d, BaseDistribution)
+                else v == d
+            ), (k, v, d)
     for standins in (False, True):
         space = search_space(name, None, standins)
         first = space.first_points()
@@ -205,7 +212,8 @@ def test_an_all_study_starts_with_each_familys_recipe():
 
 def test_a_recipe_outside_the_space_is_refused():
     with pytest.raises(ValueError, match="recipe values"):
-        Family("wide", {"a": "test_resnet"}, build=None, space={"lr": Float(1e-4, 1e-3, log=True)},
-               recipes=({"lr": 0.5},))
+        Family(
+            "wide", {"a": "test_resnet"}, build=None, space={"lr": Float(1e-4, 1e-3, log=True)}, recipes=({"lr": 0.5},)
+        )
     with pytest.raises(ValueError, match="recipe values"):
         Family("odd", {"a": "test_resnet"}, build=None, recipes=({"no_such_knob": 1},))

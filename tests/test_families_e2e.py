@@ -1,5 +1,6 @@
 """`tune.py --smoke` for every family (and `all`) on CPU-sized stand-ins: real Ray, real MLflow.
 Follows the registry, so a new family gets its smoke study without a new test."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis.runs import latest_study, trial_rows
 from analysis import study_plots
+from analysis.runs import latest_study, trial_rows
 from search_spaces import ALL, FAMILIES
-from trainables.tracking import read_settings
+from trainables.tracking.mlflow_runs import read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -20,9 +21,24 @@ pytestmark = pytest.mark.e2e
 
 def smoke(family, tmp_path, samples):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", family, "--smoke", "--num-samples", str(samples),
-           "--max-epochs", "1", "--experiment", f"smoke-{family}", "--mlflow-uri", uri,
-           "--storage", str(tmp_path / "ray_results"), "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--family",
+        family,
+        "--smoke",
+        "--num-samples",
+        str(samples),
+        "--max-epochs",
+        "1",
+        "--experiment",
+        f"smoke-{family}",
+        "--mlflow-uri",
+        uri,
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--no-dashboard",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
@@ -44,7 +60,9 @@ def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
     out, rows, client, parent = smoke(ALL, tmp_path, samples=len(FAMILIES))
     assert {r.family for r in rows} == set(FAMILIES)
     # one name per parameter: Optuna's study, Tune's results, the MLflow params and the importance plot
-    experiment = str(tmp_path / "ray_results" / read_settings(f"sqlite:///{tmp_path / 'mlflow.db'}", f"smoke-{ALL}")["run_name"])
+    experiment = str(
+        tmp_path / "ray_results" / read_settings(f"sqlite:///{tmp_path / 'mlflow.db'}", f"smoke-{ALL}")["run_name"]
+    )
     searcher = OptunaSearch()
     searcher.restore_from_dir(experiment)
     optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)

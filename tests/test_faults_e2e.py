@@ -1,5 +1,6 @@
 """Faults caused for real, with real processes: a Train worker SIGKILLed mid-epoch, the tracking server stopped
 for a minute mid-study. What survives is checked in MLflow, where the user looks. Marked `fault` (and `e2e`): `python -m pytest -m fault` runs them alone."""
+
 import os
 import signal
 import subprocess
@@ -43,14 +44,31 @@ def epochs_logged(client, experiment) -> list[int]:
 
 def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", "1", "--max-epochs", str(EPOCHS),
-           "--workers-per-trial", "2", "--image-size", "64", "--experiment", "kill-worker", "--mlflow-uri", uri,
-           "--storage", str(tmp_path / "ray_results"), "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--smoke",
+        "--num-samples",
+        "1",
+        "--max-epochs",
+        str(EPOCHS),
+        "--workers-per-trial",
+        "2",
+        "--image-size",
+        "64",
+        "--experiment",
+        "kill-worker",
+        "--mlflow-uri",
+        uri,
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--no-dashboard",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client, killed, deadline = MlflowClient(uri), None, time.monotonic() + 400
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
         if (tmp_path / "mlflow.db").exists() and epochs_logged(client, "kill-worker") == [1]:
-            workers = train_workers(proc.pid)      # epoch 1 is checkpointed and logged: the workers are in epoch 2
+            workers = train_workers(proc.pid)  # epoch 1 is checkpointed and logged: the workers are in epoch 2
             if workers:
                 killed = workers[-1]
                 os.kill(killed, signal.SIGKILL)
@@ -60,22 +78,35 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
     assert proc.returncode == 0, out[-4000:]
     exp, parent = latest_study(client, "kill-worker")
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
-    assert len(rows) == 1 and rows[0].status == "FINISHED" and not rows[0].stopped_early    # one child run
-    assert epochs_logged(client, "kill-worker") == list(range(1, EPOCHS + 1))     # every epoch, each once
+    assert len(rows) == 1 and rows[0].status == "FINISHED" and not rows[0].stopped_early  # one child run
+    assert epochs_logged(client, "kill-worker") == list(range(1, EPOCHS + 1))  # every epoch, each once
     tags = client.get_run(rows[0].run_id).data.tags
-    assert 1 <= int(tags["resumed_from_epoch"]) < EPOCHS      # continued from its checkpoint, not from scratch
+    assert 1 <= int(tags["resumed_from_epoch"]) < EPOCHS  # continued from its checkpoint, not from scratch
 
 
 def test_the_study_outlasts_a_tracking_server_stopped_for_a_minute(tmp_path):
     server = MlflowServer(tmp_path).start()
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--smoke", "--num-samples", "2", "--max-epochs", "2",
-           "--experiment", "outage", "--mlflow-uri", server.uri, "--storage", str(tmp_path / "ray_results"),
-           "--no-dashboard"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--smoke",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        "2",
+        "--experiment",
+        "outage",
+        "--mlflow-uri",
+        server.uri,
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--no-dashboard",
+    ]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client, deadline, stopped_at = MlflowClient(server.uri), time.monotonic() + 400, None
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            if epochs_logged(client, "outage"):       # a trial is training: take the server away mid-study
+            if epochs_logged(client, "outage"):  # a trial is training: take the server away mid-study
                 server.stop()
                 stopped_at = time.monotonic()
                 break
@@ -87,12 +118,14 @@ def test_the_study_outlasts_a_tracking_server_stopped_for_a_minute(tmp_path):
     out = proc.communicate(timeout=900)[0]
     assert stopped_at is not None, out[-3000:]
     assert proc.returncode == 0, out[-4000:]
-    ray_log = next(line.split("Ray's output: ")[1].split(" (")[0] for line in out.splitlines() if "Ray's output: " in line)
-    noticed = out + open(ray_log).read()       # the study's own warnings print; its trials' are in Ray's log
+    ray_log = next(
+        line.split("Ray's output: ")[1].split(" (")[0] for line in out.splitlines() if "Ray's output: " in line
+    )
+    noticed = out + open(ray_log).read()  # the study's own warnings print; its trials' are in Ray's log
     assert "MLflow did not take a write" in noticed or "retrying" in noticed  # the outage was noticed ...
     exp, parent = latest_study(client, "outage")
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
-    assert len(rows) == 2 and all(r.status == "FINISHED" for r in rows)     # ... and lost nothing
+    assert len(rows) == 2 and all(r.status == "FINISHED" for r in rows)  # ... and lost nothing
     for r in rows:
         steps = [m.step for m in client.get_metric_history(r.run_id, OBJECTIVE_KEY)]
         assert steps == list(range(1, len(steps) + 1)) and len(steps) == r.epochs >= 1, (r.name, steps)

@@ -1,4 +1,5 @@
 """CUDA code paths: AMP (bf16, fp16 + GradScaler) and NCCL DDP. Skipped on machines without a GPU."""
+
 import os
 
 import pytest
@@ -29,8 +30,9 @@ def test_amp_training_steps_on_cuda(mode):
     opt = engine.make_optimizer(model, 1e-3, 0.0)
     loader = [(torch.randn(16, 3, 32, 32), torch.randint(0, 4, (16,)))] * 4
     sched = engine.make_scheduler(opt, len(loader), 1, 0)
-    out, step = engine.train_one_epoch(model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device,
-                                       amp_dtype=dtype, scaler=scaler, grad_clip=1.0)
+    out, step = engine.train_one_epoch(
+        model, loader, opt, sched, torch.nn.CrossEntropyLoss(), device, amp_dtype=dtype, scaler=scaler, grad_clip=1.0
+    )
     assert step == 4 and out["train_loss"] == out["train_loss"]
 
 
@@ -42,8 +44,15 @@ def _nccl_rank(rank, port, world):
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     opt = engine.make_optimizer(model, 1e-3, 0.0)
     loader = [(torch.randn(8, 3, 32, 32) + rank, torch.randint(0, 4, (8,)))] * 2
-    engine.train_one_epoch(ddp, loader, opt, engine.make_scheduler(opt, 2, 1, 0), torch.nn.CrossEntropyLoss(),
-                           torch.device("cuda"), amp_dtype=torch.bfloat16)
+    engine.train_one_epoch(
+        ddp,
+        loader,
+        opt,
+        engine.make_scheduler(opt, 2, 1, 0),
+        torch.nn.CrossEntropyLoss(),
+        torch.device("cuda"),
+        amp_dtype=torch.bfloat16,
+    )
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
@@ -58,14 +67,17 @@ def test_nccl_ddp_keeps_ranks_identical():
     mp.spawn(_nccl_rank, args=(port, world), nprocs=world, join=True)
 
 
-@pytest.mark.parametrize("family, arch, size, batch", [("scratch", "deep_cnn", 64, 128), ("cnn", "resnet50", 224, 32),
-                                                       ("transformers", "vit_b16", 224, 32)])
+@pytest.mark.parametrize(
+    "family, arch, size, batch",
+    [("scratch", "deep_cnn", 64, 128), ("cnn", "resnet50", 224, 32), ("transformers", "vit_b16", 224, 32)],
+)
 def test_memory_estimate_bounds_a_measured_step(family, arch, size, batch, tmp_path):
     """--pack trusts the estimate never to be below what a step really takes (within 2.5x above it)."""
-    from trainables import memory
+    from trainables.trial import memory
+
     fam = FAMILIES[family]
     cfg = fam.config(arch)
-    build = lambda: cfg.family.build(cfg, 8, size, Weights("none"))   # noqa: E731
+    build = lambda: cfg.family.build(cfg, 8, size, Weights("none"))  # noqa: E731
     probe = memory.probe(f"{family}:{arch}", build, size, tmp_path / "memory.json")
     estimate = memory.estimate_gib(probe["params"], probe["activations"], batch, amp=True)
     measured = memory.measure_gib(build(), size, batch)
@@ -76,7 +88,8 @@ def test_memory_estimate_bounds_a_measured_step(family, arch, size, batch, tmp_p
 def test_data_path_on_cuda_prefetches_augments_and_matches_the_cpu():
     """DeviceLoader moves uint8 batches one ahead on a side stream; the recipe runs on the GPU; the optimizer
     is fused; validation preprocessing gives the CPU's numbers."""
-    from trainables import augment
+    from trainables.data import augment
+
     cuda = torch.device("cuda")
     x, y = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]

@@ -4,6 +4,7 @@ The reference is the definition: each trial's best, best epoch and epochs from i
 (get_metric_history), trials ranked by OBJECTIVE.sort_key in search_runs' order. benchmarks/leaderboard.py
 writes its 1,000-trial study with log_study and checks it against history_ranking too.
 """
+
 import math
 import random
 
@@ -15,12 +16,20 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from analysis import leaderboard, plot_figures, runs
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY
-from trainables.tracking import STUDY_TAG, SUPERSEDED_TAG
+from trainables.tracking.mlflow_runs import STUDY_TAG, SUPERSEDED_TAG
 
 EXPERIMENT = "lb-test"
-OTHER_METRICS = ("val_loss", "train_loss", "val_accuracy", "val_top5", "val_weighted_f1", "lr", "time_train_s",
-                 "time_val_s")   # per epoch beside val_macro_f1, as trials log them
-LONG_ARCH = "vit_base_patch16_clip_224.openai_ft_in12k_in1k"   # longer than a default view's cell
+OTHER_METRICS = (
+    "val_loss",
+    "train_loss",
+    "val_accuracy",
+    "val_top5",
+    "val_weighted_f1",
+    "lr",
+    "time_train_s",
+    "time_val_s",
+)  # per epoch beside val_macro_f1, as trials log them
+LONG_ARCH = "vit_base_patch16_clip_224.openai_ft_in12k_in1k"  # longer than a default view's cell
 
 
 def synthetic_trials(n: int, seed: int = 0, max_epochs: int = 6, decimals: int | None = 2) -> list[dict]:
@@ -31,17 +40,30 @@ def synthetic_trials(n: int, seed: int = 0, max_epochs: int = 6, decimals: int |
     for i in range(n):
         epochs = max_epochs if rng.random() < 0.5 else rng.choice([e for e in (1, 2, 4) if e < max_epochs] or [1])
         top = rng.uniform(0.2, 0.9)
-        hist = [min(1.0, top * (1 - 0.5 ** e) + rng.uniform(-0.05, 0.05)) for e in range(1, epochs + 1)]
-        out.append({
-            "name": f"run_trial_{rng.getrandbits(20):05x}_{i:05d}", "family": ("scratch", "cnn")[i % 2],
-            "arch": ("simple_cnn", "deep_cnn", "resnet18")[i % 3], "status": "FINISHED", "ended": True,
-            "stopped_early": epochs < max_epochs,
-            "history": [round(v, decimals) for v in hist] if decimals is not None else hist,
-            "params": {"lr": repr(10 ** rng.uniform(-5, -2)), "batch_size": str(rng.choice([32, 64, 128])),
-                       "aug_strength": repr(rng.uniform(0, 1)), "sampler_power": repr(rng.uniform(0, 1)),
-                       "weight_decay": repr(10 ** rng.uniform(-6, -2)), "dropout": repr(rng.uniform(0, 0.5)),
-                       "label_smoothing": repr(rng.uniform(0, 0.2)), "mixup_prob": repr(rng.uniform(0, 0.5)),
-                       "loss_weight_power": repr(rng.uniform(0, 1)), "width": str(rng.choice([0.25, 0.5, 1.0]))}})
+        hist = [min(1.0, top * (1 - 0.5**e) + rng.uniform(-0.05, 0.05)) for e in range(1, epochs + 1)]
+        out.append(
+            {
+                "name": f"run_trial_{rng.getrandbits(20):05x}_{i:05d}",
+                "family": ("scratch", "cnn")[i % 2],
+                "arch": ("simple_cnn", "deep_cnn", "resnet18")[i % 3],
+                "status": "FINISHED",
+                "ended": True,
+                "stopped_early": epochs < max_epochs,
+                "history": [round(v, decimals) for v in hist] if decimals is not None else hist,
+                "params": {
+                    "lr": repr(10 ** rng.uniform(-5, -2)),
+                    "batch_size": str(rng.choice([32, 64, 128])),
+                    "aug_strength": repr(rng.uniform(0, 1)),
+                    "sampler_power": repr(rng.uniform(0, 1)),
+                    "weight_decay": repr(10 ** rng.uniform(-6, -2)),
+                    "dropout": repr(rng.uniform(0, 0.5)),
+                    "label_smoothing": repr(rng.uniform(0, 0.2)),
+                    "mixup_prob": repr(rng.uniform(0, 0.5)),
+                    "loss_weight_power": repr(rng.uniform(0, 1)),
+                    "width": str(rng.choice([0.25, 0.5, 1.0])),
+                },
+            }
+        )
     return out
 
 
@@ -60,10 +82,20 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, t: d
     stopped_early tags. Keys of `t` beyond synthetic_trials': best_key=False (a run from before BEST_KEY),
     best_epoch (a stale tag), superseded, old_shape (family and arch as tags, not params)."""
     what = {"family": t["family"], "arch": t["arch"]}
-    run = client.create_run(experiment_id, start_time=start_ms, tags={
-        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: t["name"], "trial_id": t["name"][-11:],
-        "node_id": "f" * 56, "decode_cache": "e37140413e476fbb47d8", "mlflow.note.content": "a trial",
-        **(what if t.get("old_shape") else {}), **({SUPERSEDED_TAG: "true"} if t.get("superseded") else {})})
+    run = client.create_run(
+        experiment_id,
+        start_time=start_ms,
+        tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            MLFLOW_RUN_NAME: t["name"],
+            "trial_id": t["name"][-11:],
+            "node_id": "f" * 56,
+            "decode_cache": "e37140413e476fbb47d8",
+            "mlflow.note.content": "a trial",
+            **(what if t.get("old_shape") else {}),
+            **({SUPERSEDED_TAG: "true"} if t.get("superseded") else {}),
+        },
+    )
     params = {**({} if t.get("old_shape") else what), **t["params"]}
     metrics, best = [Metric("time_setup_s", 3.0, start_ms, 1), Metric("time_import_s", 4.0, start_ms, 1)], math.nan
     for epoch, v in enumerate(t["history"], 1):
@@ -74,7 +106,9 @@ def log_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, t: d
     best_epoch = t.get("best_epoch", recorded_best_epoch(t["history"]))
     tags = ([RunTag("best_epoch", str(best_epoch))] if best_epoch else []) + (
         [RunTag("stopped_early", str(t["stopped_early"]).lower()), RunTag("epochs_reached", str(len(t["history"])))]
-        if t["ended"] else [])
+        if t["ended"]
+        else []
+    )
     client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()], tags=tags)
     if t["status"] != "RUNNING":
         client.set_terminated(run.info.run_id, t["status"], end_time=start_ms + 1000 * (len(t["history"]) + 1))
@@ -92,8 +126,9 @@ def log_study(client: MlflowClient, experiment_id: str, trials: list[dict], star
 def history_ranking(client: MlflowClient, experiment_id: str, parent_run_id: str, only=None) -> list[tuple]:
     """[(run_id, best, best_epoch, epochs)] best first, from every trial's full history (one request each):
     the definition trial_rows must agree with. `only`: these run ids (a subset keeps its relative order)."""
-    found = client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
-                               max_results=50_000)
+    found = client.search_runs(
+        [experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'", max_results=50_000
+    )
     out = []
     for r in found:
         if r.data.tags.get(SUPERSEDED_TAG) == "true" or (only is not None and r.info.run_id not in only):
@@ -107,17 +142,24 @@ def history_ranking(client: MlflowClient, experiment_id: str, parent_run_id: str
 
 # ---------------------------------------------------------------- the study
 
+
 def special_trials() -> list[dict]:
     """What a real study also holds: see each one's comment."""
     base = synthetic_trials(8, seed=7)
     base[0].update(name="never_reported", history=[], status="FAILED", stopped_early=False)
     base[1].update(name="still_running", history=[0.5, 0.61], status="RUNNING", ended=False)
-    base[2].update(name="superseded_dup", history=[0.99], superseded=True)        # would rank first
+    base[2].update(name="superseded_dup", history=[0.99], superseded=True)  # would rank first
     base[3].update(name="before_best_key", history=[0.3, 0.72, 0.7], best_key=False, old_shape=True)
     base[4].update(name="tag_behind", history=[0.4, 0.5, 0.8], best_epoch=2, status="RUNNING", ended=False)
-    base[5].update(name="tied_last", history=[0.66, 0.6, 0.66], stopped_early=False)   # best_epoch: the first
-    base[6].update(name="long_arch_all_study", family="transformers", arch=LONG_ARCH, params={  # `--family all`
-        f"transformers.{k}": v for k, v in {**base[6]["params"], "arch": LONG_ARCH}.items()})
+    base[5].update(name="tied_last", history=[0.66, 0.6, 0.66], stopped_early=False)  # best_epoch: the first
+    base[6].update(
+        name="long_arch_all_study",
+        family="transformers",
+        arch=LONG_ARCH,
+        params={  # `--family all`
+            f"transformers.{k}": v for k, v in {**base[6]["params"], "arch": LONG_ARCH}.items()
+        },
+    )
     base[7].update(name="tie_with_tied_last", history=[0.66])
     return base
 
@@ -130,8 +172,14 @@ def study(tmp_path_factory):
     exp = client.create_experiment(EXPERIMENT, artifact_location=(tmp / "artifacts").as_uri())
     trials = synthetic_trials(22) + special_trials()
     parent = log_study(client, exp, trials)
-    return {"client": client, "uri": uri, "exp": exp, "parent": parent, "trials": {t["name"]: t for t in trials},
-            "tmp": tmp}
+    return {
+        "client": client,
+        "uri": uri,
+        "exp": exp,
+        "parent": parent,
+        "trials": {t["name"]: t for t in trials},
+        "tmp": tmp,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +198,10 @@ def test_one_search_ranks_as_the_histories_do(study, rows):
     assert rows[-1].name == "never_reported" and rows[-1].epochs == 0 and math.isnan(rows[-1].best)
     assert (by_name["tied_last"].best_epoch, by_name["tag_behind"].best_epoch) == (1, 3)
     assert by_name["before_best_key"].best == 0.72 and by_name["still_running"].status == "RUNNING"
-    assert (by_name["before_best_key"].arch, by_name["long_arch_all_study"].arch) == (study["trials"][
-        "before_best_key"]["arch"], LONG_ARCH)                  # a tag in older runs; `<family>.arch` in `all`
+    assert (by_name["before_best_key"].arch, by_name["long_arch_all_study"].arch) == (
+        study["trials"]["before_best_key"]["arch"],
+        LONG_ARCH,
+    )  # a tag in older runs; `<family>.arch` in `all`
     assert all(r.history is None for r in rows)
 
 
@@ -163,7 +213,7 @@ def test_pages_of_search_runs_are_joined_in_order(study, rows, monkeypatch):
 def test_histories_are_fetched_for_the_rows_asked_only(study, rows):
     drawn = runs.with_histories(study["client"], rows[:3] + rows[-1:])
     assert [r.history for r in drawn] == [study["trials"][r.name]["history"] for r in drawn]
-    assert rows[0].history is None                             # the ranked rows stay as they were
+    assert rows[0].history is None  # the ranked rows stay as they were
     with pytest.raises(ValueError, match="with_histories"):
         plot_figures.learning_curves_png(rows, study["tmp"] / "curves.png")
 
@@ -183,14 +233,14 @@ def test_default_board_fits_120_columns_with_every_trial(study, rows, capsys):
     assert max(map(len, lines)) <= leaderboard.WIDTH
     head = at(lines, "rank")
     assert lines[head].split()[:7] == ["rank", "trial", "family", "arch", OBJECTIVE_KEY, "epoch", "state"]
-    board = lines[head + 1: head + 1 + len(rows)]
-    assert [line.split()[1] for line in board] == [r.name for r in rows]            # best first, ties in order
+    board = lines[head + 1 : head + 1 + len(rows)]
+    assert [line.split()[1] for line in board] == [r.name for r in rows]  # best first, ties in order
     never = board[-1].split()
     assert never[1] == "never_reported" and never[4:7] == ["-", "-", "FAILED"]
     tied = [line.split() for line in board if line.split()[1] in ("tied_last", "tie_with_tied_last")]
     assert [t[4] for t in tied] == ["0.6600", "0.6600"]
     assert any("ASHA" in line.split() for line in board) and "best per family:" in lines
-    assert any(LONG_ARCH[:10] in line and LONG_ARCH not in line for line in board)   # cut, not widened
+    assert any(LONG_ARCH[:10] in line and LONG_ARCH not in line for line in board)  # cut, not widened
 
 
 def test_wide_and_chosen_columns(study, rows, capsys):
@@ -203,7 +253,7 @@ def test_wide_and_chosen_columns(study, rows, capsys):
     first = picked[head + 1].split()
     assert first[0] == rows[0].name and float(first[1]) == pytest.approx(float(rows[0].param("dropout")), rel=1e-2)
     qualified = next(line.split() for line in picked if line.startswith("long_arch_all_study"))
-    assert len(qualified) == 3                                 # `transformers.lr` answers for lr
+    assert len(qualified) == 3  # `transformers.lr` answers for lr
     with pytest.raises(SystemExit) as e:
         leaderboard.main(["--experiment", EXPERIMENT, "--mlflow-uri", study["uri"], "--columns", "nope"])
     assert e.value.code == 2 and "nope" in capsys.readouterr().err

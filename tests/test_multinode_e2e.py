@@ -1,6 +1,7 @@
 """Two Ray nodes on loopback (separate `ray start` processes, their own resources), a real `mlflow server`,
 the study submitted with `ray job submit`: trials run on both nodes and reach MLflow over HTTP only.
 Everything started here is stopped at the end."""
+
 import json
 import os
 import secrets
@@ -28,8 +29,9 @@ AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
 def ray(*args, **kw):
-    return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **AUTH}, **kw)
+    return subprocess.run(
+        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=600, env={**os.environ, **AUTH}, **kw
+    )
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Cluster:
     mlflow_uri: str
     dashboard: str
     gcs_port: int
-    node: subprocess.Popen     # the non-head node's `ray start --block` (its process tree is the node)
+    node: subprocess.Popen  # the non-head node's `ray start --block` (its process tree is the node)
 
 
 def nodes_of(dashboard: str) -> list[dict]:
@@ -53,23 +55,48 @@ def alive_nodes(dashboard: str) -> int:
     return len(nodes_of(dashboard))
 
 
-@pytest.fixture   # one cluster per test: a study's leftovers (placement groups) never shape the next test
+@pytest.fixture  # one cluster per test: a study's leftovers (placement groups) never shape the next test
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("multinode")
     mlflow_port, gcs_port, dash_port = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--backend-store-uri", f"sqlite:///{work / 'server.db'}", "--artifacts-destination", str(work / "artifacts")],
-        stdout=open(work / "mlflow.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mlflow_port),
+            "--backend-store-uri",
+            f"sqlite:///{work / 'server.db'}",
+            "--artifacts-destination",
+            str(work / "artifacts"),
+        ],
+        stdout=open(work / "mlflow.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{mlflow_port}/health")
-        head = ray("start", "--head", f"--port={gcs_port}", "--num-cpus=1", "--resources={\"artsweep_driver\": 1000}",
-                   "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", "--include-dashboard=true")
+        head = ray(
+            "start",
+            "--head",
+            f"--port={gcs_port}",
+            "--num-cpus=1",
+            '--resources={"artsweep_driver": 1000}',
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            "--include-dashboard=true",
+        )
         assert head.returncode == 0, head.stdout + head.stderr
         # the second node in the foreground (--block): its process tree is the node, which a test can take away
-        node = subprocess.Popen([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1",
-                                 "--block"], env={**os.environ, **AUTH}, start_new_session=True,
-                                stdout=open(work / "node.log", "w"), stderr=subprocess.STDOUT)
+        node = subprocess.Popen(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1", "--block"],
+            env={**os.environ, **AUTH},
+            start_new_session=True,
+            stdout=open(work / "node.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
         wait_http(f"http://127.0.0.1:{dash_port}/api/version")
         deadline = time.monotonic() + 120
         while alive_nodes(f"http://127.0.0.1:{dash_port}") < 2:
@@ -84,11 +111,28 @@ def cluster(tmp_path_factory):
 
 def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster):
     work, mlflow_uri, dashboard = cluster.work, cluster.mlflow_uri, cluster.dashboard
-    for _ in range(30):   # the head's job agent registers a few seconds after the dashboard answers
-        job = ray("job", "submit", f"--address={dashboard}", "--",
-                  sys.executable, str(ROOT / "tune.py"), "--address", "auto", "--smoke", "--num-samples", "4",
-                  "--max-epochs", "1", "--experiment", "multinode", "--mlflow-uri", mlflow_uri,
-                  "--storage", str(work / "ray_results"))
+    for _ in range(30):  # the head's job agent registers a few seconds after the dashboard answers
+        job = ray(
+            "job",
+            "submit",
+            f"--address={dashboard}",
+            "--",
+            sys.executable,
+            str(ROOT / "tune.py"),
+            "--address",
+            "auto",
+            "--smoke",
+            "--num-samples",
+            "4",
+            "--max-epochs",
+            "1",
+            "--experiment",
+            "multinode",
+            "--mlflow-uri",
+            mlflow_uri,
+            "--storage",
+            str(work / "ray_results"),
+        )
         out = job.stdout + job.stderr
         if "No available agent to submit job" not in out:
             break
@@ -101,10 +145,10 @@ def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster)
     assert len(rows) == 4 and all(r.status == "FINISHED" and r.epochs == 1 for r in rows)
     nodes = {client.get_run(r.run_id).data.tags["node_id"] for r in rows}
     assert len(nodes) == 2, "trials ran on one node only"
-    for r in rows:                                                   # artifacts went through the server
+    for r in rows:  # artifacts went through the server
         assert client.get_run(r.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         assert client.list_artifacts(r.run_id, "checkpoint")
-    assert list(work.glob("**/mlflow.db")) == []                     # no node-local store was created
+    assert list(work.glob("**/mlflow.db")) == []  # no node-local store was created
 
 
 EPOCHS = 6
@@ -114,18 +158,35 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
     """SIGKILL the non-head node (its process tree: raylet and workers) while a trial trains there: that trial's
     workers restart on the head from its last epoch (once the head has room), and both trials finish."""
     client, experiment = MlflowClient(cluster.mlflow_uri), "lose-node"
-    cmd = [sys.executable, str(ROOT / "tune.py"), "--address", f"127.0.0.1:{cluster.gcs_port}", "--smoke",
-           "--num-samples", "2", "--max-epochs", str(EPOCHS), "--image-size", "96", "--no-early-stopping",
-           "--experiment", experiment,
-           "--mlflow-uri", cluster.mlflow_uri, "--storage", str(cluster.work / "ray_results")]
-    proc = subprocess.Popen(cmd, cwd=cluster.work, env={**os.environ, **AUTH}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    cmd = [
+        sys.executable,
+        str(ROOT / "tune.py"),
+        "--address",
+        f"127.0.0.1:{cluster.gcs_port}",
+        "--smoke",
+        "--num-samples",
+        "2",
+        "--max-epochs",
+        str(EPOCHS),
+        "--image-size",
+        "96",
+        "--no-early-stopping",
+        "--experiment",
+        experiment,
+        "--mlflow-uri",
+        cluster.mlflow_uri,
+        "--storage",
+        str(cluster.work / "ray_results"),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=cluster.work, env={**os.environ, **AUTH}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     worker_node = next(n["node_id"] for n in nodes_of(cluster.dashboard) if not n["is_head_node"])
     deadline, lost = time.monotonic() + 300, None
     while lost is None and proc.poll() is None and time.monotonic() < deadline:
-        for r in _rows(client, experiment):     # a trial's first report tags the node it trains on
+        for r in _rows(client, experiment):  # a trial's first report tags the node it trains on
             if client.get_run(r.run_id).data.tags.get("node_id") == worker_node and r.epochs < EPOCHS - 2:
-                kill_tree(cluster.node.pid)     # mid-trial: take its node away
+                kill_tree(cluster.node.pid)  # mid-trial: take its node away
                 lost = r.run_id
         time.sleep(0.5)
     out = proc.communicate(timeout=600)[0]
@@ -134,7 +195,7 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
     rows = _rows(client, experiment)
     assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == EPOCHS for r in rows), rows
     tags = client.get_run(lost).data.tags
-    assert tags["node_id"] != worker_node and int(tags["resumed_from_epoch"]) >= 1     # went on, on the head
+    assert tags["node_id"] != worker_node and int(tags["resumed_from_epoch"]) >= 1  # went on, on the head
 
 
 def kill_tree(pid: int) -> None:

@@ -1,6 +1,7 @@
 """A family defined at run time, in this file only, goes through the real path: a smoke study on the built-in
 data (real Ray, real MLflow), its best checkpoint reloaded by analysis.predict, a Grad-CAM map, the leaderboard.
 This is the README's promise that a family is one file: nothing else in the repo knows `toy_convnext`."""
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -9,7 +10,7 @@ from analysis import leaderboard, predict, saliency
 from analysis.runs import latest_study, trial_rows
 from search_spaces import FAMILIES, register
 from trainables import checkpoint
-from trainables.builtin_dataset import ensure_builtin_dataset
+from trainables.data.builtin_dataset import ensure_builtin_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +30,7 @@ def define_toy_family():
         space={
             "lr": Float(3e-4, 3e-3, log=True),
             "batch_size": Choice([32, 64]),
-            "layer_scale": Float(1e-3, 1.0, log=True),    # ConvNeXt layer-scale init (timm ls_init_value)
+            "layer_scale": Float(1e-3, 1.0, log=True),  # ConvNeXt layer-scale init (timm ls_init_value)
         },
         image_size=32,
         pretrained=False,
@@ -38,7 +39,7 @@ def define_toy_family():
 
 @pytest.fixture
 def family():
-    fam = register(define_toy_family())     # a plugin would do this when its file is imported
+    fam = register(define_toy_family())  # a plugin would do this when its file is imported
     yield fam
     FAMILIES.pop(fam.name)
 
@@ -46,14 +47,28 @@ def family():
 def test_a_family_defined_at_run_time_runs_end_to_end(family, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = tune.main(["--family", family.name, "--smoke", "--num-samples", "2", "--max-epochs", "1",
-                      "--experiment", "toy", "--mlflow-uri", uri, "--no-dashboard"])
+    code = tune.main(
+        [
+            "--family",
+            family.name,
+            "--smoke",
+            "--num-samples",
+            "2",
+            "--max-epochs",
+            "1",
+            "--experiment",
+            "toy",
+            "--mlflow-uri",
+            uri,
+            "--no-dashboard",
+        ]
+    )
     assert code == 0, capsys.readouterr().out[-3000:]
     client = MlflowClient(uri)
     exp, parent = latest_study(client, "toy")
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
     assert len(rows) == 2 and all(r.status == "FINISHED" and r.family == "toy_convnext" for r in rows)
-    assert all("layer_scale" in r.params and "width" not in r.params for r in rows)   # its knob, no other's
+    assert all("layer_scale" in r.params and "width" not in r.params for r in rows)  # its knob, no other's
 
     ckpt = client.download_artifacts(rows[0].run_id, checkpoint.ARTIFACT, str(tmp_path))
     image = next((ensure_builtin_dataset() / "cubism").iterdir())

@@ -1,6 +1,7 @@
 """Packing several single-worker trials on one GPU: the share each asks for never over-commits memory, DDP
 trials keep whole GPUs, and the plan follows the node shapes of cluster/gpu.yaml. The memory probe is real
 (a model built and run on CPU); tests/test_gpu.py checks the estimate against a measured step on a GPU."""
+
 import random
 import shutil
 from pathlib import Path
@@ -10,10 +11,10 @@ import pytest
 from search_spaces import get_family
 from sweep.cluster import node_capacity
 from sweep.resources import DRIVER_RESOURCE, GPU_GIB, plan_resources
-from trainables import memory
 from trainables.config import RunSettings
-from trainables.driver import worker_resources
-from trainables.memory import HEADROOM, MAX_PACK, gpu_share
+from trainables.trial import memory
+from trainables.trial.driver import worker_resources
+from trainables.trial.memory import HEADROOM, MAX_PACK, gpu_share
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_shares_never_overcommit_a_gpu(gpu):
         for e in estimates:
             share = gpu_share(e, gib, workers=1)
             if share == 1.0 and e > gib:
-                continue                                       # does not fit at all: not packed, not placed here
+                continue  # does not fit at all: not packed, not placed here
             assert e <= share * HEADROOM * gib + 1e-9 or share == 1.0
             for placed in gpus:
                 if sum(s for s, _ in placed) + share <= 1.0 + 1e-9:
@@ -41,14 +42,14 @@ def test_shares_never_overcommit_a_gpu(gpu):
 
 
 def test_small_trials_pack_big_ones_do_not():
-    assert gpu_share(1.3, GPU_GIB["A10G"], workers=1) == 1 / 8       # scratch CNN: 8 on a 22 GiB A10G
-    assert gpu_share(6.4, GPU_GIB["A10G"], workers=1) == 1 / 3       # ResNet-50 batch 64, AMP: 3
-    assert gpu_share(6.4, GPU_GIB["H200"], workers=1) == 1 / 8       # capped at MAX_PACK
-    assert gpu_share(12.0, GPU_GIB["A10G"], workers=1) == 1.0        # only one fits: a whole GPU
+    assert gpu_share(1.3, GPU_GIB["A10G"], workers=1) == 1 / 8  # scratch CNN: 8 on a 22 GiB A10G
+    assert gpu_share(6.4, GPU_GIB["A10G"], workers=1) == 1 / 3  # ResNet-50 batch 64, AMP: 3
+    assert gpu_share(6.4, GPU_GIB["H200"], workers=1) == 1 / 8  # capped at MAX_PACK
+    assert gpu_share(12.0, GPU_GIB["A10G"], workers=1) == 1.0  # only one fits: a whole GPU
 
 
 def test_ddp_off_and_unknown_memory_keep_whole_gpus():
-    assert gpu_share(1.0, 139, workers=2) == 1.0                     # NCCL: one rank per device
+    assert gpu_share(1.0, 139, workers=2) == 1.0  # NCCL: one rank per device
     assert gpu_share(1.0, 139, workers=1, pack="off") == 1.0
     assert gpu_share(1.0, 0, workers=1) == 1.0
 
@@ -68,9 +69,22 @@ def test_plan_from_the_cluster_config_knows_the_gpu_and_packs_single_worker_tria
 
 
 def settings(**kw):
-    base = dict(family="scratch", data_dir="-", num_samples=1, max_epochs=1, workers_per_trial=1, experiment="e",
-                mlflow_uri="-", storage="/tmp", classes=tuple("abcdefgh"), image_size=64, cpus_per_worker=16.0,
-                use_gpu=True, gpu_gib=GPU_GIB["H200"], loader_workers=15)
+    base = dict(
+        family="scratch",
+        data_dir="-",
+        num_samples=1,
+        max_epochs=1,
+        workers_per_trial=1,
+        experiment="e",
+        mlflow_uri="-",
+        storage="/tmp",
+        classes=tuple("abcdefgh"),
+        image_size=64,
+        cpus_per_worker=16.0,
+        use_gpu=True,
+        gpu_gib=GPU_GIB["H200"],
+        loader_workers=15,
+    )
     return RunSettings(**{**base, **kw})
 
 
@@ -91,8 +105,10 @@ def test_the_probe_is_real_cached_and_the_estimate_grows_with_the_batch(tmp_path
 
     def build(size=32):
         from trainables.pretrained import Weights
+
         builds.append(size)
         return family.build(cfg, 8, size, Weights("none"))
+
     cache = tmp_path / "memory.json"
     first = memory.probe("scratch:simple_cnn:0.5", build, 32, cache)
     assert memory.probe("scratch:simple_cnn:0.5", build, 32, cache) == first and builds == [32]
@@ -100,5 +116,6 @@ def test_the_probe_is_real_cached_and_the_estimate_grows_with_the_batch(tmp_path
     assert first["params"] == sum(p.numel() for p in build().parameters())
     small, big = (memory.estimate_gib(first["params"], first["activations"], b, amp=True) for b in (16, 256))
     assert memory.CONTEXT_GIB < small < big
-    assert memory.estimate_gib(first["params"], first["activations"], 64, amp=False) > \
-        memory.estimate_gib(first["params"], first["activations"], 64, amp=True)
+    assert memory.estimate_gib(first["params"], first["activations"], 64, amp=False) > memory.estimate_gib(
+        first["params"], first["activations"], 64, amp=True
+    )

@@ -1,5 +1,6 @@
 """Grad-CAM overlays for every registered family, followed from the registry: a new family (or stand-in) is
 covered without a new test. Each model goes through checkpoint.save/load, as a trial's best checkpoint does."""
+
 import numpy as np
 import pytest
 import timm
@@ -9,12 +10,12 @@ from PIL import Image
 from analysis import saliency
 from search_spaces import FAMILIES
 from search_spaces.hooks import tokens_to_grid
+from tests.conftest import write_folder
 from trainables import checkpoint
 from trainables.pretrained import Weights
-from tests.conftest import write_folder
 
 CLASSES = ["impressionism", "pointillism", "cubism", "pop_art"]
-SIZE = 64   # ViT stand-ins need a multiple of their 16 px patch; stride-32 CNNs get a 2 x 2 map (32 px: 1 x 1)
+SIZE = 64  # ViT stand-ins need a multiple of their 16 px patch; stride-32 CNNs get a 2 x 2 map (32 px: 1 x 1)
 SPECS = [(name, arch) for name, fam in FAMILIES.items() for arch in fam.arch_choices(standins=True)]
 REAL = [(name, arch) for name, fam in FAMILIES.items() if fam.standins for arch in fam.archs]
 
@@ -94,7 +95,7 @@ def test_vit_tokens_become_the_patch_grid():
     tokens = torch.arange(2 * (1 + 4 * 4) * 3, dtype=torch.float32).reshape(2, 17, 3)
     grid = tokens_to_grid(1)(tokens)
     assert grid.shape == (2, 3, 4, 4)
-    assert torch.equal(grid[:, :, 0, 1], tokens[:, 2, :])   # token 1 is the first patch; row-major
+    assert torch.equal(grid[:, :, 0, 1], tokens[:, 2, :])  # token 1 is the first patch; row-major
     with pytest.raises(ValueError, match="square"):
         tokens_to_grid(2)(tokens)
 

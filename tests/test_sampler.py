@@ -1,8 +1,9 @@
 """The class-weighted sampler: balance at power 1, natural frequencies at power 0, disjoint rank shares."""
+
 import numpy as np
 import pytest
 
-from trainables.data import WeightedShardSampler
+from trainables.data.dataset import WeightedShardSampler
 
 LABELS = np.repeat(np.arange(4), [500, 200, 100, 50])  # 10:1 imbalance
 
@@ -44,10 +45,10 @@ def test_each_rank_draws_from_a_disjoint_share(power, world):
             s.set_epoch(epoch)
         shares = [set(s.shard().tolist()) for s in samplers]
         draws = [set(s) for s in samplers]
-        assert set.union(*shares) == set(range(len(LABELS)))           # every image belongs to some rank
-        assert sum(map(len, shares)) == len(LABELS)                      # ... to exactly one
-        assert all(d <= sh for d, sh in zip(draws, shares))              # ranks only draw their own share
-        assert len({len(list(s)) for s in samplers}) == 1                # same step count on every rank
+        assert set.union(*shares) == set(range(len(LABELS)))  # every image belongs to some rank
+        assert sum(map(len, shares)) == len(LABELS)  # ... to exactly one
+        assert all(d <= sh for d, sh in zip(draws, shares))  # ranks only draw their own share
+        assert len({len(list(s)) for s in samplers}) == 1  # same step count on every rank
         # the share is stratified: each rank holds about 1/world of every class
         for sh in shares:
             counts = np.bincount(LABELS[list(sh)], minlength=4)
@@ -69,9 +70,10 @@ def test_num_samples_caps_an_epoch():
 
 
 def test_loss_class_weights_follow_the_power():
-    from trainables.data import class_weights
+    from trainables.data.dataset import class_weights
+
     w0, w1, wh = (class_weights(LABELS, 4, p) for p in (0.0, 1.0, 0.5))
     assert np.allclose(w0, 1) and np.isclose(w1.mean(), 1) and np.isclose(wh.mean(), 1)
     counts = np.bincount(LABELS)
-    assert np.allclose(w1 * counts / (w1 * counts)[0], 1)          # power 1: every class weighs the same in total
-    assert np.isclose(float(wh[3] / wh[0]), np.sqrt(counts[0] / counts[3]))   # 1/sqrt(n)
+    assert np.allclose(w1 * counts / (w1 * counts)[0], 1)  # power 1: every class weighs the same in total
+    assert np.isclose(float(wh[3] / wh[0]), np.sqrt(counts[0] / counts[3]))  # 1/sqrt(n)

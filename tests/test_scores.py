@@ -1,4 +1,5 @@
 """analysis.scores on predictions whose answers are known, checked against scikit-learn where it has one."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
@@ -21,10 +22,12 @@ def test_point_metrics_match_sklearn_and_intervals_hold_the_estimate():
     logits, targets = _preds()
     m = scores.point_metrics(logits, targets, n_boot=300)
     pred = logits.argmax(1)
-    expected = {"test_accuracy": accuracy_score(targets, pred),
-                "test_macro_f1": f1_score(targets, pred, average="macro"),
-                "test_weighted_f1": f1_score(targets, pred, average="weighted"),
-                "test_top5": top_k_accuracy_score(targets, logits, k=5)}
+    expected = {
+        "test_accuracy": accuracy_score(targets, pred),
+        "test_macro_f1": f1_score(targets, pred, average="macro"),
+        "test_weighted_f1": f1_score(targets, pred, average="weighted"),
+        "test_top5": top_k_accuracy_score(targets, logits, k=5),
+    }
     for k, v in expected.items():
         assert m[k]["value"] == pytest.approx(v)
         assert m[k]["ci_low"] <= m[k]["value"] <= m[k]["ci_high"]
@@ -39,12 +42,12 @@ def test_intervals_narrow_with_more_images():
 
 def test_calibration_buckets_cover_every_prediction_and_ece_sees_overconfidence():
     logits, targets = _preds(acc=0.5)
-    cal = scores.calibration(logits * 5, targets)           # sharpened logits: ~100 % confident, ~50 % right
+    cal = scores.calibration(logits * 5, targets)  # sharpened logits: ~100 % confident, ~50 % right
     assert sum(b["share_of_predictions"] for b in cal["buckets"]) == pytest.approx(1.0)
     assert sum(b["count"] for b in cal["bins"]) == len(targets)
     assert cal["ece"] > 0.3
     right = np.zeros_like(logits)
-    right[np.arange(len(targets)), targets] = 50               # always right, always sure
+    right[np.arange(len(targets)), targets] = 50  # always right, always sure
     assert scores.calibration(right, targets)["ece"] < 1e-6
 
 
@@ -61,7 +64,7 @@ def test_embedding_outliers_rank_a_sample_sitting_in_another_class_first():
     targets = np.repeat(np.arange(3), 20)
     centers = np.eye(3) * 5
     emb = centers[targets] + rng.normal(0, 0.3, (60, 3))
-    emb[7] = centers[2]                                        # labelled class 0, looks like class 2
+    emb[7] = centers[2]  # labelled class 0, looks like class 2
     logits = np.eye(3)[targets] * 5
     out = scores.embedding_outliers(emb, logits, targets, ["p", "q", "r"], top=5)
     assert out[0]["index"] == 7 and out[0]["margin"] < 0 and out[0]["nearest_other"] == "r"

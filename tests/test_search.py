@@ -1,6 +1,7 @@
 """What Optuna learns from a study: trials ASHA stopped are PRUNED with their per-epoch values, not COMPLETE
 with a 1-epoch score (Ray's OptunaSearch does the latter); failed trials are FAIL. Searcher calls as Tune makes
 them, no cluster needed."""
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -25,13 +26,21 @@ def run(searcher, trials):
     return {t.number: t for t in searcher._ot_study.trials}
 
 
-TRIALS = {"full": ([0.2, 0.4, 0.5, 0.6], False), "asha": ([0.1], False), "asha2": ([0.3, 0.35], False),
-          "crash": ([0.2, 0.3], True)}
+TRIALS = {
+    "full": ([0.2, 0.4, 0.5, 0.6], False),
+    "asha": ([0.1], False),
+    "asha2": ([0.3, 0.35], False),
+    "crash": ([0.2, 0.3], True),
+}
 
 
 def searchers():
-    kw = dict(space=search_space("scratch"), metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode,
-              sampler=optuna.samplers.RandomSampler(seed=0))
+    kw = dict(
+        space=search_space("scratch"),
+        metric=OBJECTIVE_KEY,
+        mode=OBJECTIVE.mode,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     return HonestOptunaSearch(max_t=MAX_T, **kw), OptunaSearch(**kw)
 
 
@@ -39,7 +48,7 @@ def test_asha_stopped_trials_are_pruned_with_their_epochs():
     ours, _ = searchers()
     t = run(ours, TRIALS)
     assert t[0].state == TrialState.COMPLETE and t[0].value == pytest.approx(0.6)
-    assert t[1].state == t[2].state == TrialState.PRUNED      # Optuna keeps the last step's value with it
+    assert t[1].state == t[2].state == TrialState.PRUNED  # Optuna keeps the last step's value with it
     assert t[2].intermediate_values == {1: 0.3, 2: 0.35}
     assert t[3].state == TrialState.FAIL
     assert [x.number for x in ours._ot_study.get_trials(states=(TrialState.COMPLETE,))] == [0]
@@ -58,14 +67,31 @@ def test_asha_rungs_are_rebuilt_from_the_record_of_a_resumed_study():
     import pickle
 
     from sweep.scheduler import RecordedASHA
+
     record = {"a": [0.2, 0.5, 0.6, 0.7], "b": [0.1, 0.2], "c": [0.4]}
-    asha = RecordedASHA(time_attr="training_iteration", metric=OBJECTIVE_KEY, mode=OBJECTIVE.mode, max_t=MAX_T,
-                        grace_period=1, reduction_factor=2, record=lambda: record)
-    restored = pickle.loads(pickle.dumps(RecordedASHA(time_attr="training_iteration", metric=OBJECTIVE_KEY,
-                                                      mode=OBJECTIVE.mode, max_t=MAX_T, grace_period=1,
-                                                      reduction_factor=2)))
-    assert all(not recorded for _, recorded in restored._brackets[0]._rungs)    # what Ray's own restore gives
-    assert asha.rebuild(record) == 3 + 2 + 1    # milestones 1 (a, b, c), 2 (a, b) and max_t 4 (a)
+    asha = RecordedASHA(
+        time_attr="training_iteration",
+        metric=OBJECTIVE_KEY,
+        mode=OBJECTIVE.mode,
+        max_t=MAX_T,
+        grace_period=1,
+        reduction_factor=2,
+        record=lambda: record,
+    )
+    restored = pickle.loads(
+        pickle.dumps(
+            RecordedASHA(
+                time_attr="training_iteration",
+                metric=OBJECTIVE_KEY,
+                mode=OBJECTIVE.mode,
+                max_t=MAX_T,
+                grace_period=1,
+                reduction_factor=2,
+            )
+        )
+    )
+    assert all(not recorded for _, recorded in restored._brackets[0]._rungs)  # what Ray's own restore gives
+    assert asha.rebuild(record) == 3 + 2 + 1  # milestones 1 (a, b, c), 2 (a, b) and max_t 4 (a)
     rungs = {milestone: recorded for milestone, recorded in asha._brackets[0]._rungs}
     assert rungs[1] == {"a": 0.2, "b": 0.1, "c": 0.4} and rungs[2] == {"a": 0.5, "b": 0.2} and rungs[4] == {"a": 0.7}
-    assert asha.rebuild(record) == 0                                           # idempotent
+    assert asha.rebuild(record) == 0  # idempotent

@@ -7,6 +7,7 @@ analysis.registry.register, served by analysis.scoring_server from another cwd w
 only from the model's own code/ folder, and every answer is checked against trainables.checkpoint.Classifier
 run here.
 """
+
 from __future__ import annotations
 
 import base64
@@ -96,21 +97,25 @@ def served(tmp_path_factory):
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
-    run = client.create_run(exp, run_name="trial")   # a trial's child run, as the study leaves it
+    run = client.create_run(exp, run_name="trial")  # a trial's child run, as the study leaves it
     client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
     client.set_terminated(run.info.run_id)
     mv = registry.register(client, run.info.run_id, NAME)
     assert (mv.name, str(mv.version)) == (NAME, "1") and mv.tags["trial_run_id"] == run.info.run_id
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"   # the trial run was not reopened
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"  # the trial run was not reopened
 
     # Serve as on a machine without this project: another cwd, and a sitecustomize (run by every Python the
     # server starts, uvicorn's too) that lets only a model's code/ folder provide the project's packages.
     cwd = tmp_path_factory.mktemp("elsewhere")
     (cwd / "sitecustomize.py").write_text(NO_PROJECT)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    blocked = subprocess.run([sys.executable, "-c", "import trainables"], cwd=cwd, env=env, capture_output=True,
-                             text=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import trainables"], cwd=cwd, env=env, capture_output=True, text=True
+    )
     assert blocked.returncode != 0 and "only a model's code/" in blocked.stderr, blocked.stderr
     with scoring_server(f"models:/{NAME}/1", env, cwd, tmp / "serve.log", timeout_s=120) as (base, up_s):
         print(f"mlflow models serve answered /ping after {up_s:.1f} s")
@@ -118,7 +123,7 @@ def served(tmp_path_factory):
 
 
 def _images(folder: Path) -> list[Path]:
-    return [folder / "cubism" / "000.jpg", folder / "impressionism" / "001.png"]   # a JPEG and a PNG
+    return [folder / "cubism" / "000.jpg", folder / "impressionism" / "001.png"]  # a JPEG and a PNG
 
 
 def assert_matches(predictions: list[dict], local: list[list[tuple[str, float]]], k: int):
@@ -135,9 +140,11 @@ def assert_matches(predictions: list[dict], local: list[list[tuple[str, float]]]
 def test_served_top_k_equals_the_local_classifier(served, tiny_folder, fmt):
     files = _images(tiny_folder)
     data = [_b64(f.read_bytes()) for f in files]
-    payload = {"dataframe_split": {"columns": ["image"], "data": [[d] for d in data]},
-               "dataframe_records": [{"image": d} for d in data],
-               "inputs": {"image": data}}[fmt]
+    payload = {
+        "dataframe_split": {"columns": ["image"], "data": [[d] for d in data]},
+        "dataframe_records": [{"image": d} for d in data],
+        "inputs": {"image": data},
+    }[fmt]
     status, body = _post(served.url, {fmt: payload, "params": {"k": 3}})
     assert status == 200, body
     assert_matches(body["predictions"], served.clf.top_k(files, 3), 3)
@@ -148,14 +155,15 @@ def test_default_k_is_five_or_every_class(served, tiny_folder):
     status, body = _post(served.url, {"dataframe_split": {"columns": ["image"], "data": [[_b64(f.read_bytes())]]}})
     assert status == 200, body
     assert_matches(body["predictions"], served.clf.top_k([f], 5), min(5, len(CLASSES)))
-    assert sum(body["predictions"][0]["probabilities"]) == pytest.approx(1, abs=1e-5)   # k covers all classes
+    assert sum(body["predictions"][0]["probabilities"]) == pytest.approx(1, abs=1e-5)  # k covers all classes
 
 
-@pytest.mark.parametrize("bad, reason", [(b"not an image", "not an image"), (None, "undecodable")],
-                         ids=["garbage", "truncated_jpeg"])
+@pytest.mark.parametrize(
+    "bad, reason", [(b"not an image", "not an image"), (None, "undecodable")], ids=["garbage", "truncated_jpeg"]
+)
 def test_a_corrupt_image_is_a_400_naming_the_row(served, tiny_folder, bad, reason):
     good = _images(tiny_folder)[0].read_bytes()
-    bad = bad if bad is not None else good[: len(good) // 2]   # a truncated JPEG
+    bad = bad if bad is not None else good[: len(good) // 2]  # a truncated JPEG
     status, body = _post(served.url, {"dataframe_split": {"columns": ["image"], "data": [[_b64(good)], [_b64(bad)]]}})
     assert status == 400, body
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
@@ -165,6 +173,7 @@ def test_a_corrupt_image_is_a_400_naming_the_row(served, tiny_folder, bad, reaso
 def test_in_process_pyfunc_takes_raw_bytes(served, tiny_folder):
     import mlflow
     from mlflow.exceptions import MlflowException
+
     files = _images(tiny_folder)
     with registry.using_tracking_uri(served.uri):
         model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
@@ -185,21 +194,27 @@ def test_predict_cli(served, tiny_folder, tmp_path, capsys):
     junk, missing = tmp_path / "junk.jpg", tmp_path / "missing.png"
     junk.write_bytes(b"not an image")
     argv = [str(files[0]), str(junk), str(missing), str(files[1]), "--checkpoint", str(served.ckpt)]
-    assert predict.main(argv) == 2          # bad input: exit 2, and the good files are still classified
+    assert predict.main(argv) == 2  # bad input: exit 2, and the good files are still classified
     out, err = capsys.readouterr()
     assert [line.split(":")[0] for line in out.splitlines()] == [str(files[0]), str(files[1])]
     assert f"error: {junk}: not an image" in err and f"error: {missing}: No such file" in err
-    with pytest.raises(SystemExit) as e:    # no source given: argparse's usage error
+    with pytest.raises(SystemExit) as e:  # no source given: argparse's usage error
         predict.main([str(files[0])])
     assert e.value.code == 2
 
 
 def _png_header(width: int, height: int) -> bytes:
     """A PNG whose header says width x height (no pixel data): what a decompression bomb looks like up front."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _post_raw(url: str, body: bytes) -> tuple[int, bytes]:

@@ -2,6 +2,7 @@
 (study/space.json), never guessed from the values; fANOVA finds the param the objective depends on; the CLI on
 a hand-made MLflow study (SQLite, no Ray) writes three readable PNGs and logs them under plots/ of the parent
 run; too few trials give a PNG that says why; a study without a logged space exits 2."""
+
 from __future__ import annotations
 
 import math
@@ -18,15 +19,19 @@ from PIL import Image
 from analysis import study_plots
 from analysis.runs import TrialRow
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
-from trainables.tracking import SPACE, STUDY_TAG
+from trainables.tracking.mlflow_runs import SPACE, STUDY_TAG
 
 PNGS = (study_plots.LEARNING_CURVES, study_plots.IMPORTANCE, study_plots.PARALLEL)
 MAX_EPOCHS = 5
-SPACE_DISTS = {   # what a scratch study would log; width searched but every trial below got 1.0
-    "arch": CategoricalDistribution(["simple_cnn", "deep_cnn"]), "lr": FloatDistribution(1e-5, 1e-1, log=True),
-    "batch_size": CategoricalDistribution([32, 64, 128]), "aug_strength": FloatDistribution(0.0, 1.0),
-    "sampler_power": FloatDistribution(0.0, 1.0), "weight_decay": FloatDistribution(1e-5, 1e-2, log=True),
-    "dropout": FloatDistribution(0.1, 0.6), "width": CategoricalDistribution([0.25, 0.5, 1.0]),
+SPACE_DISTS = {  # what a scratch study would log; width searched but every trial below got 1.0
+    "arch": CategoricalDistribution(["simple_cnn", "deep_cnn"]),
+    "lr": FloatDistribution(1e-5, 1e-1, log=True),
+    "batch_size": CategoricalDistribution([32, 64, 128]),
+    "aug_strength": FloatDistribution(0.0, 1.0),
+    "sampler_power": FloatDistribution(0.0, 1.0),
+    "weight_decay": FloatDistribution(1e-5, 1e-2, log=True),
+    "dropout": FloatDistribution(0.1, 0.6),
+    "width": CategoricalDistribution([0.25, 0.5, 1.0]),
 }
 
 
@@ -34,31 +39,50 @@ def trials(n: int, seed: int = 0) -> list[dict]:
     """n trials as (MLflow param strings, final val_macro_f1, stopped by ASHA): the value rises with
     log10(lr) (1e-5..1e-1); the other params are random and do not matter; the worst third is stopped."""
     rng = np.random.default_rng(seed)
-    lrs = np.clip(np.logspace(-5, -1, n), 1e-5, 1e-1)          # logspace's 1e-5 is 9.999999999999999e-06
+    lrs = np.clip(np.logspace(-5, -1, n), 1e-5, 1e-1)  # logspace's 1e-5 is 9.999999999999999e-06
     rng.shuffle(lrs)
     finals = [0.2 + 0.12 * (math.log10(lr) + 5) + rng.normal(0, 0.01) for lr in lrs]
     stop_below = np.quantile(finals, 0.35) if n > 2 else -1
     out = []
     for i, (lr, final) in enumerate(zip(lrs, finals)):
-        params = {"family": "scratch", "arch": ["simple_cnn", "deep_cnn"][i % 2], "lr": repr(float(lr)),
-                  "batch_size": str([32, 64, 128][i % 3]), "aug_strength": repr(float(rng.uniform(0, 1))),
-                  "sampler_power": repr(float(rng.uniform(0, 1))),
-                  "weight_decay": repr(float(10 ** rng.uniform(-5, -2))),
-                  "dropout": repr(float(rng.uniform(0.1, 0.6))), "width": "1.0", "grad_clip": "1.0"}
+        params = {
+            "family": "scratch",
+            "arch": ["simple_cnn", "deep_cnn"][i % 2],
+            "lr": repr(float(lr)),
+            "batch_size": str([32, 64, 128][i % 3]),
+            "aug_strength": repr(float(rng.uniform(0, 1))),
+            "sampler_power": repr(float(rng.uniform(0, 1))),
+            "weight_decay": repr(float(10 ** rng.uniform(-5, -2))),
+            "dropout": repr(float(rng.uniform(0.1, 0.6))),
+            "width": "1.0",
+            "grad_clip": "1.0",
+        }
         stopped = bool(final < stop_below)
         epochs = 1 + i % 2 if stopped else MAX_EPOCHS
-        history = [max(0.01, final * (1 - 0.6 ** e)) for e in range(1, epochs + 1)]
+        history = [max(0.01, final * (1 - 0.6**e)) for e in range(1, epochs + 1)]
         out.append({"params": params, "stopped": stopped, "history": history})
     return out
 
 
 def rows_of(ts: list[dict]) -> list[TrialRow]:
     """TrialRows as analysis.runs.trial_rows makes them, best first."""
-    rows = [TrialRow(run_id=f"run{i}", name=f"trial_{i}", status="FINISHED", family="scratch",
-                     arch=t["params"].get("arch", "?"), params=dict(t["params"]), best=max(t["history"]),
-                     best_epoch=int(np.argmax(t["history"])) + 1, epochs=len(t["history"]),
-                     stopped_early=t["stopped"], wall_s=1.0, history=list(t["history"]))
-            for i, t in enumerate(ts)]
+    rows = [
+        TrialRow(
+            run_id=f"run{i}",
+            name=f"trial_{i}",
+            status="FINISHED",
+            family="scratch",
+            arch=t["params"].get("arch", "?"),
+            params=dict(t["params"]),
+            best=max(t["history"]),
+            best_epoch=int(np.argmax(t["history"])) + 1,
+            epochs=len(t["history"]),
+            stopped_early=t["stopped"],
+            wall_s=1.0,
+            history=list(t["history"]),
+        )
+        for i, t in enumerate(ts)
+    ]
     return sorted(rows, key=lambda r: OBJECTIVE.sort_key(r.best))
 
 
@@ -74,13 +98,14 @@ def assert_readable_png(path):
 
 # ---------------------------------------------------------------- the study from logged distributions
 
+
 def test_fanova_ranks_the_driving_param_first():
     """16 trials over 7 varying params: fANOVA puts lr first (with 8 it ranks noise first about as often)."""
     study, skipped = study_plots.build_study(rows_of(trials(16, seed=1)), SPACE_DISTS)
-    assert len(study.trials) == 16                               # ASHA-stopped trials count, at their best
+    assert len(study.trials) == 16  # ASHA-stopped trials count, at their best
     assert study.direction.name.lower() == {"max": "maximize", "min": "minimize"}[OBJECTIVE.mode]
     assert study.metric_names == [OBJECTIVE_KEY]
-    assert skipped == {"width": "constant"}                      # family, grad_clip: not searched, not listed
+    assert skipped == {"width": "constant"}  # family, grad_clip: not searched, not listed
     assert study.trials[0].distributions == {k: d for k, d in SPACE_DISTS.items() if k != "width"}
     importances = study_plots.param_importances(study)
     assert next(iter(importances)) == "lr", importances
@@ -92,7 +117,7 @@ def test_the_log_axis_comes_from_the_distribution():
     does not: nothing is guessed from the values."""
     ts = trials(6)
     for i, t in enumerate(ts):
-        t["params"]["dropout"] = repr(0.1 + 0.1 * i)            # 0.1 .. 0.6, even
+        t["params"]["dropout"] = repr(0.1 + 0.1 * i)  # 0.1 .. 0.6, even
     for log in (True, False):
         space = {"lr": FloatDistribution(1e-5, 1e-1, log=not log), "dropout": FloatDistribution(0.1, 0.6, log=log)}
         study, _ = study_plots.build_study(rows_of(ts), space)
@@ -110,7 +135,7 @@ def test_categorical_numbers_round_trip():
     batch, width = CategoricalDistribution([16, 32, 64]), CategoricalDistribution([0.25, 0.5, 1.0])
     assert study_plots.param_value(batch, "32") == 32 and type(study_plots.param_value(batch, "32")) is int
     assert study_plots.param_value(width, "0.25") == 0.25
-    assert study_plots.param_value(batch, "32.0") == 32                   # written as a float somewhere
+    assert study_plots.param_value(batch, "32.0") == 32  # written as a float somewhere
     assert study_plots.param_value(CategoricalDistribution([True, False]), "False") is False
     with pytest.raises(ValueError):
         study_plots.param_value(batch, "48")
@@ -132,14 +157,25 @@ def test_params_not_in_every_trial_or_outside_the_space_are_left_out():
     ts = trials(6)
     for i, t in enumerate(ts):
         fam = ["cnn", "scratch"][i % 2]
-        t["params"] = {"family": fam, f"{fam}.lr": t["params"]["lr"], "seed": str(i),
-                       "shared.dropout": "0.9" if i == 0 else "0.2"}   # 0.9 is outside the logged range
-    space = {"family": CategoricalDistribution(["cnn", "scratch"]), "cnn.lr": FloatDistribution(1e-5, 1e-1, log=True),
-             "scratch.lr": FloatDistribution(1e-5, 1e-1, log=True), "shared.dropout": FloatDistribution(0.0, 0.6)}
+        t["params"] = {
+            "family": fam,
+            f"{fam}.lr": t["params"]["lr"],
+            "seed": str(i),
+            "shared.dropout": "0.9" if i == 0 else "0.2",
+        }  # 0.9 is outside the logged range
+    space = {
+        "family": CategoricalDistribution(["cnn", "scratch"]),
+        "cnn.lr": FloatDistribution(1e-5, 1e-1, log=True),
+        "scratch.lr": FloatDistribution(1e-5, 1e-1, log=True),
+        "shared.dropout": FloatDistribution(0.0, 0.6),
+    }
     study, skipped = study_plots.build_study(rows_of(ts), space)
-    assert skipped == {"cnn.lr": "not in every trial", "scratch.lr": "not in every trial",
-                       "shared.dropout": "outside its logged distribution"}
-    assert list(study.trials[0].distributions) == ["family"]            # seed: no distribution, not plotted
+    assert skipped == {
+        "cnn.lr": "not in every trial",
+        "scratch.lr": "not in every trial",
+        "shared.dropout": "outside its logged distribution",
+    }
+    assert list(study.trials[0].distributions) == ["family"]  # seed: no distribution, not plotted
 
 
 def test_too_few_trials_give_a_png_that_says_why(tmp_path):
@@ -158,6 +194,7 @@ def test_parse_space_reads_optuna_json():
 
 # ---------------------------------------------------------------- the CLI on an MLflow study
 
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
@@ -172,17 +209,34 @@ def make_study(uri: str, root, name: str, n_trials: int, with_space: bool = True
     parent = client.create_run(exp_id, run_name="study-test", tags={STUDY_TAG: "1"})
     client.log_batch(parent.info.run_id, params=[Param("max_epochs", str(MAX_EPOCHS)), Param("family", "scratch")])
     if with_space:
-        client.log_dict(parent.info.run_id, {"searched": {k: distribution_to_json(d) for k, d in SPACE_DISTS.items()},
-                                             "fixed": {"scratch": {"grad_clip": 1.0}}}, SPACE)
+        client.log_dict(
+            parent.info.run_id,
+            {
+                "searched": {k: distribution_to_json(d) for k, d in SPACE_DISTS.items()},
+                "fixed": {"scratch": {"grad_clip": 1.0}},
+            },
+            SPACE,
+        )
     for i, t in enumerate(trials(n_trials)):
-        run = client.create_run(exp_id, tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, MLFLOW_RUN_NAME: f"trial_{i}",
-                                              "family": "scratch", "arch": t["params"]["arch"],
-                                              "stopped_early": str(t["stopped"]).lower()})
+        run = client.create_run(
+            exp_id,
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent.info.run_id,
+                MLFLOW_RUN_NAME: f"trial_{i}",
+                "family": "scratch",
+                "arch": t["params"]["arch"],
+                "stopped_early": str(t["stopped"]).lower(),
+            },
+        )
         metrics = []
         for e, f1 in enumerate(t["history"], 1):
             metrics += [Metric(OBJECTIVE_KEY, f1, 0, e), Metric("val_loss", 2.1 - 1.5 * f1 + 0.02 * e, 0, e)]
-        client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in t["params"].items()],
-                         tags=[RunTag("epochs_reached", str(len(t["history"])))])
+        client.log_batch(
+            run.info.run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in t["params"].items()],
+            tags=[RunTag("epochs_reached", str(len(t["history"])))],
+        )
         client.set_terminated(run.info.run_id, "FINISHED")
     client.set_terminated(parent.info.run_id, "FINISHED")
     return parent.info.run_id

@@ -1,4 +1,5 @@
 """Who drives a study: --resume must tell a live study from a crashed one (real MLflow store, real processes)."""
+
 import socket
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from trainables import tracking
+from trainables.tracking import mlflow_runs
 
 
 def _parent(tmp_path, **tags):
@@ -19,30 +20,31 @@ def _parent(tmp_path, **tags):
 def test_a_live_driver_on_this_machine_is_seen_and_a_dead_one_is_not(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()                                         # its pid now names no process
+    dead.wait()  # its pid now names no process
     try:
         here = socket.gethostname()
         running = _parent(tmp_path, driver_host=here, driver_pid=live.pid, heartbeat=0)
-        assert "is running on this machine" in tracking.live_driver(running)
+        assert "is running on this machine" in mlflow_runs.live_driver(running)
         client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
         client.set_tag(running.info.run_id, "driver_pid", str(dead.pid))
-        assert tracking.live_driver(client.get_run(running.info.run_id)) is None    # crashed: resume may go on
+        assert mlflow_runs.live_driver(client.get_run(running.info.run_id)) is None  # crashed: resume may go on
     finally:
         live.kill()
 
 
 def test_another_machines_driver_counts_while_its_heartbeat_is_fresh(tmp_path):
     fresh = _parent(tmp_path, driver_host="elsewhere", driver_pid=1, heartbeat=int(time.time()) - 20)
-    assert "beat 2" in tracking.live_driver(fresh)
+    assert "beat 2" in mlflow_runs.live_driver(fresh)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     client.set_tag(fresh.info.run_id, "heartbeat", str(int(time.time()) - 3600))
-    assert tracking.live_driver(client.get_run(fresh.info.run_id)) is None
+    assert mlflow_runs.live_driver(client.get_run(fresh.info.run_id)) is None
     client.set_terminated(fresh.info.run_id, "KILLED")
-    assert tracking.live_driver(client.get_run(fresh.info.run_id)) is None          # ended: nobody drives it
+    assert mlflow_runs.live_driver(client.get_run(fresh.info.run_id)) is None  # ended: nobody drives it
 
 
 def test_the_leaderboard_says_whether_a_study_is_live_crashed_or_ended(tmp_path):
     from analysis.leaderboard import study_state
+
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     parent = _parent(tmp_path, driver_host=socket.gethostname(), driver_pid=dead.pid, heartbeat=0)

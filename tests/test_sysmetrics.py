@@ -1,7 +1,8 @@
-"""System metrics: MLflow's monitors, sampled in a thread and averaged per epoch (trainables.sysmetrics)."""
+"""System metrics: MLflow's monitors, sampled in a thread and averaged per epoch (trainables.tracking.sysmetrics)."""
+
 import time
 
-from trainables import sysmetrics
+from trainables.tracking import sysmetrics
 
 
 def _busy(seconds: float) -> None:
@@ -16,7 +17,7 @@ def test_every_take_averages_real_use_since_the_last_one_the_first_included():
         for _ in range(2):
             _busy(1.5)
             values = sampler.take()
-            assert 0 < values["cpu_utilization_percentage"] <= 100   # a busy core shows, from the first epoch on
+            assert 0 < values["cpu_utilization_percentage"] <= 100  # a busy core shows, from the first epoch on
             assert values["system_memory_usage_megabytes"] > 0
     finally:
         sampler.close()
@@ -25,4 +26,5 @@ def test_every_take_averages_real_use_since_the_last_one_the_first_included():
 def test_names_are_mlflows_with_the_node_for_later_nodes():
     assert sysmetrics.metric_names({"cpu_utilization_percentage": 5.0}, 0) == {"system/cpu_utilization_percentage": 5.0}
     assert list(sysmetrics.metric_names({"gpu_0_utilization_percentage": 1.0}, 2)) == [
-        "system/node2/gpu_0_utilization_percentage"]
+        "system/node2/gpu_0_utilization_percentage"
+    ]

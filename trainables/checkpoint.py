@@ -6,6 +6,7 @@ decode (torchvision.io / Pillow) -> cache.fit to the cached side with the study'
 validation preprocessing (augment.preprocess: 1.14x resize, centre crop, the weights' normalisation). Evaluation, the
 registered MLflow model and analysis.predict all go through Classifier, so they agree with training.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -19,31 +20,51 @@ from torch import nn
 
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
-from trainables import augment, cache, decode, engine
-from trainables.artifacts import ARTIFACT, FILENAME  # noqa: F401  (analysis reads checkpoint.ARTIFACT)
+from trainables import engine
+from trainables.data import augment, cache, decode
 from trainables.pretrained import Weights
+from trainables.tracking.artifacts import ARTIFACT, FILENAME  # noqa: F401  (analysis reads checkpoint.ARTIFACT)
 
 
-def save(folder: Path, model: nn.Module, classes: Sequence[str], cfg: TrialConfig, image_size: int, norm: dict,
-         resize_policy: str, epoch: int, values: dict) -> Path:
+def save(
+    folder: Path,
+    model: nn.Module,
+    classes: Sequence[str],
+    cfg: TrialConfig,
+    image_size: int,
+    norm: dict,
+    resize_policy: str,
+    epoch: int,
+    values: dict,
+) -> Path:
     path = Path(folder) / FILENAME
-    torch.save({"model": model.state_dict(), "classes": list(classes), "family": cfg.family.name,
-                "params": cfg.values,
-                "image_size": image_size, "normalization": norm, "resize_policy": resize_policy, "epoch": epoch,
-                "metrics": values}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "classes": list(classes),
+            "family": cfg.family.name,
+            "params": cfg.values,
+            "image_size": image_size,
+            "normalization": norm,
+            "resize_policy": resize_policy,
+            "epoch": epoch,
+            "metrics": values,
+        },
+        path,
+    )
     return path
 
 
 @dataclass
 class Classifier:
-    model: nn.Module                  # eval mode, on CPU unless moved
+    model: nn.Module  # eval mode, on CPU unless moved
     classes: list[str]
-    image_size: int                   # model input side, px
-    resize_policy: str                # crop | letterbox, as in training's decode cache
-    normalization: dict               # mean / std the weights were trained with
-    trial_config: TrialConfig         # its family, and every parameter value (searched and fixed)
-    epoch: int                        # epoch (1-based) the checkpoint was taken at
-    metrics: dict = field(default_factory=dict)   # validation metrics at that epoch
+    image_size: int  # model input side, px
+    resize_policy: str  # crop | letterbox, as in training's decode cache
+    normalization: dict  # mean / std the weights were trained with
+    trial_config: TrialConfig  # its family, and every parameter value (searched and fixed)
+    epoch: int  # epoch (1-based) the checkpoint was taken at
+    metrics: dict = field(default_factory=dict)  # validation metrics at that epoch
 
     def __post_init__(self):
         self.transform = augment.preprocess(self.image_size, **self.normalization)
@@ -81,8 +102,10 @@ class Classifier:
     def logits(self, images: Iterable, batch_size: int = 64) -> np.ndarray:
         """[N, C] logits through engine.predict, batch_size images at a time (preprocessed lazily)."""
         it = iter(images)
-        batches = ((torch.stack(b), torch.zeros(len(b), dtype=torch.long))
-                   for b in iter(lambda: [self.preprocess(x) for x in itertools.islice(it, batch_size)], []))
+        batches = (
+            (torch.stack(b), torch.zeros(len(b), dtype=torch.long))
+            for b in iter(lambda: [self.preprocess(x) for x in itertools.islice(it, batch_size)], [])
+        )
         logits, _ = engine.predict(self.model, batches, self.device)
         return logits if len(logits) else np.zeros((0, len(self.classes)), np.float32)
 
@@ -104,6 +127,7 @@ def top_k(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[tuple[
 class Ensemble:
     """Several classifiers of one study as one: the mean of their softmax outputs (analysis.ensemble). The same
     fit / probabilities / top_k as a Classifier, so the served model and analysis.predict take either."""
+
     members: list[Classifier]
 
     def __post_init__(self):
@@ -132,5 +156,13 @@ def load(path: str | Path, map_location: str = "cpu") -> Classifier:
     model = cfg.family.build(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
     model.load_state_dict(ckpt["model"])
     model.eval()
-    return Classifier(model, list(ckpt["classes"]), int(ckpt["image_size"]), ckpt.get("resize_policy", "crop"),
-                      dict(ckpt["normalization"]), cfg, int(ckpt["epoch"]), ckpt.get("metrics", {}))
+    return Classifier(
+        model,
+        list(ckpt["classes"]),
+        int(ckpt["image_size"]),
+        ckpt.get("resize_policy", "crop"),
+        dict(ckpt["normalization"]),
+        cfg,
+        int(ckpt["epoch"]),
+        ckpt.get("metrics", {}),
+    )

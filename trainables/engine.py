@@ -3,6 +3,7 @@
 train_one_epoch / evaluate return JSON-able dicts with `train_` / `val_` prefixes, averaged over all
 ranks when torch.distributed is initialised.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,15 @@ def amp_setup(mode: str, device: torch.device):
     return torch.bfloat16, None
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, head: Iterable = (),
-                   layer_decay: float = 0.0, backbone_lr_scale: float = 1.0):
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    *,
+    head: Iterable = (),
+    layer_decay: float = 0.0,
+    backbone_lr_scale: float = 1.0,
+):
     """AdamW over timm's parameter groups (no weight decay on norms and biases; layer-wise LR decay when
     layer_decay > 0), each split into `head` (the parameters new for this dataset, as the family names them)
     and backbone. Every group carries `lr_scale`, which timm's scheduler applies: backbone groups are
@@ -58,7 +66,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, head: It
         groups = timm.optim.param_groups_layer_decay(model, weight_decay, layer_decay=layer_decay)
     else:
         groups = timm.optim.param_groups_weight_decay(model, weight_decay)
-    head = {id(p) for p in head} or {id(p) for p in model.parameters()}   # no head named: nothing is frozen
+    head = {id(p) for p in head} or {id(p) for p in model.parameters()}  # no head named: nothing is frozen
     out = []
     for g in groups:
         for is_head in (True, False):
@@ -66,7 +74,7 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, *, head: It
             if params:
                 scale = g.get("lr_scale", 1.0) * (1.0 if is_head else backbone_lr_scale)
                 out.append({**g, "params": params, "is_head": is_head, "base_lr_scale": scale, "lr_scale": scale})
-    fused = any(p.is_cuda for p in model.parameters())   # one kernel for all parameters (CUDA only)
+    fused = any(p.is_cuda for p in model.parameters())  # one kernel for all parameters (CUDA only)
     return torch.optim.AdamW(out, lr=lr, fused=fused or None)
 
 
@@ -81,8 +89,14 @@ def make_scheduler(optimizer, steps_per_epoch: int, epochs: int, warmup_epochs: 
     total = max(1, steps_per_epoch * epochs)
     warmup = min(total - 1, int(round(warmup_epochs * steps_per_epoch)))
     return timm.scheduler.CosineLRScheduler(
-        optimizer, t_initial=total, lr_min=1e-6, warmup_t=warmup, warmup_lr_init=1e-6,
-        warmup_prefix=True, t_in_epochs=False)
+        optimizer,
+        t_initial=total,
+        lr_min=1e-6,
+        warmup_t=warmup,
+        warmup_lr_init=1e-6,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
 
 
 def tune_backend(device: torch.device) -> None:
@@ -98,8 +112,20 @@ def _is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, *, amp_dtype=None, scaler=None,
-                    grad_clip: float = 0.0, step: int = 0, mix=None) -> tuple[dict, int]:
+def train_one_epoch(
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    loss_fn,
+    device,
+    *,
+    amp_dtype=None,
+    scaler=None,
+    grad_clip: float = 0.0,
+    step: int = 0,
+    mix=None,
+) -> tuple[dict, int]:
     """One pass over `loader`. Returns ({"train_loss": mean over all ranks' images, "train_images": images
     trained on by all ranks}, next global step). `mix(x, y) -> (x, soft targets)` (e.g. timm's Mixup) runs on
     each batch before the forward pass. The loss is summed on the device: one host sync per epoch, not per step."""
@@ -107,7 +133,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn, device, *, amp
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of loss * n, n]
     for x, y in loader:
         scheduler.step_update(step)  # LR for this update (also applies lr_scale, e.g. a frozen backbone)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)   # no-op after a DeviceLoader
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-op after a DeviceLoader
         if mix is not None:
             x, y = mix(x, y)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

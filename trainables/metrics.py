@@ -4,6 +4,7 @@ Every function takes (logits [N, C] float, targets [N] int) as numpy arrays and 
 `key(split)` is its reported name (`val_macro_f1`, `test_macro_f1`); OBJECTIVE is the spec that Optuna,
 ASHA, checkpoints, the running best and the leaderboard rank by, each reading its `mode`.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,20 +17,20 @@ import numpy as np
 # module for OBJECTIVE and should not pay ~1.5 s of sklearn import in every trial.
 
 PG_KEY = "placement_group_id"  # also in each report: lets the study free a stopped trial's Train workers
-RUN_ID_KEY = "mlflow_run_id"   # also in each report: the trial's child run, which the study closes
-REPLAYED_KEY = "replayed"      # a finished trial's record given back to a resumed study (not trained again)
-# trainables.recorder takes these out before Tune sees the report (rank 0's only, but SYSTEM_KEY)
-TAGS_KEY = "artsweep_tags"           # tags for the trial's run, on a worker group's first report
-IMPROVED_KEY = "artsweep_improved"   # this epoch is the best so far: the checkpoint folder also holds model.pt
-SYSTEM_KEY = "artsweep_system"       # any rank's report: its node's system metrics (trainables.sysmetrics)
+RUN_ID_KEY = "mlflow_run_id"  # also in each report: the trial's child run, which the study closes
+REPLAYED_KEY = "replayed"  # a finished trial's record given back to a resumed study (not trained again)
+# trainables.tracking.recorder takes these out before Tune sees the report (rank 0's only, but SYSTEM_KEY)
+TAGS_KEY = "artsweep_tags"  # tags for the trial's run, on a worker group's first report
+IMPROVED_KEY = "artsweep_improved"  # this epoch is the best so far: the checkpoint folder also holds model.pt
+SYSTEM_KEY = "artsweep_system"  # any rank's report: its node's system metrics (trainables.tracking.sysmetrics)
 
 
 @dataclass(frozen=True)
 class Metric:
-    name: str                                  # without split prefix: "macro_f1"
+    name: str  # without split prefix: "macro_f1"
     fn: Callable[[np.ndarray, np.ndarray], float]
-    mode: str = "max"                          # "max": higher is better; "min": lower is better
-    min_classes: int = 2                       # reported only for at least this many classes (top-5: 6)
+    mode: str = "max"  # "max": higher is better; "min": lower is better
+    min_classes: int = 2  # reported only for at least this many classes (top-5: 6)
 
     def key(self, split: str = "val") -> str:
         return f"{split}_{self.name}"
@@ -58,43 +59,54 @@ def _pred(logits: np.ndarray) -> np.ndarray:
 
 def macro_f1(logits, targets) -> float:
     from sklearn.metrics import f1_score
+
     labels = np.arange(logits.shape[1])  # classes absent from the split count as 0, not silently dropped
     return float(f1_score(targets, _pred(logits), labels=labels, average="macro", zero_division=0))
 
 
 def weighted_f1(logits, targets) -> float:
     from sklearn.metrics import f1_score
+
     return float(f1_score(targets, _pred(logits), average="weighted", zero_division=0))
 
 
 def accuracy(logits, targets) -> float:
     from sklearn.metrics import accuracy_score
+
     return float(accuracy_score(targets, _pred(logits)))
 
 
 def top5(logits, targets) -> float:
     """Share of images whose class is among the 5 highest scores (only reported for more than 5 classes)."""
     from sklearn.metrics import top_k_accuracy_score
+
     return float(top_k_accuracy_score(targets, logits, k=5, labels=np.arange(logits.shape[1])))
 
 
 def loss(logits, targets) -> float:
     """Plain cross-entropy (no label smoothing), comparable across trials."""
     import torch
-    return float(torch.nn.functional.cross_entropy(torch.as_tensor(logits, dtype=torch.float32),
-                                                   torch.as_tensor(targets, dtype=torch.long)))
+
+    return float(
+        torch.nn.functional.cross_entropy(
+            torch.as_tensor(logits, dtype=torch.float32), torch.as_tensor(targets, dtype=torch.long)
+        )
+    )
 
 
-METRICS = {m.name: m for m in (
-    Metric("macro_f1", macro_f1),
-    Metric("accuracy", accuracy),
-    Metric("top5", top5, min_classes=6),
-    Metric("weighted_f1", weighted_f1),
-    Metric("loss", loss, mode="min"),
-)}
+METRICS = {
+    m.name: m
+    for m in (
+        Metric("macro_f1", macro_f1),
+        Metric("accuracy", accuracy),
+        Metric("top5", top5, min_classes=6),
+        Metric("weighted_f1", weighted_f1),
+        Metric("loss", loss, mode="min"),
+    )
+}
 OBJECTIVE = METRICS["macro_f1"]
-OBJECTIVE_KEY = OBJECTIVE.key("val")    # "val_macro_f1": the Tune metric, ASHA's, the MLflow metric
-BEST_KEY = f"best_{OBJECTIVE_KEY}"      # running best per trial, logged to MLflow beside the per-epoch values
+OBJECTIVE_KEY = OBJECTIVE.key("val")  # "val_macro_f1": the Tune metric, ASHA's, the MLflow metric
+BEST_KEY = f"best_{OBJECTIVE_KEY}"  # running best per trial, logged to MLflow beside the per-epoch values
 
 
 def applicable(num_classes: int) -> list[Metric]:

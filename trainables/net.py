@@ -1,4 +1,5 @@
 """Loopback networking shared by the serving launcher, the multi-node set-up and the tests."""
+
 from __future__ import annotations
 
 import socket

@@ -6,6 +6,7 @@ timm loads it through `pretrained_cfg_overlay=dict(file=...)`, which replaces th
 dataset's classes and resizes ViT position embeddings to another input size. A missing file is an error
 naming the file and `--pretrained none`; nothing silently trains from scratch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,14 +34,16 @@ def weight_file(weights_dir: str | Path, timm_name: str) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise WeightsError(f"no weights for {timm_name} in {root}: looked for {candidates[0]} (or .pth/.bin); "
-                       "put the file there, or pass --pretrained none to train from random init")
+    raise WeightsError(
+        f"no weights for {timm_name} in {root}: looked for {candidates[0]} (or .pth/.bin); "
+        "put the file there, or pass --pretrained none to train from random init"
+    )
 
 
 @dataclass(frozen=True)
 class Weights:
-    mode: str = "timm"                 # timm: pretrained weights; none: random init (stated, never silent)
-    weights_dir: str | None = None     # offline weight files; None: timm downloads or reads the HF cache
+    mode: str = "timm"  # timm: pretrained weights; none: random init (stated, never silent)
+    weights_dir: str | None = None  # offline weight files; None: timm downloads or reads the HF cache
 
     def create(self, timm_name: str, num_classes: int, **kwargs) -> nn.Module:
         """timm.create_model with a new head for `num_classes` and the requested weights."""
@@ -48,25 +51,30 @@ class Weights:
             return timm.create_model(timm_name, pretrained=False, num_classes=num_classes, **kwargs)
         overlay = {"file": str(weight_file(self.weights_dir, timm_name))} if self.weights_dir else None
         try:
-            return timm.create_model(timm_name, pretrained=True, num_classes=num_classes,
-                                     pretrained_cfg_overlay=overlay, **kwargs)
+            return timm.create_model(
+                timm_name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay=overlay, **kwargs
+            )
         except (OSError, RuntimeError, ValueError) as e:
             if isinstance(e, WeightsError) or overlay:
                 raise
-            raise WeightsError(f"could not get pretrained weights for {timm_name} ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:200]}); offline, pass --weights-dir DIR holding "
-                               f"{timm_name}.safetensors, or --pretrained none") from None
+            raise WeightsError(
+                f"could not get pretrained weights for {timm_name} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); offline, pass --weights-dir DIR holding "
+                f"{timm_name}.safetensors, or --pretrained none"
+            ) from None
 
 
 def _cached(cfg) -> bool:
     """The weights of a timm pretrained config are already on this machine (Hugging Face or torch hub cache)."""
     if cfg.hf_hub_id:
         from huggingface_hub import try_to_load_from_cache
+
         for filename in (cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
             if filename and isinstance(try_to_load_from_cache(cfg.hf_hub_id, filename), str):
                 return True
     if cfg.url:
         import torch.hub
+
         return (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file()
     return False
 
@@ -98,6 +106,8 @@ def available(timm_name: str, weights_dir: str | None = None) -> None:
         raise WeightsError(f"timm has no pretrained weights for {timm_name}; pass --pretrained none")
     if (cfg.file and Path(cfg.file).is_file()) or _cached(cfg) or _reachable(cfg):
         return
-    raise WeightsError(f"no pretrained weights for {timm_name}: not in the Hugging Face or torch hub cache and "
-                       f"the network does not answer; offline, pass --weights-dir DIR holding {timm_name}.safetensors, "
-                       "or --pretrained none")
+    raise WeightsError(
+        f"no pretrained weights for {timm_name}: not in the Hugging Face or torch hub cache and "
+        f"the network does not answer; offline, pass --weights-dir DIR holding {timm_name}.safetensors, "
+        "or --pretrained none"
+    )

@@ -7,8 +7,9 @@ every leaf module's output in one forward pass at batch 1 (what autograd keeps f
 probed on CPU once per (model, image size) and cached in ~/.cache/artsweep/memory.json; 2 bytes each under AMP
 (bf16/fp16), 4 in fp32. CONTEXT_GIB: the CUDA context and cuBLAS/cuDNN workspaces of one process.
 On a GPU, measure_gib() runs a real step; tests/test_gpu.py checks the estimate bounds it from above.
-Used by trainables.driver (each trial's GPU share); unit tests: tests/test_packing.py.
+Used by trainables.trial.driver (each trial's GPU share); unit tests: tests/test_packing.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-PARAM_BYTES = 16           # fp32 weight + grad + AdamW exp_avg + exp_avg_sq
-CONTEXT_GIB = 0.75         # CUDA context (~0.3-0.5 GiB) + cuBLAS/cuDNN workspaces of one process
-FRAGMENTATION = 0.25       # the caching allocator's rounding and fragmentation over the tensors themselves
-GIB = 1024 ** 3
+PARAM_BYTES = 16  # fp32 weight + grad + AdamW exp_avg + exp_avg_sq
+CONTEXT_GIB = 0.75  # CUDA context (~0.3-0.5 GiB) + cuBLAS/cuDNN workspaces of one process
+FRAGMENTATION = 0.25  # the caching allocator's rounding and fragmentation over the tensors themselves
+GIB = 1024**3
 CACHE = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / "memory.json"
 
 
@@ -56,12 +57,14 @@ def probe(key: str, build: Callable[[], nn.Module], image_size: int, cache: Path
     table = json.loads(cache.read_text()) if cache.is_file() else {}
     if entry not in table:
         model = build()
-        table[entry] = {"params": sum(p.numel() for p in model.parameters()),
-                        "activations": activations_per_image(model, image_size)}
+        table[entry] = {
+            "params": sum(p.numel() for p in model.parameters()),
+            "activations": activations_per_image(model, image_size),
+        }
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        tmp.replace(cache)   # atomic: trial drivers probing at once never read half a file
+        tmp.replace(cache)  # atomic: trial drivers probing at once never read half a file
     return table[entry]
 
 
@@ -85,8 +88,8 @@ def measure_gib(model: nn.Module, image_size: int, batch_size: int, amp_dtype=to
     return torch.cuda.max_memory_allocated(device) / GIB + CONTEXT_GIB
 
 
-MAX_PACK = 8      # trials on one GPU at most: beyond it the node's CPUs (decoding, the Python loop) run out first
-HEADROOM = 0.9    # share of a GPU's memory packed trials may plan to fill (the estimate's error, other processes)
+MAX_PACK = 8  # trials on one GPU at most: beyond it the node's CPUs (decoding, the Python loop) run out first
+HEADROOM = 0.9  # share of a GPU's memory packed trials may plan to fill (the estimate's error, other processes)
 
 
 def gpu_share(estimate: float, gpu_gib: float, workers: int, pack: str = "auto") -> float:

@@ -1,12 +1,13 @@
 """The built-in "painting styles" dataset: generated, reproducible, written as real image files.
 
-python -m trainables.builtin_dataset [DIR]   # writes it (default: ~/.cache/artsweep/painting-styles-v1)
+python -m trainables.data.builtin_dataset [DIR]   # writes it (default: ~/.cache/artsweep/painting-styles-v1)
 
 8 classes of synthetic "styles" with distinct textures and compositions, 10:1 imbalance (like WikiArt's
 Impressionism vs Analytical_Cubism), mixed sizes (48-112 px), JPEG and PNG files. Every image also
 borrows a faint layer from another style, plus palette jitter and noise, so a small CNN in a few epochs
 lands well below 100 % macro F1 and the rare classes need sampler weighting.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,10 +22,18 @@ from PIL import Image, ImageDraw, ImageFilter
 VERSION = 1
 # class -> number of images; largest / smallest = 10
 CLASS_COUNTS = {
-    "impressionism": 300, "realism": 200, "pointillism": 140, "cubism": 100,
-    "color_field": 70, "pop_art": 50, "ukiyo_e": 40, "minimalism": 30,
+    "impressionism": 300,
+    "realism": 200,
+    "pointillism": 140,
+    "cubism": 100,
+    "color_field": 70,
+    "pop_art": 50,
+    "ukiyo_e": 40,
+    "minimalism": 30,
 }
-DEFAULT_DIR = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / f"painting-styles-v{VERSION}"
+DEFAULT_DIR = (
+    Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / f"painting-styles-v{VERSION}"
+)
 
 
 def _palette(rng: np.random.Generator, base: tuple, spread: int = 60, n: int = 5) -> list:
@@ -108,8 +117,16 @@ def _minimalism(d, rng, w, h):  # plain ground, one or two large flat rectangles
         d.rectangle([x, y, x + rng.integers(w // 4, w // 2), y + rng.integers(h // 4, h // 2)], fill=c)
 
 
-STYLES = {"impressionism": _impressionism, "realism": _realism, "pointillism": _pointillism, "cubism": _cubism,
-          "color_field": _color_field, "pop_art": _pop_art, "ukiyo_e": _ukiyo_e, "minimalism": _minimalism}
+STYLES = {
+    "impressionism": _impressionism,
+    "realism": _realism,
+    "pointillism": _pointillism,
+    "cubism": _cubism,
+    "color_field": _color_field,
+    "pop_art": _pop_art,
+    "ukiyo_e": _ukiyo_e,
+    "minimalism": _minimalism,
+}
 
 
 def render(style: str, rng: np.random.Generator) -> Image.Image:

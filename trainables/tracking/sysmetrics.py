@@ -2,16 +2,17 @@
 
 One sampler per node of a trial (its local rank 0 runs it) reads MLflow's CPUMonitor and GPUMonitor (psutil,
 nvidia-ml-py) every SAMPLE_S seconds in a thread; each epoch's report carries the averages since the last one
-(SYSTEM_KEY) and trainables.recorder logs them to the child run as `system/<name>` (`system/node<k>/<name>` for
+(SYSTEM_KEY) and trainables.tracking.recorder logs them to the child run as `system/<name>` (`system/node<k>/<name>` for
 a trial's k-th node), the names MLflow's UI shows under "System metrics". They travel with the report rather
-than from a monitor thread writing to MLflow itself, so a tracking-server outage delays them (trainables.outbox)
+than from a monitor thread writing to MLflow itself, so a tracking-server outage delays them (trainables.tracking.outbox)
 and never loses them, and a worker never talks to the server.
 """
+
 from __future__ import annotations
 
 import threading
 
-SAMPLE_S = 5.0        # seconds between samples (MLflow's default is 10; epochs of small trials are shorter)
+SAMPLE_S = 5.0  # seconds between samples (MLflow's default is 10; epochs of small trials are shorter)
 PREFIX = "system/"
 
 
@@ -20,7 +21,8 @@ class Sampler:
 
     def __init__(self, interval_s: float = SAMPLE_S):
         import psutil
-        psutil.cpu_percent()   # CPU use is measured between calls of one thread: this one's origin (take)
+
+        psutil.cpu_percent()  # CPU use is measured between calls of one thread: this one's origin (take)
         self.interval_s, self.monitors = interval_s, []
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._ready = threading.Event()
@@ -29,12 +31,15 @@ class Sampler:
 
     def _run(self) -> None:
         import psutil
-        psutil.cpu_percent()   # the sampling thread's origin
-        try:   # a monitor that cannot start costs its metrics, never a trial (nor a wait per epoch: _ready)
+
+        psutil.cpu_percent()  # the sampling thread's origin
+        try:  # a monitor that cannot start costs its metrics, never a trial (nor a wait per epoch: _ready)
             from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor
+
             self.monitors = [CPUMonitor()]
             from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor
-            self.monitors.append(GPUMonitor())      # raises without an NVIDIA driver (CPU nodes)
+
+            self.monitors.append(GPUMonitor())  # raises without an NVIDIA driver (CPU nodes)
         except Exception:  # noqa: BLE001 - no GPU, or no nvidia-ml-py: CPU and memory only
             pass
         finally:

@@ -8,6 +8,7 @@ fit_image resizes and crops or pads. This module imports no torch at module leve
 functions), so the cache's spawned pool processes start in ~0.3 s instead of ~2-3 s.
 check(path) is the cheap scan-time test: header (by content, not extension) plus a truncation check.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,15 @@ FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"}
 RESAMPLE = Image.Resampling.BOX
 # EXIF orientation -> (axes swapped, picture at the right, at the bottom) after exif_transpose: where a JPEG
 # draft's picture, which starts at the stored image's top-left corner, ends up (see _draft)
-_ANCHOR = {2: (False, True, False), 3: (False, True, True), 4: (False, False, True), 5: (True, False, False),
-           6: (True, True, False), 7: (True, True, True), 8: (True, False, True)}
+_ANCHOR = {
+    2: (False, True, False),
+    3: (False, True, True),
+    4: (False, False, True),
+    5: (True, False, False),
+    6: (True, True, False),
+    7: (True, True, True),
+    8: (True, False, True),
+}
 
 
 class BadImage(ValueError):
@@ -72,18 +80,19 @@ def check(path: str | Path) -> tuple[str, int, int]:
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I"):           # 16-bit greyscale: keep the top 8 bits
+    if im.mode in ("I;16", "I;16B", "I"):  # 16-bit greyscale: keep the top 8 bits
         im = Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).astype(np.uint8))
-    return im if im.mode == "RGB" else im.convert("RGB")   # palette+alpha, CMYK, LA, L -> RGB
+    return im if im.mode == "RGB" else im.convert("RGB")  # palette+alpha, CMYK, LA, L -> RGB
 
 
 def _pillow(data: bytes, max_side: int | None) -> torch.Tensor:
     import torch
+
     with Image.open(io.BytesIO(data)) as im:
         if max_side and im.width * im.height > MAX_FULL_DECODE_PIXELS:
-            im.draft("RGB", (max_side, max_side))       # JPEG: decode at a reduced scale directly
+            im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale directly
             im.thumbnail((max_side * 4, max_side * 4))  # others: bounded resize after decoding
-        arr = np.array(_to_rgb(ImageOps.exif_transpose(im)))   # a writable copy for torch
+        arr = np.array(_to_rgb(ImageOps.exif_transpose(im)))  # a writable copy for torch
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
@@ -99,11 +108,11 @@ def _fitted(im: Image.Image, side: int, policy: str, region: tuple[float, ...] |
     w, h = x1 - x0, y1 - y0
     scale = side / (min(w, h) if policy == "crop" else max(w, h))
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    if policy == "crop":   # resample only the centre square of the (nw, nh) resize: the same pixels, less work
+    if policy == "crop":  # resample only the centre square of the (nw, nh) resize: the same pixels, less work
         left, top = (nw - side) // 2, (nh - side) // 2
         box = (x0 + left * w / nw, y0 + top * h / nh, x0 + (left + side) * w / nw, y0 + (top + side) * h / nh)
         return im.resize((side, side), RESAMPLE, box=box, reducing_gap=3.0)
-    out = Image.new("RGB", (side, side))   # black
+    out = Image.new("RGB", (side, side))  # black
     resized = im.resize((nw, nh), RESAMPLE, box=(x0, y0, x1, y1), reducing_gap=3.0)
     out.paste(resized, ((side - nw) // 2, (side - nh) // 2))
     return out
@@ -164,7 +173,7 @@ def decode_into(task: tuple) -> tuple[int, list[tuple[int, str]]]:
     npy, offset, first, paths, side, policy = task
     bad, row = [], side * side * 3
     fd = os.open(npy, os.O_WRONLY)
-    try:   # each image straight from Pillow's bytes to the file: no array copy, no page faults of a buffer
+    try:  # each image straight from Pillow's bytes to the file: no array copy, no page faults of a buffer
         for j, path in enumerate(paths):
             try:
                 data = memoryview(_decode_fitted(path, side, policy).tobytes())
@@ -193,6 +202,7 @@ def decode_bytes(data: bytes, max_side: int | None = 1024, max_pixels: int | Non
     max_pixels: refuse larger images from their header, before any decoding (the served model's bomb guard)."""
     import torch
     from torchvision.io import ImageReadMode, decode_image
+
     if not data:
         raise BadImage("zero-byte file")
     try:
@@ -206,8 +216,11 @@ def decode_bytes(data: bytes, max_side: int | None = 1024, max_pixels: int | Non
         raise BadImage(f"{im.width}x{im.height} px ({pixels / 1e6:.0f} MP) is over the {max_pixels / 1e6:.0f} MP limit")
     try:
         if fast:
-            img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                               apply_exif_orientation=True)
+            img = decode_image(
+                torch.frombuffer(bytearray(data), dtype=torch.uint8),
+                mode=ImageReadMode.RGB,
+                apply_exif_orientation=True,
+            )
             if img.dtype == torch.uint16:  # 16-bit PNG: keep the top 8 bits
                 img = (img.to(torch.int32) >> 8).to(torch.uint8)
             return img

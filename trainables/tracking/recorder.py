@@ -9,6 +9,7 @@ Rank 0's report carries, besides its metrics: TAGS_KEY (tags to set, on the firs
 IMPROVED_KEY (this epoch is the best so far: the checkpoint folder also holds model.pt, the best checkpoint).
 Both are taken out before Tune sees the report.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,13 @@ from pathlib import Path
 
 from ray.train.v2.api.callback import UserCallback
 
-from trainables.artifacts import ARTIFACT, FILENAME
 from trainables.metrics import IMPROVED_KEY, PG_KEY, RUN_ID_KEY, SYSTEM_KEY, TAGS_KEY
-from trainables.outbox import Outbox
+from trainables.tracking.artifacts import ARTIFACT, FILENAME
+from trainables.tracking.outbox import Outbox
 
 log = logging.getLogger("artsweep")
-DRAIN_S = 10.0    # at a trial's last epoch, wait this long at most for writes held during an outage (the study
-                  # sends what is left: sweep.callbacks.CloseTrialRuns while it runs, finish_record at its end)
+DRAIN_S = 10.0  # at a trial's last epoch, wait this long at most for writes held during an outage (the study
+# sends what is left: sweep.callbacks.CloseTrialRuns while it runs, finish_record at its end)
 
 
 class EpochRecorder(UserCallback):
@@ -31,15 +32,17 @@ class EpochRecorder(UserCallback):
         self._outbox = None
 
     def after_report(self, run_context, metrics, checkpoint=None, **_):
-        report = metrics[0]                   # rank 0's; popped keys never reach Tune (its callback runs next)
+        report = metrics[0]  # rank 0's; popped keys never reach Tune (its callback runs next)
         tags, improved = report.pop(TAGS_KEY, None), report.pop(IMPROVED_KEY, False)
-        system = {k: v for m in metrics for k, v in (m.pop(SYSTEM_KEY, None) or {}).items()}   # one per node
+        system = {k: v for m in metrics for k, v in (m.pop(SYSTEM_KEY, None) or {}).items()}  # one per node
         try:
             out = self._outbox = self._outbox or Outbox(self.uri, self.run_id, Path(self.spool), "recorder")
             if tags:
                 out.tags(tags)
             epoch = int(report["epoch"])
-            out.metrics({**{k: v for k, v in report.items() if k not in (PG_KEY, RUN_ID_KEY, "epoch")}, **system}, epoch)
+            out.metrics(
+                {**{k: v for k, v in report.items() if k not in (PG_KEY, RUN_ID_KEY, "epoch")}, **system}, epoch
+            )
             if improved and checkpoint is not None:
                 with checkpoint.as_directory() as folder:
                     out.artifact(Path(folder) / FILENAME, str(Path(ARTIFACT).parent))

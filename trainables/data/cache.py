@@ -13,8 +13,9 @@ processes (default: one per CPU, at most one per IMAGES_PER_PROCESS images), eac
 images.npy: byte-identical for any number of processes; (3) after a build, publish it to storage (images.npy,
 then meta.json) for the other nodes. A storage failure only warns: the node builds, or keeps what it built.
 meta["source"]: "built" or "downloaded".
-Trials read it through trainables.loaders.CachedImages (per-sample crop + flip after the cache).
+Trials read it through trainables.data.loaders.CachedImages (per-sample crop + flip after the cache).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,15 +35,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from trainables import decode
+from trainables.data import decode
 
-VERSION = 2   # 2: reduced-scale JPEG decoding, area-averaging resize (pixels differ from version 1 caches)
+VERSION = 2  # 2: reduced-scale JPEG decoding, area-averaging resize (pixels differ from version 1 caches)
 ROOT = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / "decoded"
-POLICIES = ("crop", "letterbox")   # crop: shorter side to S, centre crop; letterbox: longer side to S, pad
+POLICIES = ("crop", "letterbox")  # crop: shorter side to S, centre crop; letterbox: longer side to S, pad
 # Auto pool size: at most one process per this many images. A spawned process re-imports the caller's main
 # module (a Ray worker: ~1-2 s), worth it only with seconds of decoding (~400 images/s per process) ahead.
 IMAGES_PER_PROCESS = 500
-PROGRESS_S = 30.0   # not on a terminal: a progress line at least this often (s), besides one per 25 %
+PROGRESS_S = 30.0  # not on a terminal: a progress line at least this often (s), besides one per 25 %
 
 
 def cached_side(image_size: int) -> int:
@@ -83,8 +84,11 @@ class _Progress:
     def __init__(self, n: int):
         self.n, self.done, self.t0 = n, 0, time.monotonic()
         self.shown_pct, self.shown_t = 0, self.t0
-        self.bar = tqdm(total=n, desc="artsweep: decode cache", unit="img", file=sys.stderr,
-                        dynamic_ncols=True, leave=False) if sys.stderr.isatty() else None
+        self.bar = (
+            tqdm(total=n, desc="artsweep: decode cache", unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
+            if sys.stderr.isatty()
+            else None
+        )
 
     def add(self, k: int) -> None:
         self.done += k
@@ -99,8 +103,11 @@ class _Progress:
         self.shown_pct, self.shown_t = pct, now
         rate = self.done / max(1e-6, now - self.t0)
         eta = (self.n - self.done) / max(rate, 1e-6)
-        print(f"artsweep: decode cache {pct:3d}% ({self.done:,}/{self.n:,}, {rate:,.0f} images/s, ETA {eta:,.0f} s)",
-              file=sys.stderr, flush=True)
+        print(
+            f"artsweep: decode cache {pct:3d}% ({self.done:,}/{self.n:,}, {rate:,.0f} images/s, ETA {eta:,.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _build(folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None) -> dict:
@@ -108,10 +115,10 @@ def _build(folder: Path, paths: Sequence[str], side: int, policy: str, processes
     n, procs, t0 = len(paths), pool_size(len(paths), processes), time.monotonic()
     tmp = folder / "images.partial.npy"
     mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, side, side, 3))
-    offset = mm.offset   # the header's size: row i starts at offset + i * side * side * 3
+    offset = mm.offset  # the header's size: row i starts at offset + i * side * side * 3
     del mm
-    chunk = max(4, min(64, n // (32 * procs)))   # images per task: ~32 tasks per process keep the last one short
-    tasks = [(str(tmp), offset, i, list(paths[i:i + chunk]), side, policy) for i in range(0, n, chunk)]
+    chunk = max(4, min(64, n // (32 * procs)))  # images per task: ~32 tasks per process keep the last one short
+    tasks = [(str(tmp), offset, i, list(paths[i : i + chunk]), side, policy) for i in range(0, n, chunk)]
     progress, bad = _Progress(n), []
     if procs == 1:
         for k, errors in map(decode.decode_into, tasks):
@@ -123,14 +130,23 @@ def _build(folder: Path, paths: Sequence[str], side: int, policy: str, processes
                 bad += errors
                 progress.add(k)
     tmp.rename(folder / "images.npy")
-    return {"key": folder.name, "side": side, "policy": policy, "n": n, "source": "built", "host": socket.gethostname(),
-            "processes": procs, "seconds": round(time.monotonic() - t0, 1),
-            "bad": [{"index": i, "path": paths[i], "reason": reason} for i, reason in sorted(bad)]}
+    return {
+        "key": folder.name,
+        "side": side,
+        "policy": policy,
+        "n": n,
+        "source": "built",
+        "host": socket.gethostname(),
+        "processes": procs,
+        "seconds": round(time.monotonic() - t0, 1),
+        "bad": [{"index": i, "path": paths[i], "reason": reason} for i, reason in sorted(bad)],
+    }
 
 
 def _remote(storage: str):
     """(pyarrow FileSystem, path of the decoded/ folder in it) for a Ray storage path or URI."""
     from pyarrow import fs as pafs
+
     uri = storage if "://" in storage else Path(storage).expanduser().resolve().as_uri()
     filesystem, base = pafs.FileSystem.from_uri(uri)
     return filesystem, f"{base.rstrip('/')}/decoded"
@@ -139,6 +155,7 @@ def _remote(storage: str):
 def _download(storage: str, folder: Path) -> dict | None:
     """The published meta, after copying the published images.npy into folder; None if none is published."""
     from pyarrow import fs as pafs
+
     filesystem, base = _remote(storage)
     src = f"{base}/{folder.name}"
     if filesystem.get_file_info(f"{src}/meta.json").type != pafs.FileType.File:
@@ -146,17 +163,28 @@ def _download(storage: str, folder: Path) -> dict | None:
     with filesystem.open_input_stream(f"{src}/meta.json") as f:
         meta = json.loads(f.read())
     t0, tmp = time.monotonic(), folder / "images.download.npy"
-    pafs.copy_files(f"{src}/images.npy", str(tmp), source_filesystem=filesystem,
-                    destination_filesystem=pafs.LocalFileSystem())
-    shape = np.load(tmp, mmap_mode="r").shape   # a short copy fails here, not in a trial
+    pafs.copy_files(
+        f"{src}/images.npy", str(tmp), source_filesystem=filesystem, destination_filesystem=pafs.LocalFileSystem()
+    )
+    shape = np.load(tmp, mmap_mode="r").shape  # a short copy fails here, not in a trial
     if shape != (meta["n"], meta["side"], meta["side"], 3):
         raise ValueError(f"published images.npy is {shape}, meta says {meta['n']} x {meta['side']} px")
     tmp.rename(folder / "images.npy")
     seconds, mib = time.monotonic() - t0, (folder / "images.npy").stat().st_size / 2**20
-    print(f"artsweep: decode cache downloaded from {storage} ({mib:,.0f} MiB in {seconds:.1f} s, "
-          f"{mib / max(seconds, 1e-6):,.0f} MiB/s)", file=sys.stderr, flush=True)
-    return {**meta, "source": "downloaded", "built_by": meta.get("host"), "host": socket.gethostname(),
-            "downloaded_from": storage, "seconds": round(seconds, 1)}
+    print(
+        f"artsweep: decode cache downloaded from {storage} ({mib:,.0f} MiB in {seconds:.1f} s, "
+        f"{mib / max(seconds, 1e-6):,.0f} MiB/s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {
+        **meta,
+        "source": "downloaded",
+        "built_by": meta.get("host"),
+        "host": socket.gethostname(),
+        "downloaded_from": storage,
+        "seconds": round(seconds, 1),
+    }
 
 
 def _publish(storage: str, folder: Path) -> None:
@@ -164,36 +192,46 @@ def _publish(storage: str, folder: Path) -> None:
     On a local or shared file system each lands under a temporary name first (rename is atomic there);
     on object stores an upload appears whole."""
     from pyarrow import fs as pafs
+
     filesystem, base = _remote(storage)
     dst, t0 = f"{base}/{folder.name}", time.monotonic()
     meta, images = filesystem.get_file_info([f"{dst}/meta.json", f"{dst}/images.npy"])
     if meta.type == pafs.FileType.File and images.size == (folder / "images.npy").stat().st_size:
-        return   # another node published the same key (the same bytes); a damaged copy is replaced
+        return  # another node published the same key (the same bytes); a damaged copy is replaced
     filesystem.create_dir(dst, recursive=True)
     local = isinstance(filesystem, pafs.LocalFileSystem)
     for name in ("images.npy", "meta.json"):
         part = f"{dst}/{name}.{socket.gethostname()}-{os.getpid()}.partial" if local else f"{dst}/{name}"
         try:
-            pafs.copy_files(str(folder / name), part, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=filesystem)
+            pafs.copy_files(
+                str(folder / name), part, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=filesystem
+            )
             if local:
                 filesystem.move(part, f"{dst}/{name}")
         except Exception:
-            with contextlib.suppress(Exception):   # no half-copied file left behind where it can be removed
+            with contextlib.suppress(Exception):  # no half-copied file left behind where it can be removed
                 filesystem.delete_file(part)
             raise
     seconds, mib = time.monotonic() - t0, (folder / "images.npy").stat().st_size / 2**20
-    print(f"artsweep: decode cache published to {storage}/decoded/{folder.name} ({mib:,.0f} MiB in {seconds:.1f} s)",
-          file=sys.stderr, flush=True)
+    print(
+        f"artsweep: decode cache published to {storage}/decoded/{folder.name} ({mib:,.0f} MiB in {seconds:.1f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _warn(action: str, storage: str, e: Exception) -> None:
-    print(f"artsweep: warning: could not {action} the decode cache in {storage} ({type(e).__name__}: {e}); "
-          "going on without it", file=sys.stderr, flush=True)
+    print(
+        f"artsweep: warning: could not {action} the decode cache in {storage} ({type(e).__name__}: {e}); "
+        "going on without it",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def _obtain(folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None,
-            storage: str | None) -> bool:
+def _obtain(
+    folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None, storage: str | None
+) -> bool:
     """Downloads or builds folder's cache (caller holds the lock); True when built here."""
     meta = None
     if storage:
@@ -211,8 +249,15 @@ def _obtain(folder: Path, paths: Sequence[str], side: int, policy: str, processe
     return built
 
 
-def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", root: Path = ROOT, *,
-                  processes: int | None = None, storage: str | None = None):
+def open_or_build(
+    paths: Sequence[str],
+    image_size: int,
+    policy: str = "crop",
+    root: Path = ROOT,
+    *,
+    processes: int | None = None,
+    storage: str | None = None,
+):
     """(uint8 memmap [N, S, S, 3], meta dict, built_here: True only when this call decoded the images).
     A node missing the cache downloads it from `storage` if published there, else builds it with `processes`
     processes (default: pool_size) and publishes it there. At most one builder or downloader per node and key."""
@@ -224,14 +269,13 @@ def open_or_build(paths: Sequence[str], image_size: int, policy: str = "crop", r
     if not (folder / "meta.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)          # another trial building or downloading it: wait, then reuse
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another trial building or downloading it: wait, then reuse
             if not (folder / "meta.json").exists():
                 built = _obtain(folder, paths, side, policy, processes, storage)
-    if built and storage:   # outside the lock: trials on this node need not wait for the upload
+    if built and storage:  # outside the lock: trials on this node need not wait for the upload
         try:
             _publish(storage, folder)
         except Exception as e:
             _warn("publish", storage, e)
     meta = json.loads((folder / "meta.json").read_text())
     return np.load(folder / "images.npy", mmap_mode="r"), meta, built
-

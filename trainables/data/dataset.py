@@ -1,9 +1,10 @@
-"""Labelled images -> fixed splits, and a class-weighted DDP sampler (augmentation: trainables.augment).
+"""Labelled images -> fixed splits, and a class-weighted DDP sampler (augmentation: trainables.data.augment).
 
 Pure torch/torchvision: no Ray, no MLflow. --data is a folder `root/<class>/<...>/image` or a CSV manifest
 (path,label[,split]). Class names are sorted so every trial, evaluation and logged model shares one order;
 the split is written once as a manifest (write_manifest) that every trial reads.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from trainables import decode
+from trainables.data import decode
 
-VAL_FRACTION = 0.1275   # share of each class held out for validation (WikiArt study: 12.75 %)
+VAL_FRACTION = 0.1275  # share of each class held out for validation (WikiArt study: 12.75 %)
 TEST_FRACTION = 0.1525  # share held out for the final test, never used for selection (15.25 %)
 
 
@@ -31,8 +32,8 @@ class DataError(ValueError):
 class Splits:
     classes: list[str]
     paths: list[str]
-    labels: np.ndarray            # int64, index into classes
-    train: np.ndarray             # indices into paths
+    labels: np.ndarray  # int64, index into classes
+    train: np.ndarray  # indices into paths
     val: np.ndarray
     test: np.ndarray
 
@@ -40,11 +41,12 @@ class Splits:
 @dataclass(frozen=True)
 class Source:
     """What a --data path holds after the scan: usable images, the files skipped and why."""
+
     classes: list[str]
     paths: list[str]
     labels: np.ndarray
-    given_split: list[str] | None                       # a CSV manifest's own split column, if any
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    given_split: list[str] | None  # a CSV manifest's own split column, if any
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[str] = field(default_factory=list)
     info: list[tuple[str, int, int]] = field(default_factory=list)  # (format, width, height) per usable path
 
@@ -96,21 +98,31 @@ def scan_csv(csv_path: Path) -> Source:
     bad_split = {s for _, _, s in keep} - {"train", "val", "test"}
     if has_split and bad_split:
         raise DataError(f"--data {csv_path}: split column values must be train/val/test, found {sorted(bad_split)}")
-    return Source(classes, [k[0] for k in keep], np.asarray([index[k[1]] for k in keep], dtype=np.int64),
-                  [k[2] for k in keep] if has_split else None, skipped, info=info)
+    return Source(
+        classes,
+        [k[0] for k in keep],
+        np.asarray([index[k[1]] for k in keep], dtype=np.int64),
+        [k[2] for k in keep] if has_split else None,
+        skipped,
+        info=info,
+    )
 
 
 def scan(data: str | Path) -> Source:
     """Scan a class-folder tree or a CSV manifest; DataError says what is wrong and what to do."""
     data = Path(data)
     if not data.exists():
-        raise DataError(f"--data {data}: no such folder or file; pass a folder with one sub-folder per class "
-                        "or a CSV manifest with path,label columns")
+        raise DataError(
+            f"--data {data}: no such folder or file; pass a folder with one sub-folder per class "
+            "or a CSV manifest with path,label columns"
+        )
     source = scan_csv(data) if data.is_file() else scan_folder(data)
     if len(source.classes) < 2:
         what = "classes" if data.is_file() else "class sub-folder(s)"
-        raise DataError(f"--data {data}: found {len(source.classes)} {what} with usable images; need at least 2 "
-                        "(layout: DATA/<class name>/<image files>, or a CSV with path,label)")
+        raise DataError(
+            f"--data {data}: found {len(source.classes)} {what} with usable images; need at least 2 "
+            "(layout: DATA/<class name>/<image files>, or a CSV with path,label)"
+        )
     return source
 
 
@@ -125,8 +137,8 @@ def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float,
         n_test = max(1, round(n * test_fraction)) if n >= 3 else 0
         n_val = max(1, round(n * val_fraction)) if n >= 3 else 0
         parts[2].append(idx[:n_test])
-        parts[1].append(idx[n_test:n_test + n_val])
-        parts[0].append(idx[n_test + n_val:])
+        parts[1].append(idx[n_test : n_test + n_val])
+        parts[0].append(idx[n_test + n_val :])
     return tuple(np.sort(np.concatenate(p)) for p in parts)
 
 
@@ -151,7 +163,7 @@ def write_manifest(splits: Splits, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
-        w.writerows((p, splits.classes[l], n) for p, l, n in zip(splits.paths, splits.labels, names) if n)
+        w.writerows((p, splits.classes[c], n) for p, c, n in zip(splits.paths, splits.labels, names) if n)
     return path
 
 
@@ -164,14 +176,18 @@ def parse_manifest(text: str, classes: list[str]) -> Splits:
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     index = {c: i for i, c in enumerate(classes)}
     names = np.asarray([r["split"] for r in rows])
-    return Splits(classes, [r["path"] for r in rows], np.asarray([index[r["label"]] for r in rows], dtype=np.int64),
-                  *(np.flatnonzero(names == n) for n in ("train", "val", "test")))
+    return Splits(
+        classes,
+        [r["path"] for r in rows],
+        np.asarray([index[r["label"]] for r in rows], dtype=np.int64),
+        *(np.flatnonzero(names == n) for n in ("train", "val", "test")),
+    )
 
 
 def class_weights(labels: np.ndarray, num_classes: int, power: float) -> torch.Tensor:
     """Loss weight per class ∝ count^-power, mean 1 over classes (0 = unweighted; the study used 0.5)."""
     counts = np.bincount(labels, minlength=num_classes).clip(min=1).astype(np.float64)
-    w = counts ** -power
+    w = counts**-power
     return torch.tensor(w / w.mean(), dtype=torch.float32)
 
 
@@ -184,8 +200,15 @@ class WeightedShardSampler(Sampler[int]):
     1 = every class equally often. All ranks yield the same number of indices, so DDP steps stay in lockstep.
     """
 
-    def __init__(self, labels: Sequence[int], power: float, num_replicas: int = 1, rank: int = 0,
-                 seed: int = 0, num_samples: int | None = None):
+    def __init__(
+        self,
+        labels: Sequence[int],
+        power: float,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        num_samples: int | None = None,
+    ):
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.power, self.num_replicas, self.rank, self.seed = float(power), num_replicas, rank, seed
         total = num_samples or len(self.labels)
@@ -198,14 +221,14 @@ class WeightedShardSampler(Sampler[int]):
         self.epoch = epoch
 
     def rank_seed(self) -> int:
-        """This epoch's seed for this rank's draws (trainables.loaders derives each draw's own from it)."""
+        """This epoch's seed for this rank's draws (trainables.data.loaders derives each draw's own from it)."""
         return (self.seed * 100_003 + self.epoch) * 1_009 + self.rank
 
     def shard(self) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         perm = torch.randperm(len(self.labels), generator=g)
         by_class = perm[torch.argsort(self.labels[perm], stable=True)]
-        return by_class[self.rank::self.num_replicas]
+        return by_class[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
         own = self.shard()

@@ -8,6 +8,7 @@ Files: state.pt (rank 0: model, optimizer, scheduler, AMP scaler, step, running 
 epoch done) and rng-<rank>.pt (each rank's torch / numpy / python RNG states: every rank draws its own
 augmentation); Ray merges the ranks' files into one checkpoint folder.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,9 @@ STATE, RNG = "state.pt", "rng-{rank}.pt"
 
 @dataclass
 class Progress:
-    step: int = 0                                   # optimizer steps done (the scheduler's clock)
-    best: float = math.nan                          # running best of the objective
-    history: list = field(default_factory=list)     # per finished epoch: the metrics reported for it
+    step: int = 0  # optimizer steps done (the scheduler's clock)
+    best: float = math.nan  # running best of the objective
+    history: list = field(default_factory=list)  # per finished epoch: the metrics reported for it
 
     @property
     def epochs(self) -> int:
@@ -34,12 +35,23 @@ class Progress:
 
 def save(folder: Path, rank: int, progress: Progress, model, optimizer, scheduler, scaler) -> Path:
     folder = Path(folder)
-    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-               folder / RNG.format(rank=rank))
+    torch.save(
+        {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        folder / RNG.format(rank=rank),
+    )
     if rank == 0:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                    "step": progress.step, "best": progress.best, "history": progress.history}, folder / STATE)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None,
+                "step": progress.step,
+                "best": progress.best,
+                "history": progress.history,
+            },
+            folder / STATE,
+        )
     return folder
 
 
@@ -53,7 +65,7 @@ def load(folder: Path, rank: int, model, optimizer, scheduler, scaler) -> Progre
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
     rng = folder / RNG.format(rank=rank)
-    if rng.is_file():       # a resized worker group has new ranks: they keep their fresh seeds
+    if rng.is_file():  # a resized worker group has new ranks: they keep their fresh seeds
         r = torch.load(rng, weights_only=False)
         torch.set_rng_state(r["torch"])
         np.random.set_state(r["numpy"])

@@ -12,6 +12,7 @@ Recipes (aug_strength s in [0, 1] scales every random op; s = 0 is resize + norm
     magnitude 9 s of 30 (torchvision's 14 ops, ranges and num_ops=2, but drawn per sample, not per batch),
     colour jitter <= 0.4 s, random erasing with p = 0.25 s (after normalisation, value 0, as torchvision's).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
@@ -23,13 +24,13 @@ from timm.data.random_erasing import RandomErasing
 from torch import nn
 from torchvision.transforms import v2
 
-from trainables.cache import cached_side
+from trainables.data.cache import cached_side
 
 RECIPES = ("strong", "conservative")  # per family: CNNs take strong augmentation, pretrained ViTs conservative
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CROP_LOSS = {"strong": 0.65, "conservative": 0.1}      # share of the image a crop may drop at s = 1
-JITTER = {"strong": 0.4, "conservative": 0.1}          # brightness/contrast/saturation range at s = 1 (no hue: 5x cost)
-RAND_AUG_MAGNITUDE = 9                                 # of torchvision's 30 (num_magnitude_bins=31), at s = 1
+CROP_LOSS = {"strong": 0.65, "conservative": 0.1}  # share of the image a crop may drop at s = 1
+JITTER = {"strong": 0.4, "conservative": 0.1}  # brightness/contrast/saturation range at s = 1 (no hue: 5x cost)
+RAND_AUG_MAGNITUDE = 9  # of torchvision's 30 (num_magnitude_bins=31), at s = 1
 
 
 def check_recipe(recipe: str) -> None:
@@ -40,11 +41,15 @@ def check_recipe(recipe: str) -> None:
 def sample_transform(image_size: int, train: bool, aug_strength: float = 0.0, recipe: str = "strong"):
     """uint8 [3, H, W] (a decode cache entry, side 1.14 x image_size) -> uint8 [3, S, S]: the loader's share."""
     s = float(aug_strength)
-    if not train or s == 0:   # validation (and s = 0): resize 1.14x then centre crop, as in the WikiArt study
+    if not train or s == 0:  # validation (and s = 0): resize 1.14x then centre crop, as in the WikiArt study
         return v2.Compose([v2.Resize(cached_side(image_size), antialias=True), v2.CenterCrop(image_size)])
     check_recipe(recipe)
-    return v2.Compose([v2.RandomResizedCrop(image_size, scale=(1.0 - CROP_LOSS[recipe] * s, 1.0), antialias=True),
-                       v2.RandomHorizontalFlip()])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=(1.0 - CROP_LOSS[recipe] * s, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
+    )
 
 
 def _signed(n: int, magnitude: float, device) -> torch.Tensor:
@@ -63,19 +68,26 @@ class BatchAugment(nn.Module):
     drew (kornia builds and applies the matrices); RandAugment's colour ops run on just the samples that drew
     them (kornia.enhance, per-sample factors). Each sample draws 2 of torchvision's 14 ops (identity included).
     """
+
     GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
     COLOUR = ("brightness", "color", "contrast", "sharpness", "posterize", "solarize", "autocontrast", "equalize")
     OPS = ("identity",) + GEOMETRIC + COLOUR
     NUM_OPS = 2
 
-    def __init__(self, train: bool, aug_strength: float = 0.0, recipe: str = "strong",
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+    def __init__(
+        self,
+        train: bool,
+        aug_strength: float = 0.0,
+        recipe: str = "strong",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ):
         super().__init__()
         self.s = float(aug_strength) if train else 0.0
         if self.s > 0:
             check_recipe(recipe)
         self.strong = recipe == "strong" and self.s > 0
-        self.f = RAND_AUG_MAGNITUDE * self.s / 30          # RandAugment magnitude as a fraction of its maximum
+        self.f = RAND_AUG_MAGNITUDE * self.s / 30  # RandAugment magnitude as a fraction of its maximum
         self.jitter = JITTER[recipe] * self.s if self.s > 0 else 0.0
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -85,9 +97,11 @@ class BatchAugment(nn.Module):
     def _geometry(self, x: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
         n, dev, f, side = len(x), x.device, self.f, x.shape[-1]
         pick = {op: (drawn == self.OPS.index(op)).any(1).float() for op in self.GEOMETRIC}
-        angle = _uniform(n, -15 * self.s, 15 * self.s, dev) + pick["rotate"] * _signed(n, 30 * f, dev)   # degrees
-        shear = [pick[k] * torch.atan(_signed(n, 0.3 * f, dev)) for k in ("shear_x", "shear_y")]       # radians
-        shift = torch.stack([pick[k] * _signed(n, 150 / 331 * side * f, dev) for k in ("translate_x", "translate_y")], 1)
+        angle = _uniform(n, -15 * self.s, 15 * self.s, dev) + pick["rotate"] * _signed(n, 30 * f, dev)  # degrees
+        shear = [pick[k] * torch.atan(_signed(n, 0.3 * f, dev)) for k in ("shear_x", "shear_y")]  # radians
+        shift = torch.stack(
+            [pick[k] * _signed(n, 150 / 331 * side * f, dev) for k in ("translate_x", "translate_y")], 1
+        )
         centre = torch.full((n, 2), (side - 1) / 2, device=dev)
         m = KG.get_affine_matrix2d(shift, centre, torch.ones(n, 2, device=dev), angle, *shear)
         return KG.warp_affine(x, m[:, :2], (x.shape[-2], side), align_corners=True)
@@ -103,7 +117,7 @@ class BatchAugment(nn.Module):
             return KE.adjust_contrast_with_mean_subtraction(sub, factor)
         if op == "sharpness":
             return KE.sharpness(sub, factor)
-        if op == "posterize":   # torchvision keeps 8 - round(m / 7.5) bits
+        if op == "posterize":  # torchvision keeps 8 - round(m / 7.5) bits
             return KE.posterize(sub, torch.full((n,), 8 - round(f * 4), device=dev, dtype=torch.int32))
         if op == "solarize":
             return KE.solarize(sub, torch.full((n,), 1.0 - f, device=dev))
@@ -136,7 +150,7 @@ class BatchAugment(nn.Module):
             x = self._jitter(x)
         x = (x - self.mean) / self.std
         if self.erase is not None:
-            self.erase.device = x.device   # timm makes its fill values on .device
+            self.erase.device = x.device  # timm makes its fill values on .device
             x = self.erase(x)
         return x
 
@@ -179,4 +193,3 @@ def preprocess(image_size: int, mean: Sequence[float], std: Sequence[float]):
     """One uint8 [3, H, W] image -> float [3, S, S] exactly as validation sees it (serving, analysis)."""
     sample, batch = sample_transform(image_size, False), BatchAugment(False, mean=mean, std=std)
     return lambda img: batch(sample(img)[None])[0]
-

@@ -4,6 +4,7 @@ Tune calls run_trial(config) with the parameters Optuna proposed, under their st
 SearchSpace turns them into the trial's TrialConfig. The TorchTrainer's TuneReportCallback forwards rank 0's
 per-epoch report to Tune, where ASHA decides to go on or stop.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,19 +17,20 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from search_spaces.space import BASE, Float
-from trainables import memory, rerun, tracking
-from trainables.entry import train_loop
-from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
-from trainables.recorder import EpochRecorder
-from trainables.rerun import SEED_PARAM
 from trainables.config import RunSettings
+from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
+from trainables.tracking import mlflow_runs
+from trainables.tracking.recorder import EpochRecorder
+from trainables.trial import memory, rerun
+from trainables.trial.entry import train_loop
+from trainables.trial.rerun import SEED_PARAM
 
 
 def split_manifest(uri: str, parent_run_id: str, artifact: str) -> str:
     """The CSV text of the split every trial reads, from the parent run (any node can reach MLflow). Fetched
     here, once per trial driver, and handed to the workers in their config: no worker talks to MLflow."""
     with tempfile.TemporaryDirectory() as tmp:
-        return Path(tracking.fetch_artifact(uri, parent_run_id, artifact, tmp)).read_text(encoding="utf-8")
+        return Path(mlflow_runs.fetch_artifact(uri, parent_run_id, artifact, tmp)).read_text(encoding="utf-8")
 
 
 def train_storage(s: RunSettings) -> str:
@@ -38,37 +40,52 @@ def train_storage(s: RunSettings) -> str:
 
 def run_trial(config: dict, settings: RunSettings, space) -> None:
     """`space`: the study's search_spaces.space.SearchSpace (passed as an object, like the family it holds).
-    A config with a trainables.rerun.Rerun (confirmation, final fit) trains with its seed and epochs."""
+    A config with a trainables.trial.rerun.Rerun (confirmation, final fit) trains with its seed and epochs."""
     searched, again = rerun.split(config)
     cfg = space.trial_config(searched)  # rejects keys a search space made up
     ctx = ray.tune.get_context()
     trial_id = ctx.get_trial_id()
     phase = again.phase if again else "recipe" if settings.recipes and space.is_recipe(searched) else "search"
     settings = again.settings(settings) if again else settings
-    run_id, finished = tracking.open_trial_run(
-        settings.mlflow_uri, settings.mlflow_experiment_id, settings.parent_run_id, rerun.run_key(trial_id, config),
-        again.name if again else ctx.get_trial_name(), {**run_params(cfg), **({SEED_PARAM: again.seed} if again else {})},
-        {tracking.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running", tracking.PHASE_TAG: phase,
-         **(again.tags() if again else {})}, settings.dataset)
-    if finished is not None:   # finished before the study was restarted: Tune gets its record, nothing retrains
+    run_id, finished = mlflow_runs.open_trial_run(
+        settings.mlflow_uri,
+        settings.mlflow_experiment_id,
+        settings.parent_run_id,
+        rerun.run_key(trial_id, config),
+        again.name if again else ctx.get_trial_name(),
+        {**run_params(cfg), **({SEED_PARAM: again.seed} if again else {})},
+        {
+            mlflow_runs.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running",
+            mlflow_runs.PHASE_TAG: phase,
+            **(again.tags() if again else {}),
+        },
+        settings.dataset,
+    )
+    if finished is not None:  # finished before the study was restarted: Tune gets its record, nothing retrains
         for values in finished:
             ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
         return
     settings, resources = worker_resources(cfg, settings)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"trial": cfg, "settings": settings, "run_id": run_id,
-                           "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id,
-                                                      settings.split_manifest)},
-        scaling_config=ScalingConfig(num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu,
-                                     resources_per_worker=resources),
+        train_loop_config={
+            "trial": cfg,
+            "settings": settings,
+            "run_id": run_id,
+            "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id, settings.split_manifest),
+        },
+        scaling_config=ScalingConfig(
+            num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(
             name=f"trial-{trial_id}",
             storage_path=train_storage(settings),
             # the recorder first: it logs the report to MLflow and takes out its keys before Tune sees it
-            callbacks=[EpochRecorder(settings.mlflow_uri, run_id, settings.spool, settings.max_epochs),
-                       TuneReportCallback()],
-            # the latest resume checkpoint only (trainables/resume.py); the best one is in MLflow
+            callbacks=[
+                EpochRecorder(settings.mlflow_uri, run_id, settings.spool, settings.max_epochs),
+                TuneReportCallback(),
+            ],
+            # the latest resume checkpoint only (trainables/trial/resume.py); the best one is in MLflow
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             # a lost worker restarts the group from that checkpoint; after max_retries the trial fails
             failure_config=FailureConfig(max_failures=settings.max_retries),
@@ -81,23 +98,24 @@ def run_params(cfg) -> dict:
     """The trial run's params: its searched values under their study names, and what it trains (family, arch),
     also where the study fixed them. Params, not tags: filter with `params.family = 'cnn'` in the MLflow UI."""
     searched = cfg.params()
-    what = {"family": cfg.family.name, cfg.prefix + "arch": cfg.arch}   # `cnn.arch` in a --family all study
+    what = {"family": cfg.family.name, cfg.prefix + "arch": cfg.arch}  # `cnn.arch` in a --family all study
     return {**{k: v for k, v in what.items() if k not in searched}, **searched}
 
 
 def worker_resources(cfg, s: RunSettings) -> tuple[RunSettings, dict]:
     """What each Train worker asks Ray for: its CPUs, and on GPUs a whole one or, packed, the share its memory
-    estimate needs (trainables.memory) with the CPUs that go with that share. Returns the settings the worker
+    estimate needs (trainables.trial.memory) with the CPUs that go with that share. Returns the settings the worker
     sees (its CPUs and DataLoader processes) and the resources."""
     if not s.use_gpu:
         return s, {"CPU": s.cpus_per_worker}
     share = 1.0
-    if s.pack == "auto" and s.workers_per_trial == 1 and s.gpu_gib:   # else gpu_share is 1: skip the probe
+    if s.pack == "auto" and s.workers_per_trial == 1 and s.gpu_gib:  # else gpu_share is 1: skip the probe
         try:
             share = memory.gpu_share(trial_memory_gib(cfg, s), s.gpu_gib, s.workers_per_trial, s.pack)
         except Exception as e:  # noqa: BLE001 - a model the CPU probe cannot run still trains, on a whole GPU
-            logging.getLogger("artsweep").warning("artsweep: no memory estimate for %s (%s: %s); it takes a whole "
-                                                  "GPU", cfg.timm_name, type(e).__name__, e)
+            logging.getLogger("artsweep").warning(
+                "artsweep: no memory estimate for %s (%s: %s); it takes a whole GPU", cfg.timm_name, type(e).__name__, e
+            )
     cpus = round(s.cpus_per_worker * share, 3)
     s = s.replace(cpus_per_worker=cpus, loader_workers=max(0, int(cpus) - 1))
     return s, {"CPU": cpus, "GPU": share}
@@ -107,10 +125,14 @@ def trial_memory_gib(cfg, s: RunSettings) -> float:
     """The trial's estimated peak GPU memory: its model (random init, built on this CPU once per architecture
     and input size, then cached), its batch size, AMP."""
     from trainables.pretrained import Weights
+
     size = s.image_size or cfg.family.image_size
     # the architecture: its timm model and the family's own discrete knobs (scratch's width); continuous knobs
     # (lr, dropout, drop_path) never change what a step holds in memory
     shape = {k: cfg.values[k] for k, d in cfg.family.space.items() if k not in BASE and not isinstance(d, Float)}
-    probe = memory.probe(f"{cfg.family.name}:{cfg.timm_name}:{sorted(shape.items())}", lambda: cfg.family.build(
-        cfg, len(s.classes), size, Weights("none")), size)
+    probe = memory.probe(
+        f"{cfg.family.name}:{cfg.timm_name}:{sorted(shape.items())}",
+        lambda: cfg.family.build(cfg, len(s.classes), size, Weights("none")),
+        size,
+    )
     return memory.estimate_gib(probe["params"], probe["activations"], cfg.batch_size, amp=s.amp != "off")

@@ -7,6 +7,7 @@ doubling to 60 s); one WARNING per outage, one line when the server answers agai
 when a trial ends stays in the spool, which the study sends at its end (bounded wait) and
 `python -m analysis.sync --experiment NAME` sends later.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods logs
 log = logging.getLogger("artsweep")
-BACKOFF_S = (2.0, 60.0)   # first retry after 2 s, doubling, at most 60 s apart
+BACKOFF_S = (2.0, 60.0)  # first retry after 2 s, doubling, at most 60 s apart
 
 
 class Outbox:
@@ -43,8 +44,14 @@ class Outbox:
     # ------------------------------------------------------------ what callers write
     def metrics(self, values: Mapping[str, float], step: int) -> bool:
         now = int(time.time() * 1000)
-        return self._put({"kind": "metrics", "step": step, "time": now,
-                          "values": {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}})
+        return self._put(
+            {
+                "kind": "metrics",
+                "step": step,
+                "time": now,
+                "values": {k: float(v) for k, v in values.items() if isinstance(v, (int, float))},
+            }
+        )
 
     def tags(self, tags: Mapping[str, str]) -> bool:
         return self._put({"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
@@ -74,8 +81,11 @@ class Outbox:
             self.items.pop(0)
             self._save()
         if self.down_since is not None:
-            log.warning("artsweep: MLflow answers again; run %s caught up after %.0f s", self.run_id,
-                        time.monotonic() - self.down_since)
+            log.warning(
+                "artsweep: MLflow answers again; run %s caught up after %.0f s",
+                self.run_id,
+                time.monotonic() - self.down_since,
+            )
         self.down_since, self.wait = None, BACKOFF_S[0]
         return True
 
@@ -102,7 +112,7 @@ class Outbox:
         """A waiting artifact gets its own copy in the spool."""
         if item["kind"] != "artifact" or "file" in item:
             return item
-        keep = self.folder / uuid.uuid4().hex[:12] / Path(item["path"]).name      # the upload keeps the file's name
+        keep = self.folder / uuid.uuid4().hex[:12] / Path(item["path"]).name  # the upload keeps the file's name
         keep.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(item["path"], keep)
         return {"kind": "artifact", "file": str(keep.relative_to(self.folder)), "artifact_path": item["artifact_path"]}
@@ -110,8 +120,9 @@ class Outbox:
     def _send(self, item: dict) -> None:
         client = self._client = self._client or MlflowClient(self.uri)
         if item["kind"] == "metrics":
-            client.log_batch(self.run_id, metrics=[Metric(k, v, item["time"], item["step"])
-                                                   for k, v in item["values"].items()])
+            client.log_batch(
+                self.run_id, metrics=[Metric(k, v, item["time"], item["step"]) for k, v in item["values"].items()]
+            )
         elif item["kind"] == "tags":
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["tags"].items()])
         elif item["kind"] == "terminate":
@@ -126,9 +137,14 @@ class Outbox:
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
-            log.warning("artsweep: MLflow did not take a write of run %s (%s: %s); keeping %d write(s) in %s and "
-                        "retrying", self.run_id, type(e).__name__, str(e).splitlines()[0][:160] if str(e) else "",
-                        len(self.items), self.folder)
+            log.warning(
+                "artsweep: MLflow did not take a write of run %s (%s: %s); keeping %d write(s) in %s and retrying",
+                self.run_id,
+                type(e).__name__,
+                str(e).splitlines()[0][:160] if str(e) else "",
+                len(self.items),
+                self.folder,
+            )
         self.next_try, self.wait = now + self.wait, min(self.wait * 2, BACKOFF_S[1])
 
     # ------------------------------------------------------------ the journal on disk

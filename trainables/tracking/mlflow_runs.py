@@ -5,13 +5,14 @@ Who writes what:
                            sweep.callbacks.CloseTrialRuns callback ends every child run when its trial ends
   trial driver             creates the child run with params and tags before any worker starts
   Train's controller       per-epoch metrics, tags and the best checkpoint of the child run, as it takes each
-                           report (trainables.recorder, through an outbox that outlasts a server outage)
+                           report (trainables.tracking.recorder, through an outbox that outlasts a server outage)
 Params of a child run: its searched values under their study names, and family and arch (what it trains) where
 the study fixed them. Tags: trial_id, stopped_early, epochs_reached, best_epoch, a description
 (mlflow.note.content), and winner=true on the study's winner (analysis.winner). Metrics: per epoch (step = epoch;
 the scheduled LR is `scheduled_lr`, the searched peak the param `lr`), system/... (MLflow's monitors) and the
 winner's test_*. Input: the study's split as an MLflow dataset. Nothing stays RUNNING.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,24 +28,25 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from trainables import mlflow_ui
-from trainables import outbox  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.tracking import (
+    mlflow_ui,
+    outbox,  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
+)
 
 log = logging.getLogger("artsweep")
 # a new SQLite store announces its schema set-up at INFO ("Creating initial MLflow database tables..."): noise
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
-STUDY_TAG = "artsweep.study"          # "1" on the parent run
+STUDY_TAG = "artsweep.study"  # "1" on the parent run
 SPLIT_MANIFEST = "dataset/splits.csv"  # artifact of the parent run: the split every trial reads
 TRIAL_ID_TAG = "trial_id"
-SUPERSEDED_TAG = "superseded"          # "true" on a child run replaced by a newer run of the same trial
-DRIVER_TAGS = ("driver_host", "driver_pid")   # on the parent run: which process runs the study now
-HEARTBEAT_TAG = "heartbeat"            # on the parent run: unix time of the driver's last sign of life
-PHASE_TAG = "phase"                    # on a trial run: recipe (a family's published recipe, tried first), search,
-                                       # confirm or final (trainables.rerun)
-NOTE_TAG = "mlflow.note.content"       # a run's (or experiment's) description in the MLflow UI, markdown
-
+SUPERSEDED_TAG = "superseded"  # "true" on a child run replaced by a newer run of the same trial
+DRIVER_TAGS = ("driver_host", "driver_pid")  # on the parent run: which process runs the study now
+HEARTBEAT_TAG = "heartbeat"  # on the parent run: unix time of the driver's last sign of life
+PHASE_TAG = "phase"  # on a trial run: recipe (a family's published recipe, tried first), search,
+# confirm or final (trainables.trial.rerun)
+NOTE_TAG = "mlflow.note.content"  # a run's (or experiment's) description in the MLflow UI, markdown
 
 
 def default_uri(workdir: Path) -> str:
@@ -58,9 +60,11 @@ def is_local_uri(uri: str) -> bool:
 def check_reachable(uri: str, must_exist: bool = False) -> None:
     """Raise ConnectionError with what to do when the tracking store cannot be used. `must_exist`: a
     SQLite file that is not there is an error (reading a study), not a new empty store (starting one)."""
-    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise ConnectionError(f"no MLflow store at {uri}; run this where tune.py ran (it writes ./mlflow.db) "
-                              "or pass the study's --mlflow-uri")
+    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        raise ConnectionError(
+            f"no MLflow store at {uri}; run this where tune.py ran (it writes ./mlflow.db) "
+            "or pass the study's --mlflow-uri"
+        )
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # mlflow raises several types for bad URIs and dead servers
@@ -73,8 +77,16 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
 # What kind of experiment this is, for MLflow (3.17's UI opens the view its global GenAI / Model training switch
 # names, so the links artsweep prints carry workflowType=machine_learning as well)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path | None,
-                description: str = "", view_params: Sequence[str] = ()) -> tuple[str, str]:
+
+
+def setup_study(
+    uri: str,
+    experiment: str,
+    params: Mapping,
+    artifact_root: Path | None,
+    description: str = "",
+    view_params: Sequence[str] = (),
+) -> tuple[str, str]:
     """(experiment_id, parent_run_id). A local store keeps artifacts under `artifact_root`. The experiment is
     tagged as model training, carries `description` (the UI's description: the latest study's) and the saved
     view of its trials (runs_view, with `view_params` as param columns)."""
@@ -88,8 +100,11 @@ def setup_study(uri: str, experiment: str, params: Mapping, artifact_root: Path 
     view = dict([mlflow_ui.runs_view(view_params)])
     for key, value in {**EXPERIMENT_KIND, **view, **({NOTE_TAG: description} if description else {})}.items():
         client.set_experiment_tag(exp_id, key, value)
-    run = client.create_run(exp_id, run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
-                            tags={STUDY_TAG: "1", **({NOTE_TAG: description} if description else {})})
+    run = client.create_run(
+        exp_id,
+        run_name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={STUDY_TAG: "1", **({NOTE_TAG: description} if description else {})},
+    )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return exp_id, run.info.run_id
 
@@ -102,8 +117,8 @@ def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plot
     client.log_dict(parent_run_id, report, "dataset/report.json")
 
 
-SETTINGS = "study/settings.json"   # artifact of the parent run: the RunSettings --resume rebuilds
-SPACE = "study/space.json"         # artifact of the parent run: the searched distributions (Optuna JSON), fixed values
+SETTINGS = "study/settings.json"  # artifact of the parent run: the RunSettings --resume rebuilds
+SPACE = "study/space.json"  # artifact of the parent run: the searched distributions (Optuna JSON), fixed values
 
 
 def log_study(uri: str, parent_run_id: str, settings: Mapping, space: Mapping) -> None:
@@ -130,8 +145,12 @@ def latest_study(client: MlflowClient, experiment: str):
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise LookupError(f"no MLflow experiment named {experiment!r}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '1'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '1'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
         raise LookupError(f"experiment {experiment!r} holds no artsweep study")
     return exp, runs[0]
@@ -152,19 +171,28 @@ def reopen_study(uri: str, parent_run_id: str) -> None:
 
 def claim_study(uri: str, parent_run_id: str) -> None:
     """Record this process as the study's driver, with a first heartbeat."""
-    MlflowClient(uri).log_batch(parent_run_id, tags=[
-        RunTag(DRIVER_TAGS[0], socket.gethostname()), RunTag(DRIVER_TAGS[1], str(os.getpid())),
-        RunTag(HEARTBEAT_TAG, str(int(time.time())))])
+    MlflowClient(uri).log_batch(
+        parent_run_id,
+        tags=[
+            RunTag(DRIVER_TAGS[0], socket.gethostname()),
+            RunTag(DRIVER_TAGS[1], str(os.getpid())),
+            RunTag(HEARTBEAT_TAG, str(int(time.time()))),
+        ],
+    )
 
 
 def objective_histories(uri: str, experiment_id: str, parent_run_id: str) -> dict[str, list[float]]:
     """{trial_id: objective per epoch} of every (non-superseded) trial run of a study: what ASHA's rungs held."""
     client = MlflowClient(uri)
     out = {}
-    for run in client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
-                                  max_results=10_000):
-        if run.data.tags.get(SUPERSEDED_TAG) != "true" and TRIAL_ID_TAG in run.data.tags and \
-                run.data.tags.get(PHASE_TAG, "search") in ("recipe", "search"):   # the search's rungs only
+    for run in client.search_runs(
+        [experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'", max_results=10_000
+    ):
+        if (
+            run.data.tags.get(SUPERSEDED_TAG) != "true"
+            and TRIAL_ID_TAG in run.data.tags
+            and run.data.tags.get(PHASE_TAG, "search") in ("recipe", "search")
+        ):  # the search's rungs only
             hist = sorted(client.get_metric_history(run.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
             out[run.data.tags[TRIAL_ID_TAG]] = [m.value for m in hist]
     return out
@@ -179,20 +207,31 @@ def live_driver(parent, stale_s: float = 180.0) -> str | None:
     host, pid, beat = tags.get(DRIVER_TAGS[0]), tags.get(DRIVER_TAGS[1]), float(tags.get(HEARTBEAT_TAG, 0))
     if host == socket.gethostname() and pid:
         import psutil
+
         alive = psutil.pid_exists(int(pid)) and int(pid) != os.getpid()
         return f"its driver (pid {pid}) is running on this machine" if alive else None
     age = time.time() - beat
     return f"its driver on {host} beat {age:.0f} s ago" if age < stale_s else None
 
 
-def open_trial_run(uri: str, experiment_id: str, parent_run_id: str, trial_id: str, trial_name: str,
-                   params: Mapping, tags: Mapping, dataset: Mapping | None = None) -> tuple[str, list[dict] | None]:
+def open_trial_run(
+    uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    trial_id: str,
+    trial_name: str,
+    params: Mapping,
+    tags: Mapping,
+    dataset: Mapping | None = None,
+) -> tuple[str, list[dict] | None]:
     """(run id, None) of the trial's child run, to train in; or (run id, its per-epoch metrics) when the trial
     already FINISHED before the study was restarted, which must not train again. One run per trial: a trial
     Tune starts again (a resumed study) continues its own run; an older duplicate is tagged superseded.
     Waits out a tracking server that is restarting (tracking.retrying)."""
-    return retrying(lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset),
-                    f"opening the MLflow run of trial {trial_id}")
+    return retrying(
+        lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset),
+        f"opening the MLflow run of trial {trial_id}",
+    )
 
 
 def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset):
@@ -220,11 +259,16 @@ def history(client: MlflowClient, run) -> list[dict]:
     return [epochs[k] for k in sorted(epochs)]
 
 
-def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags,
-                      dataset=None) -> str:
-    run = client.create_run(experiment_id, tags={
-        MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: trial_name, TRIAL_ID_TAG: trial_id,
-        **{k: str(v) for k, v in tags.items()}})
+def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset=None) -> str:
+    run = client.create_run(
+        experiment_id,
+        tags={
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            MLFLOW_RUN_NAME: trial_name,
+            TRIAL_ID_TAG: trial_id,
+            **{k: str(v) for k, v in tags.items()},
+        },
+    )
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     mlflow_ui.log_input(client, run.info.run_id, dataset, "train/val")
     return run.info.run_id
@@ -251,9 +295,11 @@ def fetch_artifact(uri: str, run_id: str, artifact: str, folder: str) -> str:
 
 
 def _trial_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str) -> list:
-    return client.search_runs([experiment_id], filter_string=(
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"),
-        order_by=["attributes.start_time DESC"])
+    return client.search_runs(
+        [experiment_id],
+        filter_string=(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and tags.{TRIAL_ID_TAG} = '{trial_id}'"),
+        order_by=["attributes.start_time DESC"],
+    )
 
 
 def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str):
@@ -265,8 +311,10 @@ def find_trial_run(client: MlflowClient, experiment_id: str, parent_run_id: str,
 def close_study(uri: str, experiment_id: str, parent_run_id: str, status: str) -> list[str]:
     """End the parent run and any child run still RUNNING (as KILLED). Returns the ids it had to kill."""
     client = MlflowClient(uri)
-    left = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'"))
+    left = client.search_runs(
+        [experiment_id],
+        filter_string=(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and attributes.status = 'RUNNING'"),
+    )
     for r in left:
         client.set_terminated(r.info.run_id, status="KILLED")
     client.set_terminated(parent_run_id, status=status)

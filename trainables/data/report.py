@@ -1,5 +1,6 @@
 """The dataset report printed at study start and logged to the MLflow parent run (dataset/ artifacts):
 class counts per split, image sizes, formats, skipped files, and the class mix the sampler will draw."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.data import Source, Splits
+from trainables.data.dataset import Source, Splits
 
-SAMPLER_POWERS = (0.0, 0.5, 1.0)   # natural, 1/sqrt(n) (the WikiArt study), balanced
+SAMPLER_POWERS = (0.0, 0.5, 1.0)  # natural, 1/sqrt(n) (the WikiArt study), balanced
 
 
 def _share(counts: np.ndarray, power: float) -> list:
@@ -24,8 +25,10 @@ def dataset_report(source: Source, splits: Splits) -> dict:
     sides = np.array([max(w, h) for _, w, h in source.info]) if source.info else np.zeros(1)
     return {
         "classes": splits.classes,
-        "counts": {part: np.bincount(splits.labels[getattr(splits, part)], minlength=n).tolist()
-                   for part in ("train", "val", "test")},
+        "counts": {
+            part: np.bincount(splits.labels[getattr(splits, part)], minlength=n).tolist()
+            for part in ("train", "val", "test")
+        },
         "imbalance": float(train_counts.max() / max(1, train_counts.min())),
         "sampled_share": {str(p): _share(train_counts, p) for p in SAMPLER_POWERS},
         "long_side_px": {q: int(np.percentile(sides, q)) for q in (0, 25, 50, 75, 100)},
@@ -38,17 +41,21 @@ def dataset_report(source: Source, splits: Splits) -> dict:
 
 def summary_lines(report: dict) -> list[str]:
     c = report["counts"]
-    return [f"classes {len(report['classes'])}, train/val/test {sum(c['train'])}/{sum(c['val'])}/{sum(c['test'])}, "
-            f"imbalance {report['imbalance']:.1f}:1, long side {report['long_side_px'][0]}-"
-            f"{report['long_side_px'][100]} px (median {report['long_side_px'][50]}), formats {report['formats']}, "
-            f"{len(report['skipped'])} skipped"]
+    return [
+        f"classes {len(report['classes'])}, train/val/test {sum(c['train'])}/{sum(c['val'])}/{sum(c['test'])}, "
+        f"imbalance {report['imbalance']:.1f}:1, long side {report['long_side_px'][0]}-"
+        f"{report['long_side_px'][100]} px (median {report['long_side_px'][50]}), formats {report['formats']}, "
+        f"{len(report['skipped'])} skipped"
+    ]
 
 
 def plot(report: dict, folder: Path) -> list[Path]:
     """classes.png (train counts and the share each sampler power draws) and sizes.png."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     folder.mkdir(parents=True, exist_ok=True)
     classes, n = report["classes"], len(report["classes"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(10, 0.5 * n + 6), 4.5))

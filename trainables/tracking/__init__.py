@@ -1,0 +1,2 @@
+"""The study's MLflow record: parent and child runs (mlflow_runs), writes that survive an outage (outbox), the trial's
+per-epoch recorder (recorder), what the UI shows (mlflow_ui), system metrics (sysmetrics) and artifact names."""

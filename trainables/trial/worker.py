@@ -1,0 +1,289 @@
+"""The per-worker training loop of one trial: Ray Train glue around the pure-torch engine.
+
+Runs in every DDP worker of a trial's TorchTrainer. Every rank reports every epoch (the report is a
+barrier); rank 0 also writes the MLflow child run and the best checkpoint. The trial's TrialConfig (its
+family included) and the study's RunSettings arrive as objects: nothing here looks a family up by name.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import timm.data
+import torch
+
+from trainables import checkpoint, engine
+from trainables.data import cache, dataset, loaders
+from trainables.metrics import (
+    BEST_KEY,
+    IMPROVED_KEY,
+    OBJECTIVE,
+    OBJECTIVE_KEY,
+    PG_KEY,
+    RUN_ID_KEY,
+    SYSTEM_KEY,
+    TAGS_KEY,
+)
+from trainables.pretrained import Weights
+from trainables.tracking import sysmetrics
+from trainables.trial import resume
+
+
+def _loaders(splits: dataset.Splits, cfg, s, image_size: int, norm: dict, rank: int, world: int, device):
+    images, meta, built = cache.open_or_build(
+        splits.paths,
+        image_size,
+        s.resize_policy,  # once per node: reused,
+        storage=s.cache_storage or None,
+    )  # downloaded or built
+    bad = {b["index"] for b in meta["bad"]}  # undecodable files: left out of training and validation
+    # the final fit (trainables.trial.rerun) trains on train + val and validates on nothing: it selects no epoch
+    train_idx = np.asarray([i for i in fit_split(splits, s) if i not in bad], dtype=np.int64)
+    val_idx = np.asarray([i for i in splits.val if i not in bad and not s.train_on_val], dtype=np.int64)[
+        rank::world
+    ]  # gathered later
+    out = loaders.make(
+        images,
+        splits,
+        train_idx,
+        val_idx,
+        image_size=image_size,
+        batch_size=cfg.batch_size,
+        aug_strength=cfg.aug_strength,
+        recipe=cfg.family.augment,
+        sampler_power=cfg.sampler_power,
+        norm=norm,
+        seed=s.seed,
+        rank=rank,
+        world=world,
+        device=device,
+        workers=s.loader_workers,
+        num_samples=s.max_train_images,
+        channels_last=cfg.family.channels_last,
+    )
+    return out, {
+        "split_manifest": f"{s.parent_run_id}/{s.split_manifest}",
+        "decode_cache": meta["key"],
+        "decode_cache_built_by_trial": str(built).lower(),
+        "loader_workers": s.loader_workers,
+    }
+
+
+def fit_split(splits: dataset.Splits, s) -> list[int]:
+    """The images a trial trains on: the train split, and the validation split too in a final fit."""
+    return [*splits.train, *splits.val] if s.train_on_val else list(splits.train)
+
+
+def _loss(cfg, splits: dataset.Splits, s, batch_size: int, device):
+    """Class-weighted cross-entropy, and timm's MixUp/CutMix (soft targets then carry the smoothing)."""
+    weights = dataset.class_weights(splits.labels[fit_split(splits, s)], len(splits.classes), cfg.loss_weight_power).to(
+        device
+    )
+    mix = None
+    if cfg.mixup_prob > 0 and batch_size % 2 == 0:  # Mixup pairs samples within a batch
+        mix = timm.data.Mixup(
+            mixup_alpha=0.3,
+            cutmix_alpha=1.0,
+            prob=cfg.mixup_prob,
+            label_smoothing=cfg.label_smoothing,
+            num_classes=len(splits.classes),
+        )
+    return torch.nn.CrossEntropyLoss(weight=weights, label_smoothing=0.0 if mix else cfg.label_smoothing), mix
+
+
+def _model(cfg, s, num_classes: int):
+    """The family's model, and (input side, normalisation) its weights were trained with."""
+    family = cfg.family
+    weights = Weights(s.pretrained if family.pretrained else "none", s.weights_dir or None)
+    image_size = s.image_size or family.image_size
+    model = family.build(cfg, num_classes, image_size, weights)
+    data_cfg = timm.data.resolve_model_data_config(model)
+    if not s.image_size and family.pretrained:  # the weights' own input size (EfficientNetV2-S 300, Xception 299)
+        image_size = data_cfg["input_size"][-1]
+    return model, image_size, {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
+
+
+def _restore(model, optimizer, scheduler, scaler, rank: int) -> resume.Progress:
+    """Continue from the trial's latest resume checkpoint after a worker was lost (Train restarted the group),
+    or start fresh."""
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return resume.Progress()
+    with ckpt.as_directory() as folder:
+        return resume.load(Path(folder), rank, model, optimizer, scheduler, scaler)
+
+
+def _report(
+    values: dict,
+    progress: resume.Progress,
+    objects: tuple,
+    rank: int,
+    extra: dict,
+    best=None,
+    system: dict | None = None,
+) -> None:
+    """Every rank reports (the report is a barrier) with its part of the resume checkpoint; rank 0's report
+    also carries `extra` (recorder keys) and, at a new best, the best checkpoint `best(folder)` writes.
+    The controller's EpochRecorder logs it to MLflow once Ray has kept the checkpoint."""
+    with tempfile.TemporaryDirectory(prefix="artsweep-resume-") as folder:  # Ray copies it to storage
+        resume.save(Path(folder), rank, progress, *objects)
+        if rank == 0 and best is not None:
+            best(Path(folder))
+        ray.train.report(
+            {
+                **values,
+                **(extra if rank == 0 else {}),
+                IMPROVED_KEY: best is not None,
+                **({SYSTEM_KEY: system} if system else {}),
+            },
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+        )
+
+
+def _setup(cfg, s, splits, rank: int, world: int) -> dict:
+    """Model, data, optimizer, schedule, AMP and loss of one worker, as a dict of the pieces the loop uses."""
+    device = ray.train.torch.get_device()
+    engine.tune_backend(device)
+    model, image_size, norm = _model(cfg, s, len(splits.classes))
+    if cfg.family.channels_last:  # NHWC: faster convolutions (tensor cores on GPU, oneDNN on CPU)
+        model = model.to(memory_format=torch.channels_last)
+    data_path, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world, device)
+    torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
+    ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
+    if s.compile:  # --compile: torch.compile the training forward (evaluation keeps the eager module)
+        ddp_model = torch.compile(ddp_model)
+    optimizer = engine.make_optimizer(
+        model,
+        cfg.lr,
+        cfg.weight_decay,
+        head=cfg.family.trainable_parameters(model),
+        layer_decay=cfg.get("layer_decay", 0.0),
+        backbone_lr_scale=cfg.get("backbone_lr_scale", 1.0),
+    )
+    scheduler = engine.make_scheduler(optimizer, len(data_path.train), s.max_epochs, cfg.warmup_epochs)
+    amp_dtype, scaler = engine.amp_setup(s.amp, device)
+    loss_fn, mix = _loss(cfg, splits, s, data_path.train.loader.batch_size, device)
+    return dict(
+        device=device,
+        model=model,
+        ddp_model=ddp_model,
+        image_size=image_size,
+        norm=norm,
+        sampler=data_path.sampler,
+        train_loader=data_path.train,
+        val_loader=data_path.val,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        loss_fn=loss_fn,
+        mix=mix,
+        tags={**data_tags, "node_id": ray.get_runtime_context().get_node_id()},
+    )
+
+
+def _saver(w: dict, cfg, splits: dataset.Splits, s, values: dict):
+    """What writes the best checkpoint (model.pt) of the epoch `values` reports, into a report's folder."""
+    return functools.partial(
+        checkpoint.save,
+        model=w["model"],
+        classes=splits.classes,
+        cfg=cfg,
+        image_size=w["image_size"],
+        norm=w["norm"],
+        resize_policy=s.resize_policy,
+        epoch=int(values["epoch"]),
+        values=values,
+    )
+
+
+def train_loop_per_worker(config: dict) -> None:
+    t0 = time.perf_counter()
+    cfg, s = config["trial"], config["settings"]  # TrialConfig, RunSettings
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
+    torch.manual_seed(s.seed)
+    random.seed(s.seed * 1000 + rank)  # timm's random erasing draws from Python's generator
+    system = sysmetrics.Sampler() if ctx.get_local_rank() == 0 else None  # one per node of the trial
+    splits = dataset.parse_manifest(
+        config["manifest"], list(s.classes)
+    )  # the driver fetched it (driver.split_manifest)
+    w = _setup(cfg, s, splits, rank, world)
+    objects = (w["model"], w["optimizer"], w["scheduler"], w["scaler"])
+    progress = _restore(*objects, rank)
+    extra = {
+        TAGS_KEY: {**w["tags"], **({"resumed_from_epoch": progress.epochs} if progress.epochs else {})},
+        PG_KEY: ray.get_runtime_context().get_placement_group_id() or "",
+        RUN_ID_KEY: config["run_id"],
+    }
+    setup_s = time.perf_counter() - t0
+    if progress.epochs >= s.max_epochs and progress.history:
+        # restored from the checkpoint of its last epoch, whose report nothing took (the study's driver was killed
+        # between the two): report that epoch again, so MLflow records it and Tune sees the trial end
+        last = progress.history[-1]
+        _report(
+            last,
+            progress,
+            objects,
+            rank,
+            extra,
+            _saver(w, cfg, splits, s, last) if s.train_on_val or last.get(OBJECTIVE_KEY) == progress.best else None,
+        )
+
+    for epoch in range(progress.epochs, s.max_epochs):
+        t_epoch = time.perf_counter()
+        w["sampler"].set_epoch(epoch)
+        engine.set_backbone_frozen(w["optimizer"], epoch < cfg.get("freeze_epochs", 0))
+        values, progress.step = engine.train_one_epoch(
+            w["ddp_model"],
+            w["train_loader"],
+            w["optimizer"],
+            w["scheduler"],
+            w["loss_fn"],
+            w["device"],
+            amp_dtype=w["amp_dtype"],
+            scaler=w["scaler"],
+            grad_clip=cfg.grad_clip,
+            step=progress.step,
+            mix=w["mix"],
+        )
+        t_train = time.perf_counter() - t_epoch
+        values["train_images_per_s"] = values.pop("train_images") / t_train  # all ranks together
+        if not s.train_on_val:
+            values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
+        # scheduled_lr: the LR the schedule reached this epoch (the searched peak is the param `lr`)
+        values.update(
+            epoch=epoch + 1,
+            scheduled_lr=max(g["lr"] for g in w["optimizer"].param_groups),
+            time_train_s=t_train,
+            time_val_s=time.perf_counter() - t_epoch - t_train,
+            time_setup_s=setup_s,
+            time_import_s=config.get("time_import_s", 0.0),
+        )  # the training stack's imports, once
+        if s.train_on_val:  # nothing to select by: the model of the last epoch is the final fit
+            improved = epoch + 1 == s.max_epochs
+        else:
+            improved = OBJECTIVE.better(values[OBJECTIVE_KEY], progress.best)
+            progress.best = values[OBJECTIVE_KEY] if improved else progress.best
+            # the running best: what the MLflow UI sorts trials by (its columns show a metric's last value)
+            values[BEST_KEY] = progress.best
+        progress.history.append(values)
+        _report(
+            values,
+            progress,
+            objects,
+            rank,
+            extra,
+            _saver(w, cfg, splits, s, values) if improved else None,
+            system and sysmetrics.metric_names(system.take(), ctx.get_node_rank()),
+        )
+        extra = {k: extra[k] for k in (PG_KEY, RUN_ID_KEY)}  # tags go once per worker group
