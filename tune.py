@@ -82,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg(
         "--compile",
         action="store_true",
-        help="torch.compile each trial's model (slower start, faster steps on GPUs; see README 'GPU data path')",
+        help="torch.compile each trial's model (slower start, faster steps on GPUs; figures in docs/benchmarks.md)",
     )
     arg(
         "--pretrained",
@@ -111,13 +111,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "in the same MLflow parent run; other flags are taken from the study",
     )
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
-    arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (README: Recipes)")
+    arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (docs/recipes.md)")
     arg(
         "--confirm",
         type=int,
         metavar="K",
         help="after the search, train its K best distinct configurations again with "
-        "new seeds, all epochs; the winner is the best mean (default 3 with >= 8 trials, else 0 = off; README: Phases)",
+        "new seeds, all epochs; the winner is the best mean (default 3 when --num-samples, or the 8 trials of a "
+        "study without it or a budget, is >= 8, else 0 = off; docs/architecture.md#phases)",
     )
     arg("--confirm-seeds", type=int, default=3, metavar="S", help="new seeds per confirmed configuration (default 3)")
     arg(

@@ -21,9 +21,10 @@ from trainables.data.decode import BadImage
 def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | None) -> checkpoint.Classifier:
     if checkpoint_path:
         return checkpoint.load(checkpoint_path)
+    # mlflow.pyfunc takes seconds to import: only for --model (a --checkpoint needs none of MLflow)
     import mlflow
 
-    from analysis.registry import using_tracking_uri
+    from analysis.reading.mlflow_env import using_tracking_uri
 
     # The registered pyfunc (analysis.serving.ImageClassifier) holds the Classifier it loaded.
     with using_tracking_uri(mlflow_uri):

@@ -2,7 +2,7 @@
 
 The model is a pyfunc wrapping a trial's checkpoint (checkpoint/model.pt); predictions go through
 trainables.checkpoint.Classifier, so they apply training's exact validation preprocessing.
-analysis.registry logs and registers it (with requirements() and code_paths() from here);
+analysis.publishing.models logs and registers it (with requirements() and code_paths() from here);
 analysis.scoring_server runs it behind the real `mlflow models serve`.
 
 Request (JSON, POST /invocations; the image file's bytes base64-encoded; `params` optional, k defaults to 5):
@@ -18,11 +18,13 @@ analysis/ module), so the model loads on a machine without this checkout.
 
 from __future__ import annotations
 
+import ast
 import base64
 import binascii
 import io
 import json
 import shutil
+import sys
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -47,8 +49,6 @@ SIGNATURE = ModelSignature(
     outputs=Schema([ColSpec(Array(DataType.string), "classes"), ColSpec(Array(DataType.double), "probabilities")]),
     params=ParamSchema([ParamSpec("k", DataType.long, DEFAULT_K)]),
 )
-# Installed into the model's environment only with --env-manager virtualenv/uv/conda; `local` uses this one.
-REQUIREMENTS = ("mlflow", "torch", "torchvision", "timm", "optuna", "numpy", "pandas", "Pillow")
 # What the served model imports from this project: whole packages (trainables.checkpoint builds the model
 # through search_spaces), plus this one module of analysis/ (the pickled ImageClassifier refers to
 # analysis.serving.ImageClassifier).
@@ -160,14 +160,55 @@ def example_image() -> bytes:
 
 
 def requirements() -> list[str]:
-    """REQUIREMENTS pinned to the versions installed here (the model's pip_requirements)."""
-    out = []
-    for dist in REQUIREMENTS:
-        try:  # "2.15.0+cpu" -> "2.15.0": local version labels are not on PyPI
-            out.append(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")
-        except importlib_metadata.PackageNotFoundError:
-            out.append(dist)
-    return out
+    """The model's pip_requirements, installed into its environment only with --env-manager virtualenv/uv/conda
+    (`local` uses this one): every distribution providing a module the served code imports, pinned to the
+    version installed here. Found by reading the code (imported_modules), so a new import cannot be left out."""
+    owners = importlib_metadata.packages_distributions()  # top-level module -> the distributions providing it
+    imported = imported_modules()
+    missing = sorted(imported - set(owners))
+    if missing:
+        raise LookupError(f"the served model imports {missing}, which no installed distribution provides")
+    out = set()
+    for dist in {d for name in imported for d in owners[name]}:
+        # "2.15.0+cpu" -> "2.15.0": local version labels are not on PyPI
+        out.add(f"{dist}=={importlib_metadata.version(dist).split('+')[0]}")
+    return sorted(out, key=str.lower)
+
+
+def imported_modules() -> set[str]:
+    """Top-level names of the modules outside this project and the standard library that the served code
+    imports: this module's imports, and those of every project module they reach, at any depth (imports inside
+    functions and TYPE_CHECKING blocks included: a superset of what loading and predicting run). The project's
+    own imports are absolute (`from trainables.data import augment`), which is what this follows."""
+    project = {*CODE_PACKAGES, *CODE_MODULES}
+    todo, seen, found = [Path(__file__).resolve()], set(), set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:  # `from m import x`: x may be a submodule
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top in project:
+                    todo.extend(_module_files(name))
+                elif top not in sys.stdlib_module_names:
+                    found.add(top)
+    return found
+
+
+def _module_files(name: str) -> list[Path]:
+    """The files Python runs to import project module `name` (a.b.c): a/__init__.py, a/b/__init__.py, then
+    a/b/c.py or a/b/c/__init__.py; none for a name that is not a module (`from a.b import some_function`)."""
+    parts = name.split(".")
+    files = [ROOT.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+    return [f for f in (*files, ROOT.joinpath(*parts[:-1], f"{parts[-1]}.py")) if f.is_file()]
 
 
 def code_paths(tmp: Path) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from analysis.runs import study_parser
+from analysis.reading.runs import study_parser
 from trainables.config import RunSettings
 from trainables.tracking import mlflow_runs
 from trainables.tracking.outbox import pending, send_pending

@@ -20,9 +20,12 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from analysis import ensemble, scores, winner
-from analysis.confirm import best_run, confirmed, finals, searched
-from analysis.runs import latest_study, trial_rows
+from analysis.reading import ensemble, scores
+from analysis.reading.confirm import best_run, confirmed, finals, searched
+from analysis.reading.evaluation import test_scores
+from analysis.reading.runs import trial_rows
+from trainables import checkpoint
+from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +62,10 @@ def figures(client: MlflowClient, experiment: str) -> dict:
     search, conf = searched(rows), confirmed(rows)
     best = best_run(rows)
     top = ensemble.members(rows, 3)
-    probs, targets = ensemble.predict(client, top, parent)
-    ens = scores.point_metrics(ensemble.as_logits(ensemble.average(list(probs.values()))), targets, n_boot=0)
+    probs, targets = ensemble.member_probabilities(client, top, parent)
+    ens = scores.point_metrics(ensemble.as_logits(checkpoint.average(list(probs.values()))), targets, n_boot=0)
     recipe = next((r for r in search if r.phase == "recipe" and r.epochs), None)
-    recipe_test = winner.test_scores(client, recipe, parent)[0] if recipe else {}
+    recipe_test = test_scores(client, recipe, parent)[0] if recipe else {}
     final = finals(rows)
     return {
         "experiment": experiment,

@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO))
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from analysis import leaderboard, runs  # noqa: E402
-from analysis.runs import latest_study  # noqa: E402
+from analysis.reading import board, runs  # noqa: E402
 from tests.servers import MlflowServer  # noqa: E402
 from tests.test_leaderboard import history_ranking, log_study, synthetic_trials  # noqa: E402
+from trainables.tracking.mlflow_runs import latest_study  # noqa: E402
 
 EXPERIMENT = "leaderboard-bench"
 
@@ -106,7 +106,7 @@ def main() -> None:
         finally:
             server.stop()
     lines = cli[-1][1]
-    assert max(map(len, lines)) <= leaderboard.WIDTH, max(lines, key=len)
+    assert max(map(len, lines)) <= board.WIDTH, max(lines, key=len)
     assert sum(line.split()[1:2] == [r.name] for line, r in zip(lines[lines.index("") + 2 :], rows)) == len(rows)
     figures = {
         "trials": a.trials,

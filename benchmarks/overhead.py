@@ -28,7 +28,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import latest_study, trial_rows
+from analysis.reading.runs import trial_rows
+from trainables.tracking.mlflow_runs import latest_study
 
 PHASES = ("driver", "controller", "workers", "imports", "setup", "train", "val", "reports", "teardown")
 RAY_LOGS = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs" / "train"

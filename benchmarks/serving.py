@@ -7,7 +7,7 @@ No Ray, no study: per model (family:arch@image_size, random weights, Weights("no
 cnn:resnet50@224 work offline too) a checkpoint is written as a trial would, and N JPEGs (built-in dataset
 renders resized to --jpeg-size) are classified from their file bytes. Locally: top_k at batch 1 and 32
 (best of --rounds), split into decode+preprocess (Classifier.preprocess) and the forward pass (batch 32).
-Over HTTP: the checkpoint is registered in a temp SQLite store (analysis.registry.register) and served by
+Over HTTP: the checkpoint is registered in a temp SQLite store (analysis.publishing.models.register) and served by
 the real `mlflow models serve --env-manager local` (analysis.scoring_server) with the same thread count;
 start-up = launch to /ping, then p50/p95 latency of 1-image requests and images/s of 32-image requests (base64 JSON, keep-alive).
 """
@@ -29,7 +29,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from analysis import registry
+from analysis.publishing import models
 from analysis.scoring_server import scoring_server
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
@@ -187,7 +187,7 @@ def main() -> None:
                 run = client.create_run(exp, run_name=spec)  # a trial's run holding checkpoint/model.pt
                 client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
                 client.set_terminated(run.info.run_id)
-                registry.register(client, run.info.run_id, f"bench{i}")
+                models.register(client, run.info.run_id, f"bench{i}")
                 row.update(bench_http(uri, f"bench{i}", jpegs, tmp, a))
             rows.append(row)
     # images/s = throughput; ms/image = wall time per image; startup s = launch to first 200 on /ping

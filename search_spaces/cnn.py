@@ -1,6 +1,6 @@
 """`cnn`: pretrained timm CNNs fine-tuned with a new head.
 
-Priors (shared/SEEDS.md): AdamW 1e-4, batch 32, weight decay 1e-4..5e-3, label smoothing 0.1; ResNet-50
+Priors (docs/recipes.md): AdamW 1e-4, batch 32, weight decay 1e-4..5e-3, label smoothing 0.1; ResNet-50
 reached 61.8 % and EfficientNetV2-S 60.5 % macro F1 on WikiArt styles; ConvNeXt-Tiny 0.943 F1 on 31 artists
 with a lower backbone LR. Run:  python tune.py --family cnn --data /data/wikiart
 """

@@ -1,6 +1,6 @@
 """`hybrid`: the CNN-RNN of seed 003, a pretrained ResNet-50 feature map read by row and column GRUs.
 
-Priors (shared/SEEDS.md, 003): AdamW 8e-4 for the new modules and 1.5e-4 for the backbone (scale ~0.19),
+Priors (docs/recipes.md, 003): AdamW 8e-4 for the new modules and 1.5e-4 for the backbone (scale ~0.19),
 label smoothing 0.03, early backbone frozen for some epochs, grad clip 1.0.
 Run:  python tune.py --family hybrid --data /data/wikiart
 """

@@ -1,6 +1,6 @@
 """`scratch`: CNNs trained from random init, the seeds' SimpleCNN and DeepCNN (CPU-friendly).
 
-Priors from the WikiArt study (shared/SEEDS.md, 000): AdamW 5e-4, batch 32-128, weight decay 1e-4,
+Priors from the WikiArt study (docs/recipes.md, 000): AdamW 5e-4, batch 32-128, weight decay 1e-4,
 label smoothing 0.1, dropout 0.3 (SimpleCNN) / 0.5 (DeepCNN); reached ~48 % / ~55 % macro F1 on 27 styles.
 Run:  python tune.py --family scratch
 """

@@ -35,6 +35,10 @@ BASE: dict[str, Any] = {
     "grad_clip": 1.0,  # clip the global gradient norm at this value; 0 disables
 }
 FAMILY_PARAM = "family"  # the one unqualified name of an `all` study
+# The knobs of BASE that tell trials apart at a glance, most telling first: shown when a trial starts, in the
+# MLflow runs view and in the leaderboard (a --family all study qualifies them: `cnn.lr`); every other knob
+# is in each trial's MLflow run and the leaderboard's CSV.
+KEY_PARAMS = ("lr", "batch_size", "aug_strength", "sampler_power", "weight_decay")
 
 from search_spaces.hooks import last_stage, timm_classifier  # noqa: E402
 
@@ -86,7 +90,7 @@ class Family:
     build: Callable  # (cfg: TrialConfig, num_classes, image_size, weights: Weights) -> nn.Module
     standins: Mapping[str, str] = field(default_factory=dict)  # CPU-sized stand-ins (--smoke / --standins)
     space: Mapping[str, Any] = field(default_factory=dict)  # BASE overrides and the family's own knobs
-    # published recipes (shared/SEEDS.md) as plain dicts {param: value}: a study's first trials, before TPE
+    # published recipes (docs/recipes.md) as plain dicts {param: value}: a study's first trials, before TPE
     # proposes anything, so it is never worse than the recipe on the user's data; each must be a point of
     # the family's space (its real architectures); knobs a recipe leaves out are sampled
     recipes: tuple = ()
@@ -134,6 +138,12 @@ class Family:
     def trainable_parameters(self, model) -> list:
         """Parameters new for this dataset (full LR; the rest is the pretrained backbone)."""
         return list((self.new_parameters or (lambda m: self.head(m).parameters()))(model))
+
+    @property
+    def module(self) -> str:
+        """The module defining the family: its build function's (`search_spaces.cnn`, a plugin's file). A checkpoint
+        records it, so a process where the family is not registered finds it there (search_spaces.get_family)."""
+        return self.build.__module__
 
 
 def _family_from_bytes(blob: bytes) -> Family:

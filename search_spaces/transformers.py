@@ -1,6 +1,6 @@
 """`transformers`: pretrained ViT / CLIP / EVA02 vision transformers fine-tuned with a new head.
 
-Priors (shared/SEEDS.md): ViT-B/16 in21k reached 66.9 % macro F1 on WikiArt styles with AdamW 1e-5,
+Priors (docs/recipes.md): ViT-B/16 in21k reached 66.9 % macro F1 on WikiArt styles with AdamW 1e-5,
 batch 16, weight decay 0.01 and conservative augmentation; transformers need pretraining (seed 001).
 Run:  python tune.py --family transformers --data /data/wikiart
 """

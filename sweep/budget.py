@@ -28,6 +28,8 @@ from typing import Callable, Optional
 
 from ray import tune
 
+from sweep.scheduler import epochs_done
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CLOSE_S = 10.0  # wall seconds a time budget keeps for the study's end: Ray's shutdown, closing the record and the
 # summary take 5-10 s on 2 busy cores
@@ -52,14 +54,15 @@ def parse_duration(text: str) -> float:
 @dataclass
 class _Trial:
     started: float  # clock when Tune started it
-    epochs: int = 0
-    first: Optional[float] = None  # clock at its first report
+    epochs: int = 0  # epochs done (sweep.scheduler.epochs_done): a trial started again continues its count
+    first: Optional[float] = None  # clock at its first report since Tune started it
+    first_epoch: int = 0  # epochs done at that report
     last: Optional[float] = None  # clock at its latest report
 
     def epoch_s(self) -> Optional[float]:
-        """Seconds per epoch after the first (the first one also pays start-up)."""
-        if self.epochs >= 2:
-            return (self.last - self.first) / (self.epochs - 1)
+        """Seconds per epoch after the first one reported (which also paid start-up)."""
+        if self.epochs > self.first_epoch:
+            return (self.last - self.first) / (self.epochs - self.first_epoch)
         return None
 
 
@@ -95,7 +98,7 @@ class Budget:
             return
         now = self.clock()
         if t.first is None:
-            t.first = now
+            t.first, t.first_epoch = now, epochs
             self._first_s.append(now - t.started)
         t.epochs, t.last = epochs, now
 
@@ -219,7 +222,7 @@ class BudgetStopper(tune.Stopper):
         b = active()
         if b is None:
             return False
-        b.reported(trial_id, int(result.get("training_iteration", 0)))
+        b.reported(trial_id, epochs_done(result))
         if b.limited and b.should_stop(trial_id):
             b.cut.add(trial_id)
             return True

@@ -16,7 +16,8 @@ from ray import tune
 from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from sweep import budget
-from sweep.events import ending, epochs_done, error_text
+from sweep.events import ending, error_text
+from sweep.scheduler import epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import PG_KEY, REPLAYED_KEY, RUN_ID_KEY
 from trainables.tracking import mlflow_runs

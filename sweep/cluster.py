@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from trainables.paths import local_path
 from trainables.tracking.mlflow_runs import is_local_uri
 
 NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "ceph", "glusterfs", "beegfs", "fuse.")
@@ -29,9 +30,8 @@ def on_network_fs(path: str, mounts: str = "/proc/mounts") -> bool:
 
 def shared_storage(storage: str) -> bool:
     """Whether every node reaches `storage`: an object-store URI (s3://, gs://...) or a network filesystem."""
-    if "://" in storage and not storage.startswith("file://"):
-        return True
-    return on_network_fs(storage.removeprefix("file://"))
+    local = local_path(storage)
+    return local is None or on_network_fs(local)
 
 
 def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> list[str]:

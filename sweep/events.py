@@ -11,13 +11,15 @@ from typing import Optional
 
 from ray import tune
 
+from search_spaces.space import KEY_PARAMS
 from sweep import budget, console
+from sweep.scheduler import epochs_done
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY, REPLAYED_KEY
 from trainables.trial import rerun
 
 # shown when a trial starts (their study names end with these: `cnn.lr` in a --family all study);
 # every other searched value is in the trial's MLflow run and the leaderboard
-KEY_PARAMS = ("family", "arch", "lr", "batch_size", "aug_strength", "sampler_power")
+STARTED_PARAMS = ("family", "arch", *KEY_PARAMS)
 REFRESH_S = 1.0  # the progress line's clock ticks at most this often
 
 
@@ -35,7 +37,7 @@ def key_params(config: dict) -> str:
     values, again = rerun.split(config)
     out = [f"seed={again.seed}", f"epochs={again.epochs}"] if again else []
     for key, value in values.items():
-        if key.rsplit(".", 1)[-1] in KEY_PARAMS:
+        if key.rsplit(".", 1)[-1] in STARTED_PARAMS:
             out.append(f"{key}={short(value)}")
     return " ".join(out)
 
@@ -51,13 +53,6 @@ def short(value) -> str:
     if isinstance(value, float):
         return f"{value:.2e}" if abs(value) < 1e-2 and value else f"{value:.3g}"
     return str(value)
-
-
-def epochs_done(result: dict) -> int:
-    """The epochs a trial has trained, from its latest result: the worker's own epoch number (a trial whose workers
-    restarted from a checkpoint counts its earlier epochs, which Tune's training_iteration does not); Tune's count
-    for a record handed back on --resume (its epochs are all there)."""
-    return int(result.get("epoch") or result.get("training_iteration", 0))
 
 
 def rungs(max_t: int, grace: int, reduction_factor: float) -> list[int]:

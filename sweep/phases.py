@@ -19,19 +19,19 @@ import statistics
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.confirm import confirmed, searched
-from analysis.runs import TrialRow, trial_rows
+from analysis.reading.confirm import confirmed, searched
+from analysis.reading.runs import TrialRow, trial_rows
 from sweep import budget
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.console import say
-from sweep.events import TrialEvents, epochs_done
+from sweep.events import TrialEvents
+from sweep.scheduler import epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import RUN_ID_KEY
-from trainables.tracking.mlflow_runs import retrying
+from trainables.tracking.retry import retrying
 from trainables.trial.rerun import RERUN_KEY, Rerun
 
 CONFIRM, FINAL = "confirm", "final"
-CONFIRM_FROM = 8  # --confirm's default: 3 configurations when the study runs at least this many trials, else off
 
 
 def fit(tuner: tune.Tuner):

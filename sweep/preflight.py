@@ -13,6 +13,7 @@ from pathlib import Path
 from search_spaces.space import SearchSpace
 from trainables.config import RunSettings
 from trainables.data import cache
+from trainables.paths import local_path
 from trainables.pretrained import WeightsError, available
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # px: below 16 a stride-16 ViT has one patch; 1024 is 4x ViT-L/14's 518
@@ -56,9 +57,10 @@ def local_capacity() -> tuple[int, int]:
 
 def storage(path: str) -> None:
     """A local --storage folder must be creatable and writable (URIs are checked by their own client later)."""
-    if "://" in path and not path.startswith("file://"):
+    local = local_path(path)
+    if local is None:
         return
-    folder = Path(path.removeprefix("file://")).expanduser()
+    folder = Path(local).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):

@@ -13,16 +13,15 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweep import budget
-from sweep.scheduler import RecordedASHA
+from sweep.scheduler import RecordedASHA, epochs_done
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 
-# ASHA keeps the top 1/4 of each rung (rungs at 1, 4, 16 epochs with grace 1). benchmarks/search.py (README: Search)
+# ASHA keeps the top 1/4 of each rung (rungs at 1, 4, 16 epochs with grace 1). benchmarks/search.py (docs/benchmarks.md)
 # measured it against factors 2 and 3 and grace 2 on mfh3/mfh6 at max_t 5, 15 and 16 (20 seeds each): factor 4
 # reached random search's final best in as few or fewer epochs in every case and found the best configurations
 # on mfh6 (median 2.07-2.39 vs 1.78-2.00 for factor 2), so it replaced factor 2 (more rungs, slower to cut).
@@ -58,9 +57,7 @@ def search_and_scheduler(
     )
     if not early_stopping:
         return search, FIFOScheduler()
-    return search, RecordedASHA(
-        time_attr=TRAINING_ITERATION, max_t=max_t, reduction_factor=reduction_factor, grace_period=grace, record=record
-    )
+    return search, RecordedASHA(max_t=max_t, reduction_factor=reduction_factor, grace_period=grace, record=record)
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -69,7 +66,7 @@ class HonestOptunaSearch(OptunaSearch):
         self.max_t = max_t  # epochs a trial that ran its budget reports (ASHA's max_t)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        cut_short = bool(result) and result.get(TRAINING_ITERATION, 0) < self.max_t
+        cut_short = bool(result) and epochs_done(result) < self.max_t
         if trial_id in self._completed_trials or not (error or cut_short):
             return super().on_trial_complete(trial_id, result, error)
         self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL if error else TrialState.PRUNED)

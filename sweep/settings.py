@@ -26,7 +26,7 @@ DEMO = dict(
     max_epochs=5,
     builtin_image_size=32,  # plain defaults
     # the demo (`python tune.py`, built-in data, no trial count or budget given): as many trials as fit
-    # in this wall time, so it ends inside 2 minutes on 2 idle cores (README: measured figures)
+    # in this wall time, so it ends inside 2 minutes on 2 idle cores (README: the demo's output)
     builtin_time_budget="110s",
 )
 

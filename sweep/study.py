@@ -1,7 +1,7 @@
 """One study: its data, its MLflow parent run, Ray, and Ray Tune (OptunaSearch TPE + ASHA) over trial drivers.
 
 study = Study.start(settings, space, source)      # prints the dataset report, starts Ray and MLflow
-code = study.run()                                # fit, close the record, print the summary
+code = study.run()                                # fit, close the record, crown the winner, print the summary
 code = Study.resume(experiment, storage, uri).run()
 """
 
@@ -19,7 +19,8 @@ import psutil
 import ray
 from ray import tune
 
-from search_spaces.space import SearchSpace
+from analysis.publishing import closing
+from search_spaces.space import KEY_PARAMS, SearchSpace
 from sweep import budget, phases, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
@@ -32,8 +33,10 @@ from trainables.config import RunSettings
 from trainables.data import dataset
 from trainables.data.report import dataset_report, plot, summary_lines
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
+from trainables.paths import cache_root, local_path
 from trainables.tracking import mlflow_runs, mlflow_ui
 from trainables.tracking.outbox import send_pending
+from trainables.tracking.retry import retrying
 from trainables.trial.driver import run_trial
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
@@ -73,14 +76,11 @@ def describe(s: RunSettings, num_classes: int) -> str:
     )
 
 
-log = say  # artsweep's own lines reach the user even while Ray's output goes to the log file
-
-
 def ray_log(s: RunSettings) -> Path:
     """Where Ray's output goes (tune.py prints it once): ray.log in the study's run folder when storage is a
     local or shared path, else this machine's cache. Before the run folder has its name: beside it."""
-    local = s.storage.removeprefix("file://") if "://" not in s.storage or s.storage.startswith("file://") else None
-    base = Path(local) if local else Path.home() / ".cache" / "artsweep" / "logs"
+    local = local_path(s.storage)
+    base = Path(local) if local else cache_root() / "logs"
     return base / s.run_name / "ray.log" if s.run_name else base / f".ray-{os.getpid()}.log"
 
 
@@ -118,13 +118,13 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> 
     splits = dataset.make_splits(source, dataset.VAL_FRACTION, dataset.TEST_FRACTION, s.seed)
     report = dataset_report(source, splits)
     for w in source.warnings:
-        log(f"warning: {w}")
+        say(f"warning: {w}")
     for path, reason in source.skipped[:20]:
-        log(f"skipped {path}: {reason}")
+        say(f"skipped {path}: {reason}")
     if len(source.skipped) > 20:
-        log(f"... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
-    log(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
-    log(
+        say(f"... {len(source.skipped) - 20} more skipped files: dataset/report.json in the MLflow parent run")
+    say(f"data {s.data_dir}: " + "; ".join(summary_lines(report)))
+    say(
         f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
         f"x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
         f"{'stand-in' if s.standins else 'real'} architectures, {weights(s, space)}"
@@ -135,7 +135,7 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> 
 def view_params(space: SearchSpace) -> list[str]:
     """The params the saved runs view shows: what tells trials apart (a --family all study: the family first)."""
     lead = ["family"] if space.qualified else ["arch"]  # params of every trial run (trainables.trial.driver.run_params)
-    return lead + [n for n in ("lr", "batch_size", "aug_strength", "sampler_power") if n in space.distributions()]
+    return lead + [n for n in KEY_PARAMS if n in space.distributions()]
 
 
 def weights(s: RunSettings, space: SearchSpace) -> str:
@@ -154,7 +154,7 @@ class Study:
         self.s, self.space, self.plan, self.tuner, self.t0 = s, space, plan, tuner, t0
         if CONSOLE.log_path is not None:  # now that the run folder has its name
             CONSOLE.move_log(ray_log(s))
-            log(f"Ray's output: {CONSOLE.log_path} (tune.py --verbose shows it here)")
+            say(f"Ray's output: {CONSOLE.log_path} (tune.py --verbose shows it here)")
 
     @classmethod
     def start(
@@ -207,7 +207,7 @@ class Study:
             cache_storage=s.storage if shared_storage(s.storage) else "",
         )
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
-            manifest = dataset.write_manifest(splits, Path(tmp) / Path(s.split_manifest).name)
+            manifest = dataset.write_manifest(splits, Path(tmp) / "splits.csv")
             mlflow_runs.log_dataset(s.mlflow_uri, parent, manifest, report, plot(report, Path(tmp)))
             s = s.replace(dataset=mlflow_ui.dataset_input(manifest, s.data_dir))
             mlflow_ui.log_input(mlflow_runs.MlflowClient(s.mlflow_uri), parent, s.dataset, "train/val/test")
@@ -219,8 +219,8 @@ class Study:
                 splits.paths, s.image_size, s.resize_policy, storage=s.cache_storage or None
             )
             how = "built" if built else "downloaded" if meta.get("source") == "downloaded" else "reused"
-            log(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")
-        log(
+            say(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")
+        say(
             f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
             f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}"
         )
@@ -263,7 +263,7 @@ class Study:
         t0 = process_start() if started is None else started
         plan = start_ray(s, address, dashboard, verbose)
         mlflow_runs.reopen_study(uri, s.parent_run_id)
-        log(f"resuming study {path} (MLflow run {s.parent_run_id})")
+        say(f"resuming study {path} (MLflow run {s.parent_run_id})")
         space = space_of(s)
         budget.activate(
             budget.for_study(
@@ -302,13 +302,14 @@ class Study:
             CONSOLE.release()
             finish_record(s, status)
             if status == "KILLED":
-                log(
+                say(
                     f"study stopped in {phase}, after {done} of {s.num_samples or 'its budget of'} search trials; "
                     "continue it with:\n"
                     f"  python tune.py --resume --experiment {quote(s.experiment)} --storage {quote(s.storage)} "
                     f"--mlflow-uri {quote(s.mlflow_uri)}"
                 )
-        return summary.print_summary(s, time.monotonic() - self.t0)
+        wall_s = time.monotonic() - self.t0
+        return summary.print_summary(s, closing.close(s), wall_s)  # score, crown and register; then say so
 
 
 def finish_record(s: RunSettings, status: str) -> None:
@@ -322,18 +323,16 @@ def finish_record(s: RunSettings, status: str) -> None:
         return mlflow_runs.close_study(s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, status)
 
     try:
-        killed = mlflow_runs.retrying(
-            close, "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0
-        )
+        killed = retrying(close, "ending the study's MLflow runs", timeout_s=PENDING_WAIT_S if not left else 0)
         if killed:
-            log(f"marked {len(killed)} unfinished trial run(s) KILLED")
+            say(f"marked {len(killed)} unfinished trial run(s) KILLED")
     except Exception as e:  # noqa: BLE001 - the trials are done; say what the record lacks
-        log(
+        say(
             f"warning: could not end the study's MLflow runs ({type(e).__name__}); "
             "`python -m analysis.sync --end-study FINISHED` ends them when the server answers"
         )
     if left:
-        log(
+        say(
             f"warning: MLflow has not taken the writes of {len(left)} trial run(s); they are kept in {s.spool}. "
             f"Send them when the server answers: python -m analysis.sync --experiment {quote(s.experiment)} "
             f"--mlflow-uri {quote(s.mlflow_uri)}"

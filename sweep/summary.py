@@ -1,4 +1,8 @@
-"""The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next."""
+"""The lines a finished (or stopped) study prints: counts, the winner, the families ranked, what to run next.
+
+It prints what the study's closing steps did (analysis.publishing.closing: a Closed) and reads the study's spend
+from MLflow; it writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +11,31 @@ from shlex import quote
 
 from mlflow.tracking import MlflowClient
 
-from analysis import winner
-from analysis.confirm import best_run, confirmed, finals, searched
-from analysis.leaderboard import confirmation_text
-from analysis.registry import quiet_mlflow
-from analysis.runs import TrialRow, best_per_family, trial_rows
+from analysis.publishing.closing import Champion, Closed, Crowned
+from analysis.publishing.models import CHAMPION, PREVIOUS
+from analysis.publishing.winner import HEADLINE, WINNER_TAG
+from analysis.reading.board import confirmation_text
+from analysis.reading.confirm import confirmed, finals, searched
+from analysis.reading.runs import best_per_family
 from sweep.budget import COST, CPU, GPU, WALL
 from sweep.console import say
 from sweep.events import short
 from trainables.config import RunSettings
-from trainables.data.dataset import DataError
 from trainables.metrics import OBJECTIVE_KEY
-from trainables.tracking.mlflow_runs import retrying
 from trainables.tracking.mlflow_ui import runs_page
 from trainables.trial.rerun import SEED_PARAM
 
 
-def print_summary(s: RunSettings, wall_s: float) -> int:
-    """Prints the summary from MLflow (what the leaderboard shows); 1 when no trial reported a result."""
-    try:
-        rows = retrying(
-            lambda: trial_rows(MlflowClient(s.mlflow_uri), s.mlflow_experiment_id, s.parent_run_id),
-            "reading the study's trials",
-            timeout_s=60,
-        )
-    except Exception as e:  # noqa: BLE001 - the study is done; only its summary cannot be shown
+def print_summary(s: RunSettings, closed: Closed, wall_s: float) -> int:
+    """Prints the summary from the closing steps' record (what the leaderboard shows); 1 when no trial reported a
+    result."""
+    if closed.unreachable:  # the study is done; only its summary cannot be shown
         print(
-            f"\nartsweep: study done in {wall_s:.0f} s; no summary: MLflow does not answer ({type(e).__name__}). "
+            f"\nartsweep: study done in {wall_s:.0f} s; no summary: MLflow does not answer ({closed.unreachable}). "
             f"Later: python -m analysis.leaderboard --experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}"
         )
         return 0
+    rows, best = closed.rows, closed.best
     search, conf, final = searched(rows), confirmed(rows), finals(rows)
     done = [r for r in search if r.epochs]
     stopped = sum(r.stopped_early for r in search)
@@ -48,7 +47,6 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
     if not done:
         print("artsweep: no trial reported a result; see the errors above")
         return 1
-    best = best_run(rows)
     print(
         f"best trial {done[0].name}: family={done[0].family} arch={done[0].arch} "
         f"{OBJECTIVE_KEY}={done[0].best:.4f} (epoch {done[0].best_epoch} of {done[0].epochs})"
@@ -65,16 +63,17 @@ def print_summary(s: RunSettings, wall_s: float) -> int:
             f"winner: {c.source.name}'s configuration, mean {c.mean:.4f} over {len(c.values)} seeds (search rank "
             f"{c.search_rank}); its best seed's run {best.name} ({OBJECTIVE_KEY} {best.best:.4f}) is the model"
         )
-    crowned = crown(s, best)
+    for w in closed.warnings:
+        say(w)
     knobs = {k.rsplit(".", 1)[-1]: v for k, v in best.params.items()}  # the winner's family's own names
     print(
         "  config: "
         + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items()) if k not in ("family", "arch", SEED_PARAM))
     )
-    if crowned:
-        print(f"  {crowned}")
-    for r in final:
-        print(champion(s, r))
+    if closed.crowned:
+        print(f"  {crowned_line(closed.crowned)}")
+    for c in closed.champions:
+        print(c.warning or champion_line(c))
     families = best_per_family(search)
     if len(families) > 1:
         print("families ranked by their best trial:")
@@ -96,62 +95,24 @@ def browse(s: RunSettings) -> str:
     return f"mlflow ui --backend-store-uri {quote(s.mlflow_uri)}, then open http://127.0.0.1:5000/{page}"
 
 
-def crown(s: RunSettings, best: TrialRow) -> str:
-    """Mark the winner in MLflow (analysis.winner): its test metrics (scored here, on this machine's copy of the
-    data) and its checkpoint as a logged model. Returns the summary's line about it; a failure is a warning:
-    the study's record stands without it."""
-    client = MlflowClient(s.mlflow_uri)
-    try:
-        test, n = winner.test_scores(client, best, s.parent_run_id)
-    except DataError as e:  # the images are on the workers' nodes only: the winner still gets its tag and model
-        say(
-            f"warning: no test metrics for the winner here ({e}); python -m analysis.evaluate scores it where the "
-            "data is"
-        )
-        test, n = {}, 0
-    except Exception as e:  # noqa: BLE001 - the tracking server went away after the study: its record stands
-        say(
-            f"warning: could not score the winner ({type(e).__name__}: {str(e)[:200]}); "
-            f"python -m analysis.evaluate --experiment {quote(s.experiment)} scores and marks it"
-        )
-        return ""
-    try:
-        with quiet_mlflow():
-            model_id = winner.crown(client, s.mlflow_experiment_id, s.parent_run_id, best, test, s.dataset)
-    except Exception as e:  # noqa: BLE001 - the study is done; only its winner's marks are missing
-        say(
-            f"warning: could not mark the winner in MLflow ({type(e).__name__}: {str(e)[:200]}); "
-            f"python -m analysis.evaluate --experiment {quote(s.experiment)} marks it"
-        )
-        return ""
-    scores = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if k in winner.HEADLINE)
+def crowned_line(c: Crowned) -> str:
+    """The summary's line about the crowned winner (analysis.publishing.winner)."""
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in c.test.items() if k in HEADLINE)
     return (
-        f"{'test split (' + str(n) + ' images, never used for selection): ' + scores + '; ' if test else ''}"
-        f"tagged {winner.WINNER_TAG}=true in MLflow with its checkpoint as logged model {model_id}"
+        f"{'test split (' + str(c.images) + ' images, never used for selection): ' + scores + '; ' if c.test else ''}"
+        f"tagged {WINNER_TAG}=true in MLflow with its checkpoint as logged model {c.model_id}"
     )
 
 
-def champion(s: RunSettings, final: TrialRow) -> str:
-    """Score the final fit on the test split and register it as the champion (analysis.champion); the line
-    saying so, or a warning: the study's record stands without it."""
-    from analysis.champion import CHAMPION, PREVIOUS, crown_final
-
-    try:
-        with quiet_mlflow():
-            mv, test, previous = crown_final(
-                MlflowClient(s.mlflow_uri), s.parent_run_id, final, s.experiment, show_progress=False
-            )
-    except Exception as e:  # noqa: BLE001 - no data here, or the server went away: say how to do it later
-        return (
-            f"warning: could not score and register the final fit {final.name} ({type(e).__name__}: "
-            f"{str(e)[:200]}); python -m analysis.registry --experiment {quote(s.experiment)} --trial "
-            f"{final.run_id} --alias {CHAMPION} registers it"
-        )
+def champion_line(c: Champion) -> str:
+    """The summary's line about a final fit registered as the champion (analysis.publishing.champion)."""
+    test, mv = c.test, c.version
     ci = f"[{test['test_macro_f1_ci_low']:.4f}, {test['test_macro_f1_ci_high']:.4f}]"
     return (
-        f"final fit {final.name}: {mv.tags.get('epochs')} epochs on train + val; test_macro_f1 {test['test_macro_f1']:.4f} "
-        f"{ci}, test_accuracy {test['test_accuracy']:.4f}; registered models:/{mv.name}/{mv.version} as "
-        f"@{CHAMPION}" + (f" (version {previous} is now @{PREVIOUS})" if previous else "")
+        f"final fit {c.final.name}: {mv.tags.get('epochs')} epochs on train + val; test_macro_f1 "
+        f"{test['test_macro_f1']:.4f} {ci}, test_accuracy {test['test_accuracy']:.4f}; registered "
+        f"models:/{mv.name}/{mv.version} as @{CHAMPION}"
+        + (f" (version {c.previous} is now @{PREVIOUS})" if c.previous else "")
     )
 
 

@@ -1,21 +1,74 @@
-"""Shared fixtures: small real image folders written by the tests themselves, and one real study."""
+"""Shared fixtures: small real image folders written by the tests themselves, and one real study (read-only to
+its readers; a test that writes gets `study_copy`). Every test is in exactly one tier (pyproject.toml's markers):
+unit (no process, server or Ray: enforced here), integration (processes or servers) or e2e (real studies)."""
 
 from __future__ import annotations
 
+import multiprocessing.process
+import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.servers import MlflowServer
+from tests.servers import MlflowServer, forget_artifact_locations
 from trainables.data.builtin_dataset import render
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_COUNTS = {"impressionism": 40, "pointillism": 24, "cubism": 12, "pop_art": 8}  # 5:1, 84 images
+TIERS = frozenset({"unit", "integration", "e2e"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Refuse to run when a test is in no tier or in several: checked before `-m` deselects, so a test without
+    a tier fails every run instead of silently running in none."""
+    wrong = [(item.nodeid, sorted(TIERS & {m.name for m in item.iter_markers()})) for item in items]
+    wrong = [f"  {nodeid}: {', '.join(tiers) or 'no tier'}" for nodeid, tiers in wrong if len(tiers) != 1]
+    if wrong:
+        raise pytest.UsageError(
+            f"{len(wrong)} test(s) not in exactly one of the tiers {sorted(TIERS)} (pyproject.toml markers; "
+            "a module-level `pytestmark` or a mark per test):\n" + "\n".join(wrong)
+        )
+
+
+class StartsAProcess(RuntimeError):
+    """A unit test tried to start a process (a subprocess, multiprocessing, Ray, a server)."""
+
+
+@contextmanager
+def _no_processes(item):
+    """While a unit test sets up (its fixtures included) and runs, starting any process raises StartsAProcess."""
+    if item.get_closest_marker("unit") is None:
+        yield
+        return
+
+    def refuse(*args, **kwargs):
+        raise StartsAProcess(f"{item.nodeid} is marked unit but starts a process: mark it integration")
+
+    with ExitStack() as stack:
+        stack.enter_context(mock.patch.object(subprocess.Popen, "_execute_child", refuse))  # Popen, run, Ray
+        stack.enter_context(mock.patch.object(multiprocessing.process.BaseProcess, "start", refuse))  # pools, spawn
+        stack.enter_context(mock.patch.object(os, "fork", refuse))
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    with _no_processes(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    with _no_processes(item):
+        yield
 
 
 def write_folder(root, counts, seed=0):
@@ -70,7 +123,9 @@ def study(tmp_path_factory) -> Study:
     with 2 new seeds each and the winner's final fit, recorded by a real `mlflow server` (SQLite store, proxied
     artifacts) as a team's tracking server would. The analysis and MLflow UI tests read its runs, checkpoints and
     logged model. A 1-trial study with a final fit runs first in the same experiment, so the study's champion has
-    a previous one. (1 worker: 2-worker trials, one at a time, took 60 s longer, which the suite's 30 min lacked.)"""
+    a previous one. (1 worker: 2-worker trials, one at a time, took 60 s longer, which the suite's 30 min lacked.)
+    Read-only: at the session's end its store and artifacts must be as the study left them (a test that writes
+    takes `study_copy`), else the teardown fails naming what changed."""
     work = tmp_path_factory.mktemp("study")
     server = MlflowServer(work).start()
     first = _tune(work, server.uri, "--num-samples", "1", "--max-epochs", "1", "--final-fit", timeout=300)
@@ -90,5 +145,20 @@ def study(tmp_path_factory) -> Study:
         timeout=1200,
     )
     (work / "out.txt").write_text(out)
+    built = server.record()
     yield Study(out, MlflowClient(server.uri), server.uri, work, server)
+    changed = server.changes_since(built)
     server.stop()
+    assert not changed, f"a test wrote to the shared study (its writers use `study_copy`): {changed}"
+
+
+@pytest.fixture(scope="module")
+def study_copy(study, tmp_path_factory) -> Study:
+    """The session's study on a server of its own (a copy of its store and artifacts), for the tests of one
+    module that write to it (crown a winner, register a model, log artifacts): the shared `study` stays as
+    tune.py left it for its readers, whatever order the tests run in."""
+    server = study.server.copy(tmp_path_factory.mktemp("study-copy")).start()
+    forget_artifact_locations()  # the copy's runs have the shared study's ids
+    yield replace(study, client=MlflowClient(server.uri), uri=server.uri, server=server)
+    server.stop()
+    forget_artifact_locations()

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import evaluate
+from analysis.reading import evaluation
 from search_spaces import get_family
 from trainables import checkpoint
 from trainables.data import augment, dataset
 from trainables.pretrained import Weights
+
+pytestmark = pytest.mark.unit
 
 COMMANDS = ("leaderboard", "study_plots", "evaluate", "registry")
 
@@ -53,5 +55,5 @@ def test_evaluation_names_images_missing_on_this_machine(tmp_path):
     gone = [str(tmp_path / "elsewhere" / f"{i}.jpg") for i in range(4)]
     splits = dataset.Splits(["a", "b"], gone, np.array([0, 1, 0, 1]), np.array([0, 1]), np.array([2]), np.array([3]))
     with pytest.raises(dataset.DataError, match="not on this machine"):
-        evaluate.predict_split(clf, splits)
+        evaluation.predict_split(clf, splits)
     assert not Path(tmp_path / "elsewhere").exists()

@@ -1,6 +1,8 @@
 """analysis/ on the session's real smoke study: leaderboard, test-set evaluation, reports.
 
-Every check reads MLflow through MlflowClient, independently of the code under test.
+Every check reads MLflow through MlflowClient, independently of the code under test. These commands write (the
+leaderboard and the evaluation log artifacts to the parent run, the evaluation crowns the winner): they run on
+`study_copy`, the study on a server of its own, so the shared study stays as tune.py left it.
 """
 
 import json
@@ -11,10 +13,12 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from analysis import evaluate, leaderboard
-from analysis.confirm import best_run
-from analysis.runs import latest_study, trial_rows
+from analysis.reading import evaluation
+from analysis.reading.confirm import best_run
+from analysis.reading.runs import trial_rows
 from trainables.metrics import BEST_KEY as BEST
 from trainables.metrics import OBJECTIVE_KEY as OBJECTIVE
+from trainables.tracking.mlflow_runs import latest_study
 
 pytestmark = pytest.mark.e2e
 
@@ -34,32 +38,62 @@ def assert_png(path, min_side=200):
     assert arr.std() > 10, f"{path} is (nearly) one flat colour"
 
 
-def test_leaderboard_lists_every_trial_and_its_best_row_is_mlflows(study, capsys, tmp_path):
+def _printed_board(out: str, n: int) -> tuple[list[list[str]], list[list[str]]]:
+    """The default view's trials table (n rows, split into cells) and its best-per-family rows (no rank)."""
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "trial"])
+    assert lines[head].split()[:7] == ["rank", "trial", "family", "arch", OBJECTIVE, "epoch", "state"], lines[head]
+    family_rows = lines[lines.index("best per family:") + 2 :]  # past its header
+    families = family_rows[: family_rows.index("")] if "" in family_rows else family_rows
+    return [line.split() for line in lines[head + 1 : head + 1 + n]], [line.split() for line in families]
+
+
+def test_the_printed_leaderboard_is_the_studys_record(study_copy, capsys, tmp_path):
+    """Each printed row is a trial of the search as MLflow holds it: its best val_macro_f1 over its history, the
+    first epoch that reached it, its epochs and whether ASHA stopped it; best first, every trial once; the
+    family's best is the top row; the full table is logged to the parent run."""
+    study = study_copy
     assert leaderboard.main(["--experiment", study.experiment, "--mlflow-uri", study.uri]) == 0
     out = capsys.readouterr().out
     exp, parent, children = _children(study)
-    runs = [r for r in children if r.data.tags["phase"] in ("recipe", "search")]  # the trials table
-    names = [r.info.run_name for r in runs]
-    assert len(names) == 6 and all(n in out for n in names)  # ASHA-stopped trials included
-    assert "ASHA" in out and "best per family" in out
-    best = runs[0]  # MLflow's own ranking by the running-best metric
-    history = [m.value for m in study.client.get_metric_history(best.info.run_id, OBJECTIVE)]
-    assert best.data.metrics[BEST] == pytest.approx(max(history))
-    rows = leaderboard.table(trial_rows(study.client, exp.experiment_id, parent.info.run_id))
-    rows = rows[rows["phase"].isin(["recipe", "search"])]
-    assert rows.iloc[0]["run_id"] == best.info.run_id
-    assert rows.iloc[0][OBJECTIVE] == pytest.approx(max(history))
-    assert set(rows["stopped_early"]) == {True, False}
+    trials = {r.info.run_name: r for r in children if r.data.tags["phase"] in ("recipe", "search")}
+    printed, families = _printed_board(out, len(trials))
+    assert len(trials) == 6 and sorted(row[1] for row in printed) == sorted(trials)  # ASHA-stopped ones included
+    scores = []
+    for rank, row in enumerate(printed, 1):
+        run = trials[row[1]]
+        values = [
+            m.value for m in sorted(study.client.get_metric_history(run.info.run_id, OBJECTIVE), key=lambda m: m.step)
+        ]
+        best = max(values)
+        assert row[0] == str(rank) and row[4] == f"{best:.4f}", row
+        assert row[5] == f"{values.index(best) + 1}/{len(values)}", (row, values)
+        stopped = run.data.tags["stopped_early"] == "true"
+        assert ("ASHA" in row[6:8]) == stopped and (row[6] == "recipe") == (run.data.tags["phase"] == "recipe"), row
+        assert run.data.metrics[BEST] == pytest.approx(best)  # the running best the UI sorts by
+        scores.append(best)
+    assert scores == sorted(scores, reverse=True) and scores[0] == max(r.data.metrics[BEST] for r in trials.values())
+    assert any(r.data.tags["stopped_early"] == "true" for r in trials.values())  # the ASHA column was exercised
+    assert [(f[0], f[1], f[3]) for f in families] == [(printed[0][1], "scratch", printed[0][4])]
     csv = study.client.download_artifacts(parent.info.run_id, "leaderboard/leaderboard.csv", str(tmp_path))
     assert len(open(csv).read().strip().splitlines()) == 1 + len(children)  # header + every run (+ confirm, final)
 
 
 @pytest.fixture(scope="module")
-def evaluated(study, tmp_path_factory):
+def evaluated(study_copy, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     assert (
         evaluate.main(
-            ["--experiment", study.experiment, "--mlflow-uri", study.uri, "--out", str(out), "--bootstrap", "200"]
+            [
+                "--experiment",
+                study_copy.experiment,
+                "--mlflow-uri",
+                study_copy.uri,
+                "--out",
+                str(out),
+                "--bootstrap",
+                "200",
+            ]
         )
         == 0
     )
@@ -73,7 +107,8 @@ def _winner(study):
     return exp, parent, next(r for r in runs if r.info.run_id == won.run_id)
 
 
-def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp_path):
+def test_evaluation_metrics_are_sklearns_on_the_test_split(study_copy, evaluated, tmp_path):
+    study = study_copy
     exp, parent, winner = _winner(study)
     folder = evaluated / winner.info.run_name
     summary = json.loads((folder / "metrics.json").read_text())
@@ -81,8 +116,8 @@ def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp
     row = next(
         r for r in trial_rows(study.client, exp.experiment_id, parent.info.run_id) if r.run_id == winner.info.run_id
     )
-    clf, splits = evaluate.load_trial(study.client, row, parent.info.run_id, tmp_path)
-    pred = evaluate.predict_split(clf, splits)
+    clf, splits = evaluation.load_trial(study.client, row, parent.info.run_id, tmp_path)
+    pred = evaluation.predict_split(clf, splits)
     assert sorted(pred.paths) == sorted(splits.paths[i] for i in splits.test)  # the test split, all of it
     p = pred.logits.argmax(1)
     expected = {
@@ -102,10 +137,10 @@ def test_evaluation_metrics_are_sklearns_on_the_test_split(study, evaluated, tmp
     assert 0 <= logged["test_ece"] <= 1
 
 
-def test_reports_render_and_are_logged_to_the_parent_run(study, evaluated):
-    exp, parent, winner = _winner(study)
+def test_reports_render_and_are_logged_to_the_parent_run(study_copy, evaluated):
+    exp, parent, winner = _winner(study_copy)
     name = winner.info.run_name
-    logged = {a.path.split("/")[-1] for a in study.client.list_artifacts(parent.info.run_id, f"evaluation/{name}")}
+    logged = {a.path.split("/")[-1] for a in study_copy.client.list_artifacts(parent.info.run_id, f"evaluation/{name}")}
     assert {
         "confusion_matrix.png",
         "reliability.png",

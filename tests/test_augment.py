@@ -8,6 +8,8 @@ import torch
 from search_spaces import FAMILIES
 from trainables.data import augment, loaders
 
+pytestmark = pytest.mark.unit
+
 RECIPES = sorted({f.augment for f in FAMILIES.values()})
 MEAN, STD = torch.tensor(augment.IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(augment.IMAGENET_STD).view(1, 3, 1, 1)
 

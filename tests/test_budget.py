@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import latest_study, trial_rows, with_histories
+from analysis.reading.runs import trial_rows, with_histories
 from sweep.budget import CLOSE_S, Budget, parse_duration
+from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,7 @@ def run_epochs(b, clock, trial, startup_s, epoch_s, epochs):
     return None
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "text, seconds", [("90s", 90), ("20m", 1200), ("2h", 7200), ("1h30m", 5400), ("600", 600), ("1.5h", 5400)]
 )
@@ -46,12 +48,14 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["", "5x", "m", "10m5", "0", "-5m", "1h 30m"])
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
 
 
+@pytest.mark.unit
 def test_no_budget_never_stops_anything():
     clock = Clock()
     b = Budget(max_t=5, clock=clock)
@@ -60,6 +64,7 @@ def test_no_budget_never_stops_anything():
     assert b.can_start()
 
 
+@pytest.mark.unit
 def test_a_trial_stops_at_the_epoch_whose_successor_would_pass_the_wall_budget():
     clock = Clock()
     b = Budget(wall_s=100 + CLOSE_S, max_t=10, clock=clock)  # 100 s for trials, CLOSE_S to close
@@ -71,6 +76,7 @@ def test_a_trial_stops_at_the_epoch_whose_successor_would_pass_the_wall_budget()
     assert not b.can_start() and b.exhausted()  # 10 s left; a new trial needs 30 s to its first report
 
 
+@pytest.mark.unit
 def test_new_trials_start_only_while_they_can_reach_their_first_rung():
     clock = Clock()
     b = Budget(wall_s=300 + CLOSE_S, max_t=4, grace=2, clock=clock)
@@ -84,6 +90,7 @@ def test_new_trials_start_only_while_they_can_reach_their_first_rung():
     assert not b.can_start()
 
 
+@pytest.mark.unit
 def test_gpu_hours_count_every_running_trial_and_what_it_will_still_use():
     clock = Clock()
     b = Budget(hours=0.6, per_trial=2.0, max_t=10, clock=clock)  # 2160 GPU-s; 2 GPUs per trial
@@ -108,6 +115,7 @@ def test_gpu_hours_count_every_running_trial_and_what_it_will_still_use():
     assert stops == {"a": 9, "b": 9}
 
 
+@pytest.mark.unit
 def test_gpu_hours_stop_running_trials_before_the_budget_is_passed():
     clock = Clock()
     b = Budget(hours=0.1, per_trial=1.0, max_t=100, clock=clock)  # 360 GPU-s
@@ -117,6 +125,7 @@ def test_gpu_hours_stop_running_trials_before_the_budget_is_passed():
     assert b.resource_s() <= 360
 
 
+@pytest.mark.unit
 def test_resume_carries_the_spend_over():
     clock = Clock()
     b = Budget(wall_s=100 + CLOSE_S, spent_wall_s=95, max_t=5, clock=clock)

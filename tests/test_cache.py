@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -44,6 +45,7 @@ def mixed_folder(root, n_jpeg=36):
     return paths, [n_jpeg + 1, n_jpeg + 2]
 
 
+@pytest.mark.integration  # 2 spawned processes, as 2 trials on a node
 def test_concurrent_trials_build_once_and_read_the_same_pixels(tiny_folder, tmp_path):
     paths = dataset.scan(tiny_folder).paths
     with mp.get_context("spawn").Pool(2) as pool:
@@ -54,6 +56,7 @@ def test_concurrent_trials_build_once_and_read_the_same_pixels(tiny_folder, tmp_
     assert meta["bad"] == [] and meta["source"] == "built" and images.dtype == np.uint8 and images[0].any()
 
 
+@pytest.mark.unit
 def test_changes_rebuild_and_policies_differ(tmp_path):
     (tmp_path / "a").mkdir()
     img = Image.fromarray(np.full((20, 60, 3), 200, np.uint8))  # wide: crop and letterbox differ
@@ -68,6 +71,7 @@ def test_changes_rebuild_and_policies_differ(tmp_path):
     assert built and changed[0].max() == 50
 
 
+@pytest.mark.unit
 def test_cached_dataset_applies_augmentation_per_sample(tiny_folder, tmp_path):
     splits = dataset.make_splits(dataset.scan(tiny_folder), 0.2, 0.2, seed=0)
     images, _, _ = cache.open_or_build(splits.paths, SIZE, root=tmp_path)
@@ -82,6 +86,7 @@ def test_cached_dataset_applies_augmentation_per_sample(tiny_folder, tmp_path):
     assert ds[3][1] == splits.labels[splits.train][3]
 
 
+@pytest.mark.integration  # a pool of 2 spawned processes
 def test_parallel_build_is_byte_identical_to_serial(tmp_path, capsys):
     paths, bad = mixed_folder(tmp_path / "images")
     serial, meta1, built1 = cache.open_or_build(paths, SIZE, root=tmp_path / "one", processes=1)
@@ -101,6 +106,7 @@ def test_parallel_build_is_byte_identical_to_serial(tmp_path, capsys):
             assert np.abs(rows[i].astype(int) - full).mean() < 3, (i, policy)
 
 
+@pytest.mark.unit
 def test_a_second_node_downloads_the_published_cache_without_decoding(tmp_path, capsys):
     paths, bad = mixed_folder(tmp_path / "images", n_jpeg=12)
     storage = tmp_path / "ray_results"
@@ -119,6 +125,7 @@ def test_a_second_node_downloads_the_published_cache_without_decoding(tmp_path, 
     assert built3 and len(meta3["bad"]) == len(paths)  # proof that a build would have decoded garbage
 
 
+@pytest.mark.unit
 def test_storage_failures_only_warn(tmp_path, capsys):
     paths, _ = mixed_folder(tmp_path / "images", n_jpeg=4)
     (tmp_path / "plain_file").write_text("")

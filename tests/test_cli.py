@@ -18,6 +18,7 @@ def run_main(capsys, *argv):
     return e.value.code, err
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "argv,needle",
     [
@@ -36,17 +37,20 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, needle):
     assert needle in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.unit
 def test_folder_without_class_subfolders(capsys, tmp_path):
     (tmp_path / "loose.jpg").write_bytes(b"not really")
     code, err = run_main(capsys, "--data", str(tmp_path))
     assert code == 2 and "class sub-folder" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.unit
 def test_unreachable_tracking_server(capsys, tiny_folder):
     code, err = run_main(capsys, "--data", str(tiny_folder), "--mlflow-uri", "http://127.0.0.1:9")
     assert code == 2 and "cannot reach MLflow tracking store" in err and "mlflow server" in err
 
 
+@pytest.mark.integration  # tune.py as a process
 def test_real_process_exit_code_and_help():
     bad = subprocess.run(
         [sys.executable, "tune.py", "--data", "/no/such/folder"], cwd=ROOT, capture_output=True, text=True, timeout=120
@@ -70,6 +74,7 @@ def test_real_process_exit_code_and_help():
         assert flag in help_.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "argv,needles",
     [
@@ -85,6 +90,7 @@ def test_what_cannot_work_is_refused_before_ray_starts(capsys, tmp_path, argv, n
     assert not (tmp_path / "mlflow.db").exists()  # refused before the store was even opened
 
 
+@pytest.mark.unit
 def test_pretrained_weights_missing_offline_are_named_at_start(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network: what a cluster without internet sees
     code, err = run_main(capsys, "--family", "cnn", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -94,6 +100,7 @@ def test_pretrained_weights_missing_offline_are_named_at_start(capsys, tmp_path,
     )
 
 
+@pytest.mark.integration  # 2 processes
 def test_two_processes_create_one_new_store_safely(tmp_path):
     """MLflow's schema migration races when two processes create a SQLite store at once; the study takes a
     lock around the first use, so both succeed and the store works."""
@@ -107,6 +114,7 @@ def test_two_processes_create_one_new_store_safely(tmp_path):
     assert MlflowClient(uri).create_experiment("after") and len(MlflowClient(uri).search_experiments()) == 2
 
 
+@pytest.mark.unit
 def test_any_experiment_name_gets_a_safe_unique_run_folder():
     from sweep.study import run_name
 

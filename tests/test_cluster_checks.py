@@ -4,8 +4,12 @@ those the autoscaler may add."""
 import shutil
 from pathlib import Path
 
+import pytest
+
 from sweep.cluster import node_capacity, on_network_fs, shared_storage_problems
 from sweep.resources import DRIVER_CPUS, DRIVER_RESOURCE, plan_resources
+
+pytestmark = pytest.mark.unit
 
 
 def test_one_machine_accepts_local_everything():

@@ -8,6 +8,8 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+pytestmark = pytest.mark.unit
+
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
 

@@ -13,13 +13,16 @@ import pytest
 from scipy import stats
 
 import tune
-from analysis import ensemble
-from analysis.confirm import best_run, candidates, confirmed, interval, searched
-from analysis.runs import TrialRow
+from analysis.reading import ensemble
+from analysis.reading.confirm import best_run, candidates, confirmed, interval, searched
+from analysis.reading.runs import TrialRow
 from sweep.phases import CONFIRM, confirm_points, final_epochs
 from sweep.settings import UsageError, from_flags
+from trainables import checkpoint
 from trainables.config import RunSettings
 from trainables.trial.rerun import RERUN_KEY, Rerun, split
+
+pytestmark = pytest.mark.unit
 
 
 def row(name, best, phase="search", source="", best_epoch=2, epochs=4) -> TrialRow:
@@ -149,7 +152,7 @@ def test_ensemble_metrics_come_from_the_averaged_probabilities():
     p1 = np.array([[0.7, 0.2, 0.1], [0.4, 0.5, 0.1], [0.1, 0.3, 0.6], [0.3, 0.3, 0.4]])
     p2 = np.array([[0.5, 0.4, 0.1], [0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8]])
     targets = np.array([0, 0, 1, 2])
-    avg = ensemble.average([p1, p2])
+    avg = checkpoint.average([p1, p2])
     assert avg == pytest.approx((p1 + p2) / 2)
     df = ensemble.table({"one": p1, "ens": avg}, targets, n_boot=0)
     # by hand: the mean predicts 0, 0, 1, 2 -> all right; member one predicts 0, 1, 2, 2 -> 2 of 4 right

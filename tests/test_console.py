@@ -48,6 +48,7 @@ def result(epoch, value, best):
     return {"training_iteration": epoch, OBJECTIVE_KEY: value, BEST_KEY: best}
 
 
+@pytest.mark.unit
 def test_rungs_are_ashas_milestones():
     assert rungs(4, 1, 4) == [1]
     assert rungs(16, 1, 4) == [1, 4]
@@ -55,6 +56,7 @@ def test_rungs_are_ashas_milestones():
     assert rungs(1, 1, 4) == []
 
 
+@pytest.mark.unit
 def test_how_a_trial_ended_is_said_in_words(monkeypatch):
     b = budget.Budget(wall_s=60)
     monkeypatch.setattr(budget, "_ACTIVE", b)
@@ -72,6 +74,7 @@ def test_how_a_trial_ended_is_said_in_words(monkeypatch):
     assert ending(failed, 4, [1], error=failed.get_error()) == "failed after 2 epoch(s): ValueError: bad batch size 7"
 
 
+@pytest.mark.unit
 def test_event_lines_and_a_progress_line_on_a_terminal(console, monkeypatch):
     monkeypatch.setattr(budget, "_ACTIVE", budget.Budget())
     events = TrialEvents(num_samples=3, max_epochs=2, milestones=[1])
@@ -96,6 +99,7 @@ def test_event_lines_and_a_progress_line_on_a_terminal(console, monkeypatch):
     assert "trials 1/3 done" in out  # the status line was drawn on the "terminal"
 
 
+@pytest.mark.unit
 def test_plain_lines_and_no_progress_line_in_a_file(monkeypatch):
     from sweep import console as module
 
@@ -108,6 +112,7 @@ def test_plain_lines_and_no_progress_line_in_a_file(monkeypatch):
     assert c.bar is None and c.out.getvalue().count("\n") == 1 and "\r" not in c.out.getvalue()
 
 
+@pytest.mark.integration  # a child Python and its `echo`
 def test_capture_sends_fds_to_the_log_and_keeps_artsweeps_lines(tmp_path):
     """Real file descriptors, in a child process: what Ray's processes and C++ logging write (fd 1 and 2)
     lands in the log; CONSOLE.line still reaches the original stdout; release() restores both."""
@@ -135,6 +140,7 @@ def test_capture_sends_fds_to_the_log_and_keeps_artsweeps_lines(tmp_path):
     assert not (tmp_path / "early.log").exists()
 
 
+@pytest.mark.unit
 def test_small_words():
     assert duration(5) == "5s" and duration(125) == "2m05s" and duration(7380) == "2h03m"
     assert short("0.11827442586893322") == "0.118" and short(0.000141) == "1.41e-04" and short("deep_cnn") == "deep_cnn"
@@ -143,6 +149,7 @@ def test_small_words():
     assert reason("just one line") == "just one line"
 
 
+@pytest.mark.integration  # a child Python
 def test_the_study_processs_warnings_reach_the_console_while_captured(tmp_path):
     script = textwrap.dedent(f"""
         import logging, sys

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import latest_study, trial_rows
+from analysis.reading.runs import trial_rows
 from trainables.data import dataset
+from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,8 @@ from PIL import Image
 
 from trainables.data import dataset, decode
 
+pytestmark = pytest.mark.unit
+
 RNG = np.random.default_rng(0)
 
 

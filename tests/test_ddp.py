@@ -20,6 +20,8 @@ from trainables.data import cache, dataset, loaders
 from trainables.net import free_port
 from trainables.pretrained import Weights
 
+pytestmark = pytest.mark.integration
+
 SIZE, WORLD, CPU = 32, 2, torch.device("cpu")
 CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
 CFG = get_family("scratch").config("simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)

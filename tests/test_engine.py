@@ -11,6 +11,8 @@ from search_spaces import FAMILIES
 from trainables import engine
 from trainables.pretrained import Weights
 
+pytestmark = pytest.mark.unit
+
 
 def test_amp_modes_on_cpu():
     cpu = torch.device("cpu")

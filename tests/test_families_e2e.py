@@ -10,10 +10,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 from ray.tune.search.optuna import OptunaSearch
 
-from analysis import study_plots
-from analysis.runs import latest_study, trial_rows
+from analysis.reading import optuna_study
+from analysis.reading.runs import trial_rows
 from search_spaces import ALL, FAMILIES
-from trainables.tracking.mlflow_runs import read_settings
+from trainables.tracking.mlflow_runs import latest_study, read_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -67,13 +67,13 @@ def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
     searcher.restore_from_dir(experiment)
     optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)
     tune_names = sorted(sorted(c) for c in ExperimentAnalysis(experiment).get_all_configs().values())
-    logged = study_plots.read_space(client, parent.info.run_id)
+    logged = optuna_study.read_space(client, parent.info.run_id)
     # MLflow's params are the searched ones, plus a family's architecture where it has one (fixed, not searched)
     mlflow_names = sorted(sorted(k for k in r.params if k in logged) for r in rows)
     assert optuna_names == tune_names == mlflow_names
     assert all(set(r.params) - logged.keys() <= {f"{r.family}.arch"} for r in rows)
     assert set().union(*map(set, mlflow_names)) <= set(logged)
-    study, skipped = study_plots.build_study(rows, logged)
+    study, skipped = optuna_study.build_study(rows, logged)
     plotted = set(study.trials[0].distributions) if study.trials else set()
     assert plotted | set(skipped) == set(logged) and plotted <= set().union(*map(set, mlflow_names))
     # a family's own knobs are on its runs only

@@ -21,6 +21,7 @@ def _model():
     return cfg.family.build(cfg, 4, 32, Weights("none"))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("mode", ["auto", "bf16", "fp16"])
 def test_amp_training_steps_on_cuda(mode):
     device = torch.device("cuda")
@@ -60,6 +61,7 @@ def _nccl_rank(rank, port, world):
     dist.destroy_process_group()
 
 
+@pytest.mark.integration  # a process per GPU
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
 def test_nccl_ddp_keeps_ranks_identical():
     port = free_port()
@@ -67,6 +69,7 @@ def test_nccl_ddp_keeps_ranks_identical():
     mp.spawn(_nccl_rank, args=(port, world), nprocs=world, join=True)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "family, arch, size, batch",
     [("scratch", "deep_cnn", 64, 128), ("cnn", "resnet50", 224, 32), ("transformers", "vit_b16", 224, 32)],
@@ -85,6 +88,7 @@ def test_memory_estimate_bounds_a_measured_step(family, arch, size, batch, tmp_p
     assert measured <= estimate <= 2.5 * measured
 
 
+@pytest.mark.unit
 def test_data_path_on_cuda_prefetches_augments_and_matches_the_cpu():
     """DeviceLoader moves uint8 batches one ahead on a side stream; the recipe runs on the GPU; the optimizer
     is fused; validation preprocessing gives the CPU's numbers."""

@@ -12,6 +12,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("tune.py", "sweep", "analysis", "trainables", "search_spaces", "benchmarks")
 WINDOW = 6  # this many consecutive normalised lines in two family files count as a copy
@@ -29,6 +31,7 @@ def lint_imports_command() -> list[str]:
     return [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"]
 
 
+@pytest.mark.integration  # lint-imports
 def test_import_contracts_hold():
     proc = subprocess.run(lint_imports_command(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"lint-imports failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -49,6 +52,7 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.integration  # ruff
 def test_ruff_lint_passes():
     """pyflakes, pycodestyle, import order, bugbear and the complexity rules (C901, PLR0912, PLR0915): a function
     too tangled to read fails here, whatever its line count."""
@@ -56,6 +60,7 @@ def test_ruff_lint_passes():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.integration  # ruff
 def test_ruff_format_holds():
     proc = ruff("format", "--check", ".")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -78,6 +83,7 @@ def normalised_lines(path: Path) -> list[str]:
     return [line for line in stripped if line and not line.startswith("#")]
 
 
+@pytest.mark.unit
 def test_family_files_cover_the_registry():
     import search_spaces
 
@@ -86,6 +92,7 @@ def test_family_files_cover_the_registry():
     assert not missing, f"registered families that are no module-level FAMILY of a search_spaces file: {missing}"
 
 
+@pytest.mark.unit
 def test_no_block_repeated_across_family_files():
     files = family_files()
     assert len(files) >= 2, f"expected several family files, found {sorted(files)}"

@@ -1,4 +1,4 @@
-"""analysis.runs and analysis.leaderboard on a SQLite store holding a study written as tune.py writes one.
+"""analysis.reading.runs and analysis.leaderboard on a SQLite store holding a study written as tune.py writes one.
 
 The reference is the definition: each trial's best, best epoch and epochs from its full val_macro_f1 history
 (get_metric_history), trials ranked by OBJECTIVE.sort_key in search_runs' order. benchmarks/leaderboard.py
@@ -14,9 +14,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from analysis import leaderboard, plot_figures, runs
+from analysis import leaderboard
+from analysis.publishing.artifacts import LEADERBOARD
+from analysis.reading import plot_figures, runs
+from analysis.reading.board import WIDTH
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking.mlflow_runs import STUDY_TAG, SUPERSEDED_TAG
+
+pytestmark = pytest.mark.unit
 
 EXPERIMENT = "lb-test"
 OTHER_METRICS = (
@@ -230,7 +235,7 @@ def at(lines: list[str], first_column: str) -> int:
 
 def test_default_board_fits_120_columns_with_every_trial(study, rows, capsys):
     lines = run_board(study, capsys)
-    assert max(map(len, lines)) <= leaderboard.WIDTH
+    assert max(map(len, lines)) <= WIDTH
     head = at(lines, "rank")
     assert lines[head].split()[:7] == ["rank", "trial", "family", "arch", OBJECTIVE_KEY, "epoch", "state"]
     board = lines[head + 1 : head + 1 + len(rows)]
@@ -245,7 +250,7 @@ def test_default_board_fits_120_columns_with_every_trial(study, rows, capsys):
 
 def test_wide_and_chosen_columns(study, rows, capsys):
     wide = run_board(study, capsys, "--wide")
-    assert max(map(len, wide)) > leaderboard.WIDTH
+    assert max(map(len, wide)) > WIDTH
     assert {"best_epoch", "stopped_early", "weight_decay", "run_id"} <= set(wide[at(wide, "rank")].split())
     picked = run_board(study, capsys, "--columns", "trial,dropout,lr")
     head = at(picked, "trial")
@@ -270,5 +275,5 @@ def test_full_table_files_and_the_parent_runs_artifacts(study, rows, capsys, tmp
     assert text.startswith("## Trials (best first)") and {"dropout", "transformers.dropout", "run_id"} <= set(header)
     assert all(r.name in text for r in rows)
     assert leaderboard.main(["--experiment", EXPERIMENT, "--mlflow-uri", study["uri"]]) == 0
-    logged = {f.path for f in study["client"].list_artifacts(study["parent"], leaderboard.ARTIFACT_DIR)}
+    logged = {f.path for f in study["client"].list_artifacts(study["parent"], LEADERBOARD)}
     assert logged == {"leaderboard/leaderboard.csv", "leaderboard/leaderboard.md"}

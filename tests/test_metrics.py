@@ -6,6 +6,8 @@ from sklearn.metrics import f1_score
 
 from trainables import metrics
 
+pytestmark = pytest.mark.unit
+
 
 def test_metric_registry_names_and_values():
     rng = np.random.default_rng(0)

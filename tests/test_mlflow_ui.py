@@ -22,11 +22,11 @@ from urllib.parse import quote
 
 import pytest
 
-from analysis.runs import latest_study, trial_rows
+from analysis.reading.runs import trial_rows
 from tests import browser
 from trainables.metrics import BEST_KEY, OBJECTIVE
 from trainables.tracking import mlflow_ui
-from trainables.tracking.mlflow_runs import STUDY_TAG
+from trainables.tracking.mlflow_runs import STUDY_TAG, latest_study
 
 REASON = browser.unavailable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]

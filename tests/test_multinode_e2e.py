@@ -16,9 +16,10 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import latest_study, trial_rows
+from analysis.reading.runs import trial_rows
 from tests.servers import BIN, wait_http
 from trainables.net import free_port
+from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e

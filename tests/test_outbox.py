@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from tests.servers import MlflowServer
 from trainables.tracking.outbox import Outbox, pending, send_pending
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 def test_writes_wait_on_disk_through_an_outage_and_arrive_once_in_order(tmp_path):

@@ -16,6 +16,8 @@ from trainables.trial import memory
 from trainables.trial.driver import worker_resources
 from trainables.trial.memory import HEADROOM, MAX_PACK, gpu_share
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,7 +91,7 @@ def settings(**kw):
 
 
 def test_a_trial_asks_for_its_share_and_the_cpus_that_go_with_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(memory, "CACHE", tmp_path / "memory.json")
+    monkeypatch.setenv("ARTSWEEP_CACHE", str(tmp_path))  # the memory probes go to tmp_path/memory.json
     cfg = get_family("scratch").config("deep_cnn", width=1.0, batch_size=64)
     s, res = worker_resources(cfg, settings())
     assert res == {"CPU": 2.0, "GPU": 1 / 8} and s.cpus_per_worker == 2.0 and s.loader_workers == 1

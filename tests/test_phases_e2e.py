@@ -1,7 +1,7 @@
 """The study's later phases, for real, on the shared session study (tests/conftest.py: 6 trials, then
 --confirm 2 --confirm-seeds 2 and --final-fit, after a 1-trial study with a final fit in the same experiment):
 confirmation runs, the winner by mean, the final fit as the registered champion, and analysis.ensemble's top 2
-served by the real `mlflow models serve`.
+served by the real `mlflow models serve` (registered on `study_copy`: the shared study is read-only).
 
 python -m pytest tests/test_phases_e2e.py -x -q
 """
@@ -18,12 +18,15 @@ import numpy as np
 import pytest
 
 from analysis import ensemble, leaderboard, predict
-from analysis.champion import CHAMPION, PREVIOUS, model_name
-from analysis.confirm import best_run, confirmed, finals, searched
-from analysis.evaluate import load_trial
-from analysis.runs import latest_study, trial_rows
+from analysis.publishing.models import CHAMPION, PREVIOUS, model_name
+from analysis.reading.confirm import best_run, confirmed, finals, searched
+from analysis.reading.ensemble import member_probabilities
+from analysis.reading.ensemble import members as ensemble_members
+from analysis.reading.evaluation import load_trial
+from analysis.reading.runs import trial_rows
 from analysis.scoring_server import scoring_server
 from trainables import checkpoint
+from trainables.tracking.mlflow_runs import latest_study
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +110,9 @@ def _hand_macro_f1(pred: np.ndarray, targets: np.ndarray, n: int) -> float:
     return float(np.mean(f1))
 
 
-def test_the_ensemble_of_the_top_two_is_scored_from_averaged_probabilities_and_served(study, tmp_path, capsys):
+def test_the_ensemble_of_the_top_two_is_scored_from_averaged_probabilities_and_served(study_copy, tmp_path, capsys):
+    """Registers the ensemble and logs its metrics to the parent run: on `study_copy`, not the shared study."""
+    study = study_copy
     client = study.client
     _, parent, rows = _study(study)
     assert (
@@ -128,9 +133,9 @@ def test_the_ensemble_of_the_top_two_is_scored_from_averaged_probabilities_and_s
         == 0
     )
     out = capsys.readouterr().out
-    members = ensemble.members(rows, 2)
+    members = ensemble_members(rows, 2)
     assert [r.phase for r in members] == ["confirm", "confirm"]
-    probs, targets = ensemble.predict(client, members, parent.info.run_id)
+    probs, targets = member_probabilities(client, members, parent.info.run_id)
     mean = (probs[members[0].name] + probs[members[1].name]) / 2  # by hand, on the same predictions
     pred, n = mean.argmax(1), mean.shape[1]
     logged = json.loads(

@@ -9,6 +9,8 @@ from safetensors.torch import save_file
 from search_spaces import FAMILIES
 from trainables.pretrained import Weights, WeightsError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def saved_vit(tmp_path_factory):

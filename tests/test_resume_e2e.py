@@ -12,9 +12,10 @@ from collections import Counter
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.confirm import confirmed, searched
-from analysis.runs import latest_study, trial_rows
+from analysis.reading.confirm import confirmed, searched
+from analysis.reading.runs import trial_rows
 from tests.conftest import ROOT
+from trainables.tracking.mlflow_runs import latest_study
 
 pytestmark = pytest.mark.e2e
 N = 3  # search trials: enough that some are still pending when Ctrl-C lands

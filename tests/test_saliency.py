@@ -7,12 +7,14 @@ import timm
 import torch
 from PIL import Image
 
-from analysis import saliency
+from analysis.reading import saliency
 from search_spaces import FAMILIES
 from search_spaces.hooks import tokens_to_grid
 from tests.conftest import write_folder
 from trainables import checkpoint
 from trainables.pretrained import Weights
+
+pytestmark = pytest.mark.unit
 
 CLASSES = ["impressionism", "pointillism", "cubism", "pop_art"]
 SIZE = 64  # ViT stand-ins need a multiple of their 16 px patch; stride-32 CNNs get a 2 x 2 map (32 px: 1 x 1)

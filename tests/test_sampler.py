@@ -5,6 +5,8 @@ import pytest
 
 from trainables.data.dataset import WeightedShardSampler
 
+pytestmark = pytest.mark.unit
+
 LABELS = np.repeat(np.arange(4), [500, 200, 100, 50])  # 10:1 imbalance
 
 

@@ -1,10 +1,12 @@
-"""analysis.scores on predictions whose answers are known, checked against scikit-learn where it has one."""
+"""analysis.reading.scores on predictions whose answers are known, checked against scikit-learn where it has one."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
-from analysis import scores
+from analysis.reading import scores
+
+pytestmark = pytest.mark.unit
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
 

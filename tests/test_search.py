@@ -11,6 +11,8 @@ from search_spaces import search_space
 from sweep.search import HonestOptunaSearch
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 
+pytestmark = pytest.mark.unit
+
 MAX_T = 4
 
 
@@ -70,7 +72,6 @@ def test_asha_rungs_are_rebuilt_from_the_record_of_a_resumed_study():
 
     record = {"a": [0.2, 0.5, 0.6, 0.7], "b": [0.1, 0.2], "c": [0.4]}
     asha = RecordedASHA(
-        time_attr="training_iteration",
         metric=OBJECTIVE_KEY,
         mode=OBJECTIVE.mode,
         max_t=MAX_T,
@@ -81,7 +82,6 @@ def test_asha_rungs_are_rebuilt_from_the_record_of_a_resumed_study():
     restored = pickle.loads(
         pickle.dumps(
             RecordedASHA(
-                time_attr="training_iteration",
                 metric=OBJECTIVE_KEY,
                 mode=OBJECTIVE.mode,
                 max_t=MAX_T,

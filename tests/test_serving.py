@@ -3,7 +3,7 @@
 python -m pytest tests/test_serving.py -x -q
 
 A checkpoint is written as a trial would (no Ray), logged to a fresh SQLite store, registered with
-analysis.registry.register, served by analysis.scoring_server from another cwd with the project importable
+analysis.publishing.models.register, served by analysis.scoring_server from another cwd with the project importable
 only from the model's own code/ folder, and every answer is checked against trainables.checkpoint.Classifier
 run here.
 """
@@ -27,14 +27,16 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis import predict, registry, serving
+from analysis import predict, serving
+from analysis.publishing import models
+from analysis.reading.mlflow_env import using_tracking_uri
 from analysis.scoring_server import scoring_server
 from search_spaces import get_family
 from tests.conftest import TINY_COUNTS
 from trainables import checkpoint
 from trainables.pretrained import Weights
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.integration  # a real `mlflow models serve`, no study
 
 NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 CLASSES = sorted(TINY_COUNTS)
@@ -100,7 +102,7 @@ def served(tmp_path_factory):
     run = client.create_run(exp, run_name="trial")  # a trial's child run, as the study leaves it
     client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
     client.set_terminated(run.info.run_id)
-    mv = registry.register(client, run.info.run_id, NAME)
+    mv = models.register(client, run.info.run_id, NAME)
     assert (mv.name, str(mv.version)) == (NAME, "1") and mv.tags["trial_run_id"] == run.info.run_id
     assert client.get_run(run.info.run_id).info.status == "FINISHED"  # the trial run was not reopened
 
@@ -175,7 +177,7 @@ def test_in_process_pyfunc_takes_raw_bytes(served, tiny_folder):
     from mlflow.exceptions import MlflowException
 
     files = _images(tiny_folder)
-    with registry.using_tracking_uri(served.uri):
+    with using_tracking_uri(served.uri):
         model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
     out = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}), params={"k": 2})
     assert_matches(out.to_dict("records"), served.clf.top_k(files, 2), 2)

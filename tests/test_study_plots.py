@@ -17,11 +17,15 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, dis
 from PIL import Image
 
 from analysis import study_plots
-from analysis.runs import TrialRow
+from analysis.publishing.artifacts import PLOTS
+from analysis.reading import optuna_study, plot_figures, plots
+from analysis.reading.runs import TrialRow
 from trainables.metrics import OBJECTIVE, OBJECTIVE_KEY
 from trainables.tracking.mlflow_runs import SPACE, STUDY_TAG
 
-PNGS = (study_plots.LEARNING_CURVES, study_plots.IMPORTANCE, study_plots.PARALLEL)
+pytestmark = pytest.mark.unit
+
+PNGS = (plots.LEARNING_CURVES, plots.IMPORTANCE, plots.PARALLEL)
 MAX_EPOCHS = 5
 SPACE_DISTS = {  # what a scratch study would log; width searched but every trial below got 1.0
     "arch": CategoricalDistribution(["simple_cnn", "deep_cnn"]),
@@ -65,7 +69,7 @@ def trials(n: int, seed: int = 0) -> list[dict]:
 
 
 def rows_of(ts: list[dict]) -> list[TrialRow]:
-    """TrialRows as analysis.runs.trial_rows makes them, best first."""
+    """TrialRows as analysis.reading.runs.trial_rows makes them, best first."""
     rows = [
         TrialRow(
             run_id=f"run{i}",
@@ -101,13 +105,13 @@ def assert_readable_png(path):
 
 def test_fanova_ranks_the_driving_param_first():
     """16 trials over 7 varying params: fANOVA puts lr first (with 8 it ranks noise first about as often)."""
-    study, skipped = study_plots.build_study(rows_of(trials(16, seed=1)), SPACE_DISTS)
+    study, skipped = optuna_study.build_study(rows_of(trials(16, seed=1)), SPACE_DISTS)
     assert len(study.trials) == 16  # ASHA-stopped trials count, at their best
     assert study.direction.name.lower() == {"max": "maximize", "min": "minimize"}[OBJECTIVE.mode]
     assert study.metric_names == [OBJECTIVE_KEY]
     assert skipped == {"width": "constant"}  # family, grad_clip: not searched, not listed
     assert study.trials[0].distributions == {k: d for k, d in SPACE_DISTS.items() if k != "width"}
-    importances = study_plots.param_importances(study)
+    importances = plot_figures.param_importances(study)
     assert next(iter(importances)) == "lr", importances
     assert importances["lr"] > 0.4, importances
 
@@ -120,7 +124,7 @@ def test_the_log_axis_comes_from_the_distribution():
         t["params"]["dropout"] = repr(0.1 + 0.1 * i)  # 0.1 .. 0.6, even
     for log in (True, False):
         space = {"lr": FloatDistribution(1e-5, 1e-1, log=not log), "dropout": FloatDistribution(0.1, 0.6, log=log)}
-        study, _ = study_plots.build_study(rows_of(ts), space)
+        study, _ = optuna_study.build_study(rows_of(ts), space)
         dists = study.trials[0].distributions
         assert dists["dropout"].log is log and dists["lr"].log is (not log)
         with pytest.warns(optuna.exceptions.ExperimentalWarning):
@@ -133,19 +137,19 @@ def test_the_log_axis_comes_from_the_distribution():
 def test_categorical_numbers_round_trip():
     """MLflow hands back strings: a categorical's choice comes back as the choice itself (32, 0.25)."""
     batch, width = CategoricalDistribution([16, 32, 64]), CategoricalDistribution([0.25, 0.5, 1.0])
-    assert study_plots.param_value(batch, "32") == 32 and type(study_plots.param_value(batch, "32")) is int
-    assert study_plots.param_value(width, "0.25") == 0.25
-    assert study_plots.param_value(batch, "32.0") == 32  # written as a float somewhere
-    assert study_plots.param_value(CategoricalDistribution([True, False]), "False") is False
+    assert optuna_study.param_value(batch, "32") == 32 and type(optuna_study.param_value(batch, "32")) is int
+    assert optuna_study.param_value(width, "0.25") == 0.25
+    assert optuna_study.param_value(batch, "32.0") == 32  # written as a float somewhere
+    assert optuna_study.param_value(CategoricalDistribution([True, False]), "False") is False
     with pytest.raises(ValueError):
-        study_plots.param_value(batch, "48")
+        optuna_study.param_value(batch, "48")
     with pytest.raises(ValueError):
-        study_plots.param_value(FloatDistribution(1e-5, 1e-2, log=True), "0.5")
+        optuna_study.param_value(FloatDistribution(1e-5, 1e-2, log=True), "0.5")
     ts = trials(4)
     for i, t in enumerate(ts):
         t["params"]["width"] = ["0.25", "0.5", "1.0", "0.5"][i]
         t["params"]["batch_size"] = ["16", "32", "64", "32"][i]
-    study, skipped = study_plots.build_study(rows_of(ts), {"width": width, "batch_size": batch})
+    study, skipped = optuna_study.build_study(rows_of(ts), {"width": width, "batch_size": batch})
     assert skipped == {}
     got = sorted((t.params["width"], t.params["batch_size"]) for t in study.trials)
     assert got == [(0.25, 16), (0.5, 32), (0.5, 32), (1.0, 64)]
@@ -169,7 +173,7 @@ def test_params_not_in_every_trial_or_outside_the_space_are_left_out():
         "scratch.lr": FloatDistribution(1e-5, 1e-1, log=True),
         "shared.dropout": FloatDistribution(0.0, 0.6),
     }
-    study, skipped = study_plots.build_study(rows_of(ts), space)
+    study, skipped = optuna_study.build_study(rows_of(ts), space)
     assert skipped == {
         "cnn.lr": "not in every trial",
         "scratch.lr": "not in every trial",
@@ -179,17 +183,17 @@ def test_params_not_in_every_trial_or_outside_the_space_are_left_out():
 
 
 def test_too_few_trials_give_a_png_that_says_why(tmp_path):
-    paths = study_plots.plot_study(rows_of(trials(1)), tmp_path, SPACE_DISTS, max_epochs=MAX_EPOCHS)
+    paths = plots.plot_study(rows_of(trials(1)), tmp_path, SPACE_DISTS, max_epochs=MAX_EPOCHS)
     assert [p.name for p in paths] == list(PNGS)
-    assert assert_readable_png(tmp_path / study_plots.LEARNING_CURVES) == ""
-    for name in (study_plots.IMPORTANCE, study_plots.PARALLEL):
+    assert assert_readable_png(tmp_path / plots.LEARNING_CURVES) == ""
+    for name in (plots.IMPORTANCE, plots.PARALLEL):
         why = assert_readable_png(tmp_path / name)
         assert why.startswith("not drawn: 1 finished trial") and "at least 2" in why, why
 
 
 def test_parse_space_reads_optuna_json():
     searched = {k: distribution_to_json(d) for k, d in SPACE_DISTS.items()}
-    assert study_plots.parse_space(searched) == SPACE_DISTS
+    assert optuna_study.parse_space(searched) == SPACE_DISTS
 
 
 # ---------------------------------------------------------------- the CLI on an MLflow study
@@ -251,8 +255,8 @@ def test_cli_writes_and_logs_plots(store, tmp_path, capsys):
     for name in PNGS:
         assert str(out / name) in printed
         assert assert_readable_png(out / name) == "", f"{name} was not drawn"
-    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent_id, study_plots.ARTIFACT_DIR)}
-    assert logged == {f"{study_plots.ARTIFACT_DIR}/{name}" for name in PNGS}
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(parent_id, PLOTS)}
+    assert logged == {f"{PLOTS}/{name}" for name in PNGS}
 
 
 def test_a_study_without_a_logged_space_exits_2(store, tmp_path, capsys):

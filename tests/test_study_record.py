@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from trainables.tracking import mlflow_runs
@@ -17,6 +18,7 @@ def _parent(tmp_path, **tags):
     return client.get_run(run.info.run_id)
 
 
+@pytest.mark.integration  # live and dead processes
 def test_a_live_driver_on_this_machine_is_seen_and_a_dead_one_is_not(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -32,6 +34,7 @@ def test_a_live_driver_on_this_machine_is_seen_and_a_dead_one_is_not(tmp_path):
         live.kill()
 
 
+@pytest.mark.unit
 def test_another_machines_driver_counts_while_its_heartbeat_is_fresh(tmp_path):
     fresh = _parent(tmp_path, driver_host="elsewhere", driver_pid=1, heartbeat=int(time.time()) - 20)
     assert "beat 2" in mlflow_runs.live_driver(fresh)
@@ -42,8 +45,9 @@ def test_another_machines_driver_counts_while_its_heartbeat_is_fresh(tmp_path):
     assert mlflow_runs.live_driver(client.get_run(fresh.info.run_id)) is None  # ended: nobody drives it
 
 
+@pytest.mark.integration  # a dead process
 def test_the_leaderboard_says_whether_a_study_is_live_crashed_or_ended(tmp_path):
-    from analysis.leaderboard import study_state
+    from analysis.reading.board import study_state
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

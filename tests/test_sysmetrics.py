@@ -2,7 +2,11 @@
 
 import time
 
+import pytest
+
 from trainables.tracking import sysmetrics
+
+pytestmark = pytest.mark.unit
 
 
 def _busy(seconds: float) -> None:

@@ -1,11 +1,14 @@
-"""Crowning a study's winner in MLflow (analysis.winner) on a real SQLite store: exactly one winner, its test
+"""Crowning a study's winner in MLflow (analysis.publishing.winner) on a real SQLite store: exactly one winner, its test
 metrics on its own run, descriptions that lead with it; crowning again (a resumed study) moves the crown."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis import winner
-from analysis.runs import TrialRow
+from analysis.publishing import winner
+from analysis.reading.runs import TrialRow
 from trainables.tracking import mlflow_runs
+
+pytestmark = pytest.mark.unit
 
 
 def test_the_crown_goes_to_one_run_and_the_descriptions_lead_with_it(tmp_path):

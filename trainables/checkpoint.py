@@ -23,7 +23,7 @@ from search_spaces.space import TrialConfig
 from trainables import engine
 from trainables.data import augment, cache, decode
 from trainables.pretrained import Weights
-from trainables.tracking.artifacts import ARTIFACT, FILENAME  # noqa: F401  (analysis reads checkpoint.ARTIFACT)
+from trainables.tracking.artifacts import FILENAME
 
 
 def save(
@@ -43,6 +43,7 @@ def save(
             "model": model.state_dict(),
             "classes": list(classes),
             "family": cfg.family.name,
+            "family_module": cfg.family.module,  # where a process that never registered the family finds it
             "params": cfg.values,
             "image_size": image_size,
             "normalization": norm,
@@ -123,6 +124,12 @@ def top_k(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[tuple[
     return [[(classes[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
 
 
+def average(probabilities: Sequence[np.ndarray]) -> np.ndarray:
+    """An ensemble's class probabilities [N, C]: the mean of its members' [N, C] (the served ensemble's and
+    analysis.ensemble's scores)."""
+    return np.mean(np.stack(probabilities), axis=0)
+
+
 @dataclass
 class Ensemble:
     """Several classifiers of one study as one: the mean of their softmax outputs (analysis.ensemble). The same
@@ -143,16 +150,18 @@ class Ensemble:
 
     def probabilities(self, images: Iterable) -> np.ndarray:
         images = list(images)
-        return np.mean([m.probabilities(images) for m in self.members], axis=0)
+        return average([m.probabilities(images) for m in self.members])
 
     def top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
         return top_k(self.probabilities(images), self.classes, k)
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Classifier:
-    """Rebuild the model of a checkpoint written by save() through its family; no pretrained weights are fetched."""
+    """Rebuild the model of a checkpoint written by save() through its family; no pretrained weights are fetched.
+    A family this process has not registered (one added at run time) is imported from the module the checkpoint
+    names (search_spaces.get_family); a checkpoint without that name needs the family registered."""
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    cfg = TrialConfig(get_family(ckpt["family"]), ckpt["params"])
+    cfg = TrialConfig(get_family(ckpt["family"], ckpt.get("family_module")), ckpt["params"])
     model = cfg.family.build(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
     model.load_state_dict(ckpt["model"])
     model.eval()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
+
+from trainables.paths import cache_root, local_path
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,6 @@ class RunSettings:
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""  # Ray run folder under storage: the experiment name made path-safe + start time,
     # so two studies of one experiment never share a folder
-    split_manifest: str = "dataset/splits.csv"  # parent-run artifact (path,label,split) every trial reads
     classes: tuple = ()  # class names in label order, shared by every trial and the logged model
     mlflow_experiment_id: str = ""  # study experiment
     parent_run_id: str = ""  # the study's MLflow parent run
@@ -70,11 +70,10 @@ class RunSettings:
 
     @property
     def spool(self) -> str:
-        """Where MLflow writes wait while the tracking server is away (trainables.tracking.outbox): in the study's folder
-        when storage is a local or shared path, else in this machine's cache."""
-        if "://" in self.storage and not self.storage.startswith("file://"):
-            return str(Path.home() / ".cache" / "artsweep" / "pending" / self.run_name)
-        return f"{self.run_path.removeprefix('file://')}/pending"
+        """Where MLflow writes wait while the tracking server is away (trainables.tracking.outbox): in the study's
+        folder when storage is a local or shared path, else in this machine's cache (trainables.paths)."""
+        local = local_path(self.run_path)
+        return f"{local}/pending" if local is not None else str(cache_root() / "pending" / self.run_name)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

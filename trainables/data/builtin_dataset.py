@@ -1,6 +1,6 @@
 """The built-in "painting styles" dataset: generated, reproducible, written as real image files.
 
-python -m trainables.data.builtin_dataset [DIR]   # writes it (default: ~/.cache/artsweep/painting-styles-v1)
+python -m trainables.data.builtin_dataset [DIR]   # writes it (default: default_dir(), in $ARTSWEEP_CACHE)
 
 8 classes of synthetic "styles" with distinct textures and compositions, 10:1 imbalance (like WikiArt's
 Impressionism vs Analytical_Cubism), mixed sizes (48-112 px), JPEG and PNG files. Every image also
@@ -10,7 +10,6 @@ lands well below 100 % macro F1 and the rare classes need sampler weighting.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from trainables.paths import cache_root
 
 VERSION = 1
 # class -> number of images; largest / smallest = 10
@@ -31,9 +32,11 @@ CLASS_COUNTS = {
     "ukiyo_e": 40,
     "minimalism": 30,
 }
-DEFAULT_DIR = (
-    Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / f"painting-styles-v{VERSION}"
-)
+
+
+def default_dir() -> Path:
+    """Where the dataset is written unless told: this machine's artsweep cache (trainables.paths.cache_root)."""
+    return cache_root() / f"painting-styles-v{VERSION}"
 
 
 def _palette(rng: np.random.Generator, base: tuple, spread: int = 60, n: int = 5) -> list:
@@ -143,9 +146,10 @@ def render(style: str, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def ensure_builtin_dataset(root: Path = DEFAULT_DIR, seed: int = 0) -> Path:
-    """Write the dataset under `root` once (atomically) and return it; later calls reuse the files."""
-    root = Path(root)
+def ensure_builtin_dataset(root: Path | None = None, seed: int = 0) -> Path:
+    """Write the dataset under `root` (default default_dir()) once, atomically, and return it; later calls reuse
+    the files."""
+    root = Path(root) if root else default_dir()
     if (root / ".complete").exists():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -168,4 +172,4 @@ def ensure_builtin_dataset(root: Path = DEFAULT_DIR, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    print(ensure_builtin_dataset(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR))
+    print(ensure_builtin_dataset(Path(sys.argv[1]) if len(sys.argv) > 1 else None))

@@ -2,9 +2,9 @@
 once, then read back by mmap.
 
 Key: the files (path, size, mtime), the cached side and the resize policy, so a changed file, another
---image-size or another policy makes a new cache and nothing else does. Layout under
-~/.cache/artsweep/decoded/<key>/: images.npy (uint8 [N, S, S, 3], memory-mapped), meta.json (written last:
-its presence means complete). A file lock makes concurrent trials on a node wait for one builder or downloader.
+--image-size or another policy makes a new cache and nothing else does. Layout under decoded_root()/<key>/
+(ARTSWEEP_CACHE/decoded): images.npy (uint8 [N, S, S, 3], memory-mapped), meta.json (written last: its presence
+means complete). A file lock makes concurrent trials on a node wait for one builder or downloader.
 
 Getting a missing cache, in order: (1) with `storage` (the study's Ray storage: a path, file://, s3://, gs://...),
 download <storage>/decoded/<key>/ if a node published it: no decoding; (2) else build it: decode.decode_fit per
@@ -36,14 +36,19 @@ from PIL import Image
 from tqdm import tqdm
 
 from trainables.data import decode
+from trainables.paths import cache_root
 
 VERSION = 2  # 2: reduced-scale JPEG decoding, area-averaging resize (pixels differ from version 1 caches)
-ROOT = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / "decoded"
 POLICIES = ("crop", "letterbox")  # crop: shorter side to S, centre crop; letterbox: longer side to S, pad
 # Auto pool size: at most one process per this many images. A spawned process re-imports the caller's main
 # module (a Ray worker: ~1-2 s), worth it only with seconds of decoding (~400 images/s per process) ahead.
 IMAGES_PER_PROCESS = 500
 PROGRESS_S = 30.0  # not on a terminal: a progress line at least this often (s), besides one per 25 %
+
+
+def decoded_root() -> Path:
+    """This node's decode caches, one folder per key."""
+    return cache_root() / "decoded"
 
 
 def cached_side(image_size: int) -> int:
@@ -253,18 +258,19 @@ def open_or_build(
     paths: Sequence[str],
     image_size: int,
     policy: str = "crop",
-    root: Path = ROOT,
+    root: Path | None = None,
     *,
     processes: int | None = None,
     storage: str | None = None,
 ):
-    """(uint8 memmap [N, S, S, 3], meta dict, built_here: True only when this call decoded the images).
+    """(uint8 memmap [N, S, S, 3], meta dict, built_here: True only when this call decoded the images), under
+    `root` (default decoded_root()).
     A node missing the cache downloads it from `storage` if published there, else builds it with `processes`
     processes (default: pool_size) and publishes it there. At most one builder or downloader per node and key."""
     if policy not in POLICIES:
         raise ValueError(f"resize policy must be one of {POLICIES}, got {policy!r}")
     side = cached_side(image_size)
-    folder = Path(root) / cache_key(paths, side, policy)
+    folder = Path(root or decoded_root()) / cache_key(paths, side, policy)
     built = False
     if not (folder / "meta.json").exists():
         folder.mkdir(parents=True, exist_ok=True)

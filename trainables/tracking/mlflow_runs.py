@@ -8,7 +8,7 @@ Who writes what:
                            report (trainables.tracking.recorder, through an outbox that outlasts a server outage)
 Params of a child run: its searched values under their study names, and family and arch (what it trains) where
 the study fixed them. Tags: trial_id, stopped_early, epochs_reached, best_epoch, a description
-(mlflow.note.content), and winner=true on the study's winner (analysis.winner). Metrics: per epoch (step = epoch;
+(mlflow.note.content), and winner=true on the study's winner (analysis.publishing.winner). Metrics: per epoch (step = epoch;
 the scheduled LR is `scheduled_lr`, the searched peak the param `lr`), system/... (MLflow's monitors) and the
 winner's test_*. Input: the study's split as an MLflow dataset. Nothing stays RUNNING.
 """
@@ -33,6 +33,7 @@ from trainables.tracking import (
     mlflow_ui,
     outbox,  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
 )
+from trainables.tracking.retry import retrying
 
 log = logging.getLogger("artsweep")
 # a new SQLite store announces its schema set-up at INFO ("Creating initial MLflow database tables..."): noise
@@ -110,9 +111,11 @@ def setup_study(
 
 
 def log_dataset(uri: str, parent_run_id: str, manifest: Path, report: dict, plots) -> None:
-    """The split manifest every trial reads, the dataset report (skipped files included) and its plots."""
+    """The split manifest every trial reads (as SPLIT_MANIFEST), the dataset report (skipped files included) and
+    its plots."""
     client = MlflowClient(uri)
-    for path in (manifest, *plots):
+    client.log_text(parent_run_id, manifest.read_text(encoding="utf-8"), SPLIT_MANIFEST)
+    for path in plots:
         client.log_artifact(parent_run_id, str(path), artifact_path="dataset")
     client.log_dict(parent_run_id, report, "dataset/report.json")
 
@@ -227,7 +230,7 @@ def open_trial_run(
     """(run id, None) of the trial's child run, to train in; or (run id, its per-epoch metrics) when the trial
     already FINISHED before the study was restarted, which must not train again. One run per trial: a trial
     Tune starts again (a resumed study) continues its own run; an older duplicate is tagged superseded.
-    Waits out a tracking server that is restarting (tracking.retrying)."""
+    Waits out a tracking server that is restarting (trainables.tracking.retry)."""
     return retrying(
         lambda: _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, tags, dataset),
         f"opening the MLflow run of trial {trial_id}",
@@ -250,7 +253,7 @@ def _trial_run(uri, experiment_id, parent_run_id, trial_id, trial_name, params, 
 
 def history(client: MlflowClient, run) -> list[dict]:
     """A run's metrics as one dict per epoch (step 1, 2, ...), in order. Step 0 is not an epoch: a crowned
-    winner's test metrics sit there (analysis.winner), and a replayed epoch must not carry them."""
+    winner's test metrics sit there (analysis.publishing.winner), and a replayed epoch must not carry them."""
     epochs: dict[int, dict] = {}
     for key in run.data.metrics:
         for m in client.get_metric_history(run.info.run_id, key):
@@ -272,21 +275,6 @@ def _create_trial_run(client, experiment_id, parent_run_id, trial_id, trial_name
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     mlflow_ui.log_input(client, run.info.run_id, dataset, "train/val")
     return run.info.run_id
-
-
-def retrying(call, what: str, timeout_s: float = 600.0, first_wait_s: float = 2.0):
-    """call() until it succeeds, waiting 2 s doubling to 60 s between tries, for up to timeout_s (a tracking
-    server restarting for a minute delays a trial's start instead of failing it); then the last error."""
-    deadline, wait = time.monotonic() + timeout_s, first_wait_s
-    while True:
-        try:
-            return call()
-        except Exception as e:  # noqa: BLE001 - mlflow raises many types for a server that is away
-            if time.monotonic() + wait > deadline:
-                raise
-            log.warning("artsweep: %s failed (%s); retrying in %.0f s", what, type(e).__name__, wait)
-            time.sleep(wait)
-            wait = min(wait * 2, 60.0)
 
 
 def fetch_artifact(uri: str, run_id: str, artifact: str, folder: str) -> str:

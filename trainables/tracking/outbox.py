@@ -2,10 +2,10 @@
 
 Every write (metrics of an epoch, tags, an artifact) goes into the run's outbox, which sends what it holds in
 order. When the server does not answer (down, timeout, 5xx), the writes stay, in order, in a spool folder on
-disk (a JSON-lines journal, artifacts copied beside it) and are tried again after a bounded backoff (2 s
-doubling to 60 s); one WARNING per outage, one line when the server answers again. Whatever is still pending
-when a trial ends stays in the spool, which the study sends at its end (bounded wait) and
-`python -m analysis.sync --experiment NAME` sends later.
+disk (a JSON-lines journal, artifacts copied beside it) and are tried again on trainables.tracking.retry's
+schedule (2 s doubling to 60 s; an error that says the call itself is wrong is raised at once); one WARNING per
+outage, one line when the server answers again. Whatever is still pending when a trial ends stays in the spool,
+which the study sends at its end (bounded wait) and `python -m analysis.sync --experiment NAME` sends later.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from typing import Mapping
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from trainables.tracking import retry
+
 # MLflow's own HTTP retries (7, backoff to minutes) would hold every write of a run for ~4 minutes while the
-# server is down; here one quick retry, then the outbox's backoff (and tracking.retrying) take over.
+# server is down; here one quick retry, then trainables.tracking.retry's schedule takes over.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download floods logs
 log = logging.getLogger("artsweep")
-BACKOFF_S = (2.0, 60.0)  # first retry after 2 s, doubling, at most 60 s apart
 
 
 class Outbox:
@@ -38,7 +39,7 @@ class Outbox:
         self.journal = self.folder / f"{writer}.jsonl"
         self.items = self._read()
         self.down_since: float | None = None
-        self.next_try, self.wait = 0.0, BACKOFF_S[0]
+        self.next_try, self.wait = 0.0, retry.FIRST_WAIT_S
         self._client = None
 
     # ------------------------------------------------------------ what callers write
@@ -75,7 +76,7 @@ class Outbox:
         while self.items:
             try:
                 self._send(self.items[0])
-            except Exception as e:  # noqa: BLE001 - any failure of the server keeps the write for later
+            except Exception as e:  # a failure of the server keeps the write for later
                 self._failed(e)
                 return False
             self.items.pop(0)
@@ -86,7 +87,7 @@ class Outbox:
                 self.run_id,
                 time.monotonic() - self.down_since,
             )
-        self.down_since, self.wait = None, BACKOFF_S[0]
+        self.down_since, self.wait = None, retry.FIRST_WAIT_S
         return True
 
     def drain(self, timeout_s: float) -> bool:
@@ -102,7 +103,7 @@ class Outbox:
             try:
                 self._send(item)
                 return True
-            except Exception as e:  # noqa: BLE001 - any failure of the server keeps the write for later
+            except Exception as e:  # a failure of the server keeps the write for later
                 self._failed(e)
         self.items.append(self._keep(item))
         self._save()
@@ -134,6 +135,9 @@ class Outbox:
             shutil.rmtree((self.folder / item["file"]).parent, ignore_errors=True)
 
     def _failed(self, e: Exception) -> None:
+        """Raises `e` when no retry can help (retry.retryable), else schedules the next try."""
+        if not retry.retryable(e):
+            raise e
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
@@ -145,7 +149,7 @@ class Outbox:
                 len(self.items),
                 self.folder,
             )
-        self.next_try, self.wait = now + self.wait, min(self.wait * 2, BACKOFF_S[1])
+        self.next_try, self.wait = now + self.wait, retry.next_wait(self.wait)
 
     # ------------------------------------------------------------ the journal on disk
     def _read(self) -> list[dict]:

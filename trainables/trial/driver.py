@@ -26,11 +26,12 @@ from trainables.trial.entry import train_loop
 from trainables.trial.rerun import SEED_PARAM
 
 
-def split_manifest(uri: str, parent_run_id: str, artifact: str) -> str:
+def split_manifest(uri: str, parent_run_id: str) -> str:
     """The CSV text of the split every trial reads, from the parent run (any node can reach MLflow). Fetched
     here, once per trial driver, and handed to the workers in their config: no worker talks to MLflow."""
     with tempfile.TemporaryDirectory() as tmp:
-        return Path(mlflow_runs.fetch_artifact(uri, parent_run_id, artifact, tmp)).read_text(encoding="utf-8")
+        path = mlflow_runs.fetch_artifact(uri, parent_run_id, mlflow_runs.SPLIT_MANIFEST, tmp)
+        return Path(path).read_text(encoding="utf-8")
 
 
 def train_storage(s: RunSettings) -> str:
@@ -57,6 +58,7 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         {
             mlflow_runs.NOTE_TAG: f"**{cfg.family.name} / {cfg.arch}** running",
             mlflow_runs.PHASE_TAG: phase,
+            "split_manifest": f"{settings.parent_run_id}/{mlflow_runs.SPLIT_MANIFEST}",  # the split it trains on
             **(again.tags() if again else {}),
         },
         settings.dataset,
@@ -72,7 +74,7 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
             "trial": cfg,
             "settings": settings,
             "run_id": run_id,
-            "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id, settings.split_manifest),
+            "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id),
         },
         scaling_config=ScalingConfig(
             num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu, resources_per_worker=resources

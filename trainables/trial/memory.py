@@ -4,7 +4,7 @@
                + CONTEXT_GIB
 params x 16 B: fp32 weights, their gradients and AdamW's two moments. Activations per image: the elements of
 every leaf module's output in one forward pass at batch 1 (what autograd keeps for the backward pass, roughly),
-probed on CPU once per (model, image size) and cached in ~/.cache/artsweep/memory.json; 2 bytes each under AMP
+probed on CPU once per (model, image size) and cached in cache_file(); 2 bytes each under AMP
 (bf16/fp16), 4 in fp32. CONTEXT_GIB: the CUDA context and cuBLAS/cuDNN workspaces of one process.
 On a GPU, measure_gib() runs a real step; tests/test_gpu.py checks the estimate bounds it from above.
 Used by trainables.trial.driver (each trial's GPU share); unit tests: tests/test_packing.py.
@@ -20,11 +20,17 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trainables.paths import cache_root
+
 PARAM_BYTES = 16  # fp32 weight + grad + AdamW exp_avg + exp_avg_sq
 CONTEXT_GIB = 0.75  # CUDA context (~0.3-0.5 GiB) + cuBLAS/cuDNN workspaces of one process
 FRAGMENTATION = 0.25  # the caching allocator's rounding and fragmentation over the tensors themselves
 GIB = 1024**3
-CACHE = Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep")) / "memory.json"
+
+
+def cache_file() -> Path:
+    """The probes of this machine, in its artsweep cache (trainables.paths.cache_root)."""
+    return cache_root() / "memory.json"
 
 
 def activations_per_image(model: nn.Module, image_size: int) -> int:
@@ -51,8 +57,10 @@ def activations_per_image(model: nn.Module, image_size: int) -> int:
     return total
 
 
-def probe(key: str, build: Callable[[], nn.Module], image_size: int, cache: Path = CACHE) -> dict:
-    """{"params", "activations"} of a model at an input size, from the cache or one CPU forward pass."""
+def probe(key: str, build: Callable[[], nn.Module], image_size: int, cache: Path | None = None) -> dict:
+    """{"params", "activations"} of a model at an input size, from `cache` (default cache_file()) or one CPU
+    forward pass."""
+    cache = cache or cache_file()
     entry = f"{key}@{image_size}"
     table = json.loads(cache.read_text()) if cache.is_file() else {}
     if entry not in table:

@@ -22,7 +22,6 @@ SOURCE_TAG = "source_run_id"  # on a re-run's MLflow run: the search trial run i
 SOURCE_NAME_TAG = "source_trial"  # ... and that run's name
 TRAINED_ON_TAG = "trained_on"  # train | train+val
 SEED_PARAM = "seed"  # a re-run's seed, an MLflow param (the search trials use the study's --seed)
-PHASES = ("recipe", "search", "confirm", "final")  # the `phase` tag of a child run
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The per-worker training loop of one trial: Ray Train glue around the pure-torch engine.
 
 Runs in every DDP worker of a trial's TorchTrainer. Every rank reports every epoch (the report is a
-barrier); rank 0 also writes the MLflow child run and the best checkpoint. The trial's TrialConfig (its
-family included) and the study's RunSettings arrive as objects: nothing here looks a family up by name.
+barrier); rank 0's report carries the metrics and, at a new best epoch, the best checkpoint, which Train's
+controller writes to the MLflow child run (no worker talks to MLflow). The trial's TrialConfig (its family
+included) and the study's RunSettings arrive as objects: nothing here looks a family up by name.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def _loaders(splits: dataset.Splits, cfg, s, image_size: int, norm: dict, rank: 
         channels_last=cfg.family.channels_last,
     )
     return out, {
-        "split_manifest": f"{s.parent_run_id}/{s.split_manifest}",
         "decode_cache": meta["key"],
         "decode_cache_built_by_trial": str(built).lower(),
         "loader_workers": s.loader_workers,

@@ -1,6 +1,6 @@
 """PNG figures of a test-set evaluation: confusion matrix and reliability diagram (matplotlib, Agg).
 
-Inputs are analysis.scores outputs; sizes scale with the class count so 27 WikiArt styles stay readable.
+Inputs are analysis.reading.scores outputs; sizes scale with the class count so 27 WikiArt styles stay readable.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The study's winner, marked where people look for it in the MLflow UI.
 
-tune.py crowns the best trial (by best val_macro_f1) when a study ends; analysis.evaluate crowns it again with
-its bootstrap intervals. Crowning:
+The study's closing steps (analysis.publishing.closing) crown its best run when it ends; analysis.evaluate
+crowns it again with its bootstrap intervals. Crowning:
   - tags the winning trial run `winner=true` (and no other run of the study), with a description saying so,
   - logs its test-split metrics on it (test_macro_f1, ...; the test split is never used for selection),
   - logs its best checkpoint as an MLflow logged model of that run (the UI's Models tab, with the test metrics
@@ -13,17 +13,15 @@ its bootstrap intervals. Crowning:
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Mapping
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from analysis.runs import TrialRow
-from trainables import metrics
+from analysis.publishing import models
+from analysis.reading.runs import TrialRow
 from trainables.metrics import OBJECTIVE_KEY
 from trainables.tracking.mlflow_runs import NOTE_TAG
 from trainables.tracking.mlflow_ui import runs_page
@@ -41,17 +39,6 @@ def run_link(experiment_id: str, run_id: str, text: str) -> str:
 
 def model_link(experiment_id: str, model_id: str, text: str) -> str:
     return f"[{text}](#/experiments/{experiment_id}/models/{model_id})"
-
-
-def test_scores(client: MlflowClient, row: TrialRow, parent_run_id: str) -> tuple[dict[str, float], int]:
-    """(test-split metrics of the trial's best checkpoint, images scored): quick, without intervals or plots
-    (analysis.evaluate adds those). DataError when the study's images are not on this machine."""
-    from analysis.evaluate import load_trial, predict_split
-
-    with tempfile.TemporaryDirectory() as tmp:
-        clf, splits = load_trial(client, row, parent_run_id, Path(tmp))
-    pred = predict_split(clf, splits, show_progress=False)
-    return metrics.compute(pred.logits, pred.targets, "test"), len(pred.targets)
 
 
 def logged_model_id(client: MlflowClient, experiment_id: str, run_id: str) -> str | None:
@@ -80,9 +67,7 @@ def crown(
             client.delete_tag(r.info.run_id, WINNER_TAG)
     model_id = logged_model_id(client, experiment_id, row.run_id)
     if model_id is None and log_model:
-        from analysis.registry import log_model as log_checkpoint
-
-        model_id = log_checkpoint(client, row.run_id)[0].model_id
+        model_id = models.log_model(client, row.run_id)[0].model_id
     now = int(time.time() * 1000)
     link = {"dataset_name": dataset["name"], "dataset_digest": dataset["digest"]} if dataset else {}
     client.log_batch(

@@ -32,6 +32,7 @@ def cams(
     Returns (maps float32 [B, S, S] in [0, 1], each min-max scaled; probabilities float32 [B, K]).
     The model is left as it was: train/eval mode restored, parameter .grad restored, hooks removed;
     parameters and buffers are not touched (eval mode: no BatchNorm statistics update)."""
+    # pytorch-grad-cam (with OpenCV) takes ~6 s to import: only when a map is drawn, not for every evaluate import
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -75,7 +76,7 @@ def overlays(
     (green when right, red when wrong; "pred Y (p=..)" without labels). `images` are anything
     Classifier.preprocess takes (paths, bytes, uint8 arrays); `labels` index classifier.classes.
     Returns the PNG path, or (path, maps [k, S, S], probabilities [k, K]) with return_cams."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    from pytorch_grad_cam.utils.image import show_cam_on_image  # slow import (cams)
 
     images = list(images)[:n]
     if not images:

@@ -1,6 +1,6 @@
 """A study's trials as rows, read from MLflow: what the leaderboard, the plots and the evaluation rank.
 
-Used by analysis.leaderboard (python -m analysis.leaderboard --experiment NAME) and tune.py's summary.
+Used by every analysis command (study_parser, open_study) and by the study's closing steps and summary.
 One paged search_runs ranks a study (1,000 trials on an `mlflow server`: benchmarks/leaderboard.py); the
 per-epoch histories only the plots draw are fetched on demand (with_histories).
 """

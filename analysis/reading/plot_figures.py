@@ -1,6 +1,6 @@
-"""The figures of analysis.study_plots (PNG, Agg): learning curves, fANOVA importance, parallel coordinates.
+"""The study's figures (PNG, Agg): learning curves, fANOVA importance, parallel coordinates.
 
-Importance and parallel coordinates are drawn by Optuna from the in-memory study analysis.study_plots
+Importance and parallel coordinates are drawn by Optuna from the in-memory study analysis.reading.optuna_study
 builds; when it cannot carry them (too few trials, one value, nothing searched varies) the PNG says why.
 """
 
@@ -20,7 +20,7 @@ import optuna  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from analysis.runs import TrialRow  # noqa: E402
+from analysis.reading.runs import TrialRow  # noqa: E402
 from trainables.metrics import OBJECTIVE_KEY  # noqa: E402
 
 LOSS = "val_loss"
@@ -149,9 +149,9 @@ def learning_curves_png(
 ) -> Path:
     """val_macro_f1 per epoch of every trial (and val_loss beside it when given): trials that ran the
     budget in a colour of their best value, ASHA-stopped ones dashed grey ending in an 'x', the best trial
-    thick red with a star at its best epoch. `rows` come best first (analysis.runs.trial_rows)."""
+    thick red with a star at its best epoch. `rows` come best first (analysis.reading.runs.trial_rows)."""
     if any(r.history is None for r in rows):
-        raise ValueError("rows without their history: pass them through analysis.runs.with_histories")
+        raise ValueError("rows without their history: pass them through analysis.reading.runs.with_histories")
     curves = [r for r in rows if r.history]
     if not curves:
         return _message_png(path, "learning curves", f"no trial has reported {OBJECTIVE_KEY} yet")

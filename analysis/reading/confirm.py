@@ -4,7 +4,7 @@ A search ranks trials by one seed's best val_macro_f1, after TPE and ASHA looked
 top trial is partly luck. The study's confirm phase (sweep.phases) trains the K best distinct configurations
 again with S new seeds each; here they are grouped by source trial and ranked by their mean over seeds, with a
 95 % Student-t interval, and the study's winner is the best run of the best configuration by mean.
-Used by tune.py's summary, analysis.leaderboard, analysis.evaluate, analysis.registry and analysis.ensemble.
+Used by the study's closing steps and summary, and by every analysis command that picks the winner.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from analysis.runs import TrialRow
+from analysis.reading.runs import TrialRow
 from trainables.metrics import OBJECTIVE
 
 LEVEL = 0.95  # the interval's confidence level

@@ -1,9 +1,8 @@
 """The final fit, scored on the test split and registered as the model name's `champion`.
 
-tune.py --final-fit does this when the study ends; analysis.registry --alias champion does the promotion for any
-run. Promotion moves the alias: the version that was `champion` becomes `previous`, so a bad new champion is
-one `set_registered_model_alias` away from being rolled back, and `models:/<name>@champion` always serves the
-latest one (mlflow models serve, analysis.predict).
+A study with --final-fit does this in its closing steps (analysis.publishing.closing); analysis.registry
+--alias champion does the promotion for any run (analysis.publishing.models.promote: the old champion becomes
+`previous`).
 """
 
 from __future__ import annotations
@@ -12,31 +11,13 @@ import tempfile
 from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.runs import TrialRow
+from analysis.publishing.artifacts import EVALUATION
+from analysis.publishing.models import model_name, promote, register
+from analysis.reading.evaluation import evaluate, load_trial, test_metrics
+from analysis.reading.runs import TrialRow
 from trainables.trial.rerun import SOURCE_NAME_TAG, SOURCE_TAG, TRAINED_ON_TAG
-
-CHAMPION, PREVIOUS = "champion", "previous"  # registered model aliases
-
-
-def model_name(experiment: str) -> str:
-    """The registered model of a study's experiment (every study of it registers versions of the same model)."""
-    return f"{experiment}-classifier"
-
-
-def promote(client: MlflowClient, name: str, version: str, alias: str = CHAMPION) -> str | None:
-    """Point `alias` at `version`; the version it pointed at before (if another) gets PREVIOUS when the alias is
-    CHAMPION. Returns that previous version."""
-    try:
-        before = client.get_model_version_by_alias(name, alias).version
-    except MlflowException:  # RESOURCE_DOES_NOT_EXIST: no version has the alias yet
-        before = None
-    if alias == CHAMPION and before is not None and str(before) != str(version):
-        client.set_registered_model_alias(name, PREVIOUS, before)
-    client.set_registered_model_alias(name, alias, version)
-    return before if before is not None and str(before) != str(version) else None
 
 
 def crown_final(
@@ -47,18 +28,15 @@ def crown_final(
     out: Path | None = None,
     show_progress: bool = True,
 ) -> tuple[ModelVersion, dict, str | None]:
-    """Score the final fit's model on the test split (analysis.evaluate's report, logged to its run under
+    """Score the final fit's model on the test split (the evaluation's report, logged to its run under
     evaluation/), register it as a new version of model_name(experiment) and make it the champion.
     Returns (the version, its test metrics, the version that was champion before). DataError when the study's
     images are not on this machine."""
-    from analysis.evaluate import ARTIFACT_DIR, evaluate, load_trial, test_metrics
-    from analysis.registry import register
-
     with tempfile.TemporaryDirectory() as tmp:
         clf, splits = load_trial(client, final, parent_run_id, Path(tmp))
         folder = (out or Path(tmp)) / final.name
         ev = evaluate(clf, splits, folder, final.name, final.run_id, show_progress=show_progress)
-        client.log_artifacts(final.run_id, str(folder), ARTIFACT_DIR)
+        client.log_artifacts(final.run_id, str(folder), EVALUATION)
     values = test_metrics(ev)
     for k, v in values.items():
         client.log_metric(final.run_id, k, float(v), step=0)

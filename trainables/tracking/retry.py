@@ -1,0 +1,52 @@
+"""How artsweep waits out a tracking server that is away (restarting, overloaded, unreachable): which errors are
+tried again, how far apart, and for how long. Two users: retrying() below, a call that blocks until it succeeds
+(a trial opening its run, the study reading its trials), and trainables.tracking.outbox, which keeps a run's
+writes on disk and tries them again on the same schedule without holding up training."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterator, TypeVar
+
+log = logging.getLogger("artsweep")
+T = TypeVar("T")
+
+FIRST_WAIT_S = 2.0  # first retry 2 s after a failure, ...
+MAX_WAIT_S = 60.0  # ... the wait doubling up to at most 60 s between tries
+DEADLINE_S = 600.0  # a blocking call gives up after 10 min: a server restarting for a minute delays, never fails
+# A wrong call, which no wait can fix: raised at once. Everything else is tried again, because MLflow raises
+# many types for a server that is away (MlflowException, requests' and botocore's errors, OSError, ...).
+NOT_RETRIED = (TypeError, AttributeError, NameError, ImportError)
+
+
+def retryable(error: BaseException) -> bool:
+    return isinstance(error, Exception) and not isinstance(error, NOT_RETRIED)
+
+
+def next_wait(wait_s: float) -> float:
+    """The wait after one of `wait_s` failed too."""
+    return min(wait_s * 2, MAX_WAIT_S)
+
+
+def schedule(first_s: float = FIRST_WAIT_S) -> Iterator[float]:
+    """The waits between tries, in seconds: 2, 4, 8, 16, 32, 60, 60, ..."""
+    wait = first_s
+    while True:
+        yield wait
+        wait = next_wait(wait)
+
+
+def retrying(call: Callable[[], T], what: str, timeout_s: float = DEADLINE_S) -> T:
+    """call() until it succeeds, waiting on schedule() between tries; a non-retryable error, or one whose next
+    try would start after `timeout_s`, is raised."""
+    deadline, waits = time.monotonic() + timeout_s, schedule()
+    while True:
+        try:
+            return call()
+        except Exception as e:
+            wait = next(waits)
+            if not retryable(e) or time.monotonic() + wait > deadline:
+                raise
+            log.warning("artsweep: %s failed (%s); retrying in %.0f s", what, type(e).__name__, wait)
+            time.sleep(wait)
