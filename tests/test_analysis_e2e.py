@@ -44,7 +44,8 @@ def _printed_board(out: str, n: int) -> tuple[list[list[str]], list[list[str]]]:
     head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["rank", "trial"])
     assert lines[head].split()[:7] == ["rank", "trial", "family", "arch", OBJECTIVE, "epoch", "state"], lines[head]
     family_rows = lines[lines.index("best per family:") + 2 :]  # past its header
-    families = family_rows[: family_rows.index("")] if "" in family_rows else family_rows
+    ends = [i for i, line in enumerate(family_rows) if not line.strip() or line.startswith("confirmation:")]
+    families = family_rows[: ends[0]] if ends else family_rows  # the confirmation table may follow directly
     return [line.split() for line in lines[head + 1 : head + 1 + n]], [line.split() for line in families]
 
 

@@ -179,13 +179,14 @@ def test_each_trial_run_reads_the_studys_split_as_a_dataset_input(study):
 
 def test_the_winners_checkpoint_is_a_logged_model_of_its_run(study, tmp_path):
     from trainables import checkpoint
+    from trainables.tracking.artifacts import ARTIFACT
 
     client = study.client
     exp, _, rows = _trials(study)
     won = best_run(rows)
     models = [m for m in client.search_logged_models([exp.experiment_id]) if m.source_run_id == won.run_id]
     assert len(models) == 1 and {m.key for m in models[0].metrics} >= {"test_macro_f1", "test_accuracy"}
-    clf = checkpoint.load(client.download_artifacts(won.run_id, checkpoint.ARTIFACT, str(tmp_path)))
+    clf = checkpoint.load(client.download_artifacts(won.run_id, ARTIFACT, str(tmp_path)))
     assert clf.epoch == won.best_epoch  # model.pt stays a plain loadable checkpoint beside it
 
 
