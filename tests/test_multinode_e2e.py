@@ -169,8 +169,6 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
         "2",
         "--max-epochs",
         str(EPOCHS),
-        "--image-size",
-        "96",
         "--no-early-stopping",
         "--experiment",
         experiment,
