@@ -66,8 +66,6 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
         str(EPOCHS),
         "--workers-per-trial",
         "2",
-        "--image-size",
-        "64",
         "--experiment",
         "kill-worker",
         "--mlflow-uri",
