@@ -9,7 +9,9 @@ Request (JSON, POST /invocations; the image file's bytes base64-encoded; `params
     {"dataframe_split": {"columns": ["image"], "data": [["<base64>"], ...]}, "params": {"k": 3}}
     {"dataframe_records": [{"image": "<base64>"}, ...]}   or   {"inputs": {"image": ["<base64>", ...]}}
 Response: {"predictions": [{"classes": ["cubism", ...], "probabilities": [0.81, ...]}]}, most probable first.
-A file that is not a decodable image -> HTTP 400 naming the row and the reason.
+A file that is not a decodable image -> HTTP 400 naming the row and the reason. Per request at most MAX_ROWS
+images and k <= MAX_K (else 400), a body of at most MAX_REQUEST_BYTES sent with a Content-Length (else 413 / 411,
+before the body is read); LIMIT_ENV's variables override the caps.
 
 This module is what the logged model imports: it is copied into the model's code/ folder together with
 the packages listed in CODE_PACKAGES, and must import nothing else of this project (no sweep/, no other
@@ -21,8 +23,10 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import functools
 import io
 import json
+import os
 import shutil
 import sys
 from importlib import metadata as importlib_metadata
@@ -39,10 +43,28 @@ from mlflow.types.schema import Array
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "classifier"  # the logged model's name inside its run
 DEFAULT_K = 5
-# Abuse limits of the served model: an image over Pillow's decompression-bomb size (89 MP) is refused from its
-# header; a request over MAX_REQUEST_BYTES is refused before parsing (413); an error never quotes the input.
+# Abuse limits of the served model: an image over Pillow's decompression-bomb size is refused from its header, a
+# request over a cap below gets a 4xx before its work is done, and an error never quotes the input. The request caps
+# are defaults: the variables in LIMIT_ENV, set where the server runs (`mlflow models serve`'s environment), override
+# them.
 MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS (1024^3 / 4 / 3)
-MAX_REQUEST_BYTES = 64 * 2**20  # one request's body
+# One request's body, bytes: 64 MiB (~700 base64 JPEGs of 64 KiB, or 64 phone photos of 0.7 MiB). Refused (413)
+# from its Content-Length before any of it is read (MLflow reads it whole, then holds its JSON, base64 and DataFrame
+# forms: several times its size; 10,000 rows in 9 MB took +90 MB); a body without a Content-Length (chunked) is
+# refused (411) rather than read to find its end.
+MAX_REQUEST_BYTES = 64 * 2**20
+# Images per request: one forward batch (Classifier.logits runs 64 at a time). Every row is decoded (up to MAX_PIXELS
+# each, one at a time) and kept at the cached side until the model runs, so rows, not bytes, bound a request's work:
+# 64 MiB of tiny PNGs would be 100,000s of images. A larger request is refused (400) before any row is decoded.
+MAX_ROWS = 64
+# Classes per answer (params.k; k is cut to the number of classes anyway): an answer is at most
+# MAX_ROWS x MAX_K (class, probability) pairs, ~0.3 MB of JSON, whatever the number of classes.
+MAX_K = 100
+LIMIT_ENV = {
+    "request_mib": "ARTSWEEP_SERVE_MAX_REQUEST_MIB",
+    "rows": "ARTSWEEP_SERVE_MAX_ROWS",
+    "k": "ARTSWEEP_SERVE_MAX_K",
+}
 MAX_ERROR_CHARS = 1000  # MLflow's scoring server quotes a malformed body whole (50 MB in -> 368 MB out)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, "image")]),
@@ -72,35 +94,87 @@ def _raw_bytes(value) -> bytes:
         return value
 
 
-def guard_scoring_server() -> None:
-    """Wrap the scoring server's invocations(): a body over MAX_REQUEST_BYTES gets a 413 without being parsed, and
-    every error message is cut to MAX_ERROR_CHARS (MLflow's own JSON error quotes the request). Runs when the
-    served model loads, in the server's process (idempotent)."""
+def limit(name: str, default: int) -> int:
+    """A request cap: LIMIT_ENV[name] from this process's environment (a whole number >= 1), else `default`."""
+    raw = os.environ.get(LIMIT_ENV[name])
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{LIMIT_ENV[name]}={raw!r} must be a whole number >= 1 (unset: {default})")
+    return value
+
+
+def guard_scoring_server(max_bytes: int) -> None:
+    """Guard MLflow's scoring server (mlflow.pyfunc.scoring_server, FastAPI under uvicorn): its /invocations route
+    answers 413 for a Content-Length over `max_bytes` and 411 for a body without one, before reading a byte of it;
+    every error message is cut to MAX_ERROR_CHARS, without the input MLflow quotes. Runs when the served model
+    loads, in the server's process, which is before scoring_server.init() builds the app (mlflow's app.py loads the
+    model first), so the route init() wraps in _async_catch_mlflow_exception gets the size check. Idempotent."""
     from mlflow.pyfunc import scoring_server as server
 
     if getattr(server.invocations, "artsweep_guard", False):
         return
-    original = server.invocations
+    server.invocations = _without_quoted_input(server.invocations)
+    server._async_catch_mlflow_exception = _size_checked(server._async_catch_mlflow_exception, max_bytes)
+
+
+def _without_quoted_input(original):
+    """MLflow's invocations() with its error messages cut (MLflow's own JSON error quotes the request, and a
+    prediction error starts with the whole DataFrame: `Failed to predict data '...'. \nError: ...`)."""
+    from mlflow.pyfunc import scoring_server as server
 
     def invocations(data, content_type, model, input_schema):
-        if len(data) > MAX_REQUEST_BYTES:
-            message = (
-                f"request body of {len(data) / 2**20:.1f} MiB is over the {MAX_REQUEST_BYTES / 2**20:.0f} MiB "
-                "limit; send fewer or smaller images per request"
-            )
-            return server.InvocationsResponse(
-                json.dumps({"error_code": "BAD_REQUEST", "message": message}), 413, "application/json"
-            )
         try:
             response = original(data, content_type, model, input_schema)
         except MlflowException as e:
-            raise MlflowException(_cut(e.message), error_code=ErrorCode.Value(e.error_code)) from None
+            message = e.message.rpartition("\nError: ")[2]  # the reason, without the data MLflow puts before it
+            raise MlflowException(_cut(message), error_code=ErrorCode.Value(e.error_code)) from None
         if response.status >= 400 and len(response.response) > MAX_ERROR_CHARS:
             response = server.InvocationsResponse(_cut(response.response), response.status, "text/plain")
         return response
 
     invocations.artsweep_guard = True
-    server.invocations = invocations
+    return invocations
+
+
+def _size_checked(catch, max_bytes: int):
+    """MLflow's decorator of the /invocations route (its MlflowException -> JSON error), run after a check of the
+    request's headers: a body too large, or of unknown size, is refused before the route reads it."""
+
+    def decorate(route):  # called by init(), in the server only: other processes never import FastAPI for it
+        from fastapi.responses import Response
+
+        caught = catch(route)
+
+        @functools.wraps(route)  # FastAPI reads the route's signature (request: Request) through __wrapped__
+        async def checked(request):
+            refusal = body_refusal(request.headers, max_bytes)
+            if refusal:
+                status, message = refusal
+                body = json.dumps({"error_code": "BAD_REQUEST", "message": message})
+                return Response(body, status, media_type="application/json")
+            return await caught(request)
+
+        return checked
+
+    return decorate
+
+
+def body_refusal(headers, max_bytes: int) -> tuple[int, str] | None:
+    """(HTTP status, message) refusing a request body from its headers alone, or None to read it."""
+    length = headers.get("content-length")
+    if length is None or "transfer-encoding" in headers:
+        return 411, "send the request body with a Content-Length header (a chunked body is not read)"
+    if int(length) > max_bytes:  # the HTTP parser (h11) admits only digits here
+        return 413, (
+            f"request body of {int(length) / 2**20:.1f} MiB is over the {max_bytes / 2**20:g} MiB limit; "
+            f"send fewer or smaller images per request ({LIMIT_ENV['request_mib']} sets the limit)"
+        )
+    return None
 
 
 def _cut(text: str) -> str:
@@ -114,23 +188,38 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from trainables import checkpoint
 
-        guard_scoring_server()
+        guard_scoring_server(limit("request_mib", MAX_REQUEST_BYTES // 2**20) * 2**20)
+        self.max_rows, self.max_k = limit("rows", MAX_ROWS), limit("k", MAX_K)
         members = [
             checkpoint.load(path) for key, path in sorted(context.artifacts.items()) if key.startswith("checkpoint")
         ]
         self.clf = members[0] if len(members) == 1 else checkpoint.Ensemble(members)
 
-    # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
-    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from trainables.data.decode import BadImage
-
+    def _check(self, model_input: pd.DataFrame, params: dict | None) -> int:
+        """The request's k, after its k and rows are checked against the caps (MlflowException: a 400)."""
         k = int((params or {}).get("k", DEFAULT_K))
-        if k < 1:
-            raise MlflowException(f"params.k must be >= 1, got {k}", error_code=INVALID_PARAMETER_VALUE)
+        if not 1 <= k <= self.max_k:
+            raise MlflowException(
+                f"params.k must be 1 to {self.max_k} ({LIMIT_ENV['k']} sets the limit), got {k}",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
+        if len(model_input) > self.max_rows:
+            raise MlflowException(
+                f"{len(model_input)} images in one request, over the limit of {self.max_rows} "
+                f"({LIMIT_ENV['rows']} sets it): send them in requests of at most {self.max_rows}",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         if "image" not in model_input:
             raise MlflowException(
                 "input needs an `image` column of image file bytes", error_code=INVALID_PARAMETER_VALUE
             )
+        return k
+
+    # pd.DataFrame hint: no type-hint schema (the explicit SIGNATURE rules); it only silences MLflow's advice
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from trainables.data.decode import BadImage
+
+        k = self._check(model_input, params)
         fitted, bad = [], []
         for row, value in enumerate(model_input["image"]):
             try:  # decode every row first, so one error names all bad rows and nothing is computed for them

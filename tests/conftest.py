@@ -85,6 +85,16 @@ def tiny_folder(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("tiny"), TINY_COUNTS)
 
 
+@pytest.fixture(scope="session")
+def served(tmp_path_factory):
+    """The registered model behind one real `mlflow models serve` (tests/served_model.py), classes TINY_COUNTS'
+    names: the serving tests share it, as its start-up takes ~15 s."""
+    from tests.served_model import serve  # MLflow's model code: imported only by the tests that serve
+
+    with serve(tmp_path_factory, sorted(TINY_COUNTS)) as served:
+        yield served
+
+
 @dataclass
 class Study:
     out: str  # tune.py's stdout + stderr

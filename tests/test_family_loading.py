@@ -11,6 +11,7 @@ this process's.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from search_spaces import FAMILIES, register
+from search_spaces import FAMILIES, FAMILY_MODULES_ENV, register
 from search_spaces.space import Family, Float
 from trainables import checkpoint
 from trainables.data.builtin_dataset import STYLES, render
@@ -73,8 +74,14 @@ def test_a_checkpoint_of_a_family_added_at_run_time_loads_in_a_fresh_process(fam
     render(next(iter(STYLES)), np.random.default_rng(0)).save(image)
     expected = checkpoint.load(ckpt).top_k([image], 2)
 
+    env = {**os.environ, FAMILY_MODULES_ENV: __name__}  # the user names the plugin's module: it may be imported
     proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(ckpt), str(image)], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", FRESH, str(ckpt), str(image)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -2,81 +2,35 @@
 
 python -m pytest tests/test_serving.py -x -q
 
-A checkpoint is written as a trial would (no Ray), logged to a fresh SQLite store, registered with
-analysis.publishing.models.register, served by analysis.scoring_server from another cwd with the project importable
-only from the model's own code/ folder, and every answer is checked against trainables.checkpoint.Classifier
-run here.
+The served model is the session's `served` (tests/conftest.py, tests/served_model.py): a checkpoint written as a
+trial would (no Ray), logged to a fresh SQLite store, registered with analysis.publishing.models.register, served by
+analysis.scoring_server from another cwd with the project importable only from the model's own code/ folder.
+Every answer is checked against trainables.checkpoint.Classifier run here.
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
-import os
 import struct
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
-import torch
-from mlflow.tracking import MlflowClient
 
 from analysis import predict, serving
-from analysis.publishing import models
 from analysis.reading.mlflow_env import using_tracking_uri
-from analysis.scoring_server import scoring_server
-from search_spaces import get_family
 from tests.conftest import TINY_COUNTS
-from trainables import checkpoint
-from trainables.pretrained import Weights
+from tests.served_model import NAME
 
 pytestmark = pytest.mark.integration  # a real `mlflow models serve`, no study
 
-NORM = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-CLASSES = sorted(TINY_COUNTS)
-NAME = "painter"
-
-
-NO_PROJECT = """
-import os, sys
-from importlib.machinery import PathFinder
-
-
-class OnlyModelCode:
-    def find_spec(self, name, path=None, target=None):
-        if name not in ("trainables", "search_spaces", "analysis", "sweep", "tune"):
-            return None
-        spec = PathFinder.find_spec(name, [p for p in sys.path if os.path.basename(p) == "code"])
-        if spec is None:
-            raise ModuleNotFoundError(f"{name}: only a model's code/ folder may provide it here")
-        return spec
-
-
-sys.meta_path.insert(0, OnlyModelCode())
-"""
-
-
-@dataclass
-class Served:
-    url: str
-    ckpt: Path
-    clf: checkpoint.Classifier
-    uri: str
-
-
-def _checkpoint(folder: Path) -> Path:
-    torch.manual_seed(0)
-    cfg = get_family("scratch").config("simple_cnn", width=0.25)
-    model = cfg.family.build(cfg, len(CLASSES), 32, Weights("none"))
-    with torch.no_grad():  # spread the classes' logits: top-k order must not hinge on float noise between processes
-        cfg.family.head(model).bias.copy_(torch.arange(len(CLASSES), dtype=torch.float32) * 1.5)
-    return checkpoint.save(folder, model, CLASSES, cfg, 32, NORM, "crop", 1, {"val_macro_f1": 0.5})
+CLASSES = sorted(TINY_COUNTS)  # the served model's classes (tests/conftest.py's `served`)
 
 
 def _post(url: str, body: dict) -> tuple[int, dict]:
@@ -90,38 +44,6 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serving")
-    ckpt = _checkpoint(tmp)
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("serving", artifact_location=(tmp / "artifacts").as_uri())
-    run = client.create_run(exp, run_name="trial")  # a trial's child run, as the study leaves it
-    client.log_artifact(run.info.run_id, str(ckpt), "checkpoint")
-    client.set_terminated(run.info.run_id)
-    mv = models.register(client, run.info.run_id, NAME)
-    assert (mv.name, str(mv.version)) == (NAME, "1") and mv.tags["trial_run_id"] == run.info.run_id
-    assert client.get_run(run.info.run_id).info.status == "FINISHED"  # the trial run was not reopened
-
-    # Serve as on a machine without this project: another cwd, and a sitecustomize (run by every Python the
-    # server starts, uvicorn's too) that lets only a model's code/ folder provide the project's packages.
-    cwd = tmp_path_factory.mktemp("elsewhere")
-    (cwd / "sitecustomize.py").write_text(NO_PROJECT)
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": uri,
-        "PYTHONPATH": os.pathsep.join([str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]),
-    }
-    blocked = subprocess.run(
-        [sys.executable, "-c", "import trainables"], cwd=cwd, env=env, capture_output=True, text=True
-    )
-    assert blocked.returncode != 0 and "only a model's code/" in blocked.stderr, blocked.stderr
-    with scoring_server(f"models:/{NAME}/1", env, cwd, tmp / "serve.log", timeout_s=120) as (base, up_s):
-        print(f"mlflow models serve answered /ping after {up_s:.1f} s")
-        yield Served(f"{base}/invocations", ckpt, checkpoint.load(ckpt), uri)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -220,12 +142,16 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def _post_raw(url: str, body: bytes) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    """POST as keep-alive clients do (requests, curl): the server answers a body over its limit from the headers
+    and discards the rest. (urllib sends `Connection: close`, after which uvicorn closes the socket right after the
+    413, and a client still writing the body sees a reset instead.)"""
+    conn = http.client.HTTPConnection(urlparse(url).hostname, urlparse(url).port, timeout=120)
     try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        conn.request("POST", urlparse(url).path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def test_the_served_model_refuses_abuse_without_echoing_it(served):

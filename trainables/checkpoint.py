@@ -20,7 +20,7 @@ from torch import nn
 
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
-from trainables import engine
+from trainables import engine, weights_only
 from trainables.data import augment, cache, decode
 from trainables.pretrained import Weights
 from trainables.tracking.artifacts import FILENAME
@@ -37,23 +37,22 @@ def save(
     epoch: int,
     values: dict,
 ) -> Path:
-    path = Path(folder) / FILENAME
-    torch.save(
+    # tensors and plain values only: load() reads it with weights_only=True (no pickle)
+    return weights_only.save(
         {
             "model": model.state_dict(),
             "classes": list(classes),
             "family": cfg.family.name,
             "family_module": cfg.family.module,  # where a process that never registered the family finds it
-            "params": cfg.values,
-            "image_size": image_size,
-            "normalization": norm,
+            "params": weights_only.plain(cfg.values),
+            "image_size": int(image_size),
+            "normalization": weights_only.plain(norm),
             "resize_policy": resize_policy,
-            "epoch": epoch,
-            "metrics": values,
+            "epoch": int(epoch),
+            "metrics": weights_only.plain(values),
         },
-        path,
+        Path(folder) / FILENAME,
     )
-    return path
 
 
 @dataclass
@@ -159,8 +158,12 @@ class Ensemble:
 def load(path: str | Path, map_location: str = "cpu") -> Classifier:
     """Rebuild the model of a checkpoint written by save() through its family; no pretrained weights are fetched.
     A family this process has not registered (one added at run time) is imported from the module the checkpoint
-    names (search_spaces.get_family); a checkpoint without that name needs the family registered."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    names (search_spaces.get_family: only search_spaces' own modules and those listed in ARTSWEEP_FAMILY_MODULES);
+    a checkpoint without that name needs the family registered. Read without pickle (weights_only.NeedsPickle for
+    a checkpoint that needs it: an older artsweep's, or an altered one)."""
+    ckpt = weights_only.load(
+        path, "trial checkpoint", "re-run the study (or that trial) to write it again", map_location
+    )
     cfg = TrialConfig(get_family(ckpt["family"], ckpt.get("family_module")), ckpt["params"])
     model = cfg.family.build(cfg, len(ckpt["classes"]), ckpt["image_size"], Weights("none"))
     model.load_state_dict(ckpt["model"])

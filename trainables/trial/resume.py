@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainables import weights_only
+
 STATE, RNG = "state.pt", "rng-{rank}.pt"
+# what to do about a resume checkpoint that needs pickle: only `tune.py --resume` of a study an older artsweep
+# started can meet one (a lost worker resumes from files this code wrote)
+REMEDY = "run the study again instead of resuming it (tune.py without --resume, or another --storage)"
 
 
 @dataclass
@@ -34,31 +39,30 @@ class Progress:
 
 
 def save(folder: Path, rank: int, progress: Progress, model, optimizer, scheduler, scaler) -> Path:
+    """Write this rank's RNG file (and on rank 0 the state file) into `folder`: tensors and plain values only, so
+    load() reads them without pickle."""
     folder = Path(folder)
-    torch.save(
-        {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        folder / RNG.format(rank=rank),
-    )
+    rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate()}  # python: ints
+    weights_only.save(rng, folder / RNG.format(rank=rank))
     if rank == 0:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler else None,
-                "step": progress.step,
-                "best": progress.best,
-                "history": progress.history,
-            },
-            folder / STATE,
-        )
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "step": progress.step,
+            "best": progress.best,
+            "history": progress.history,
+        }
+        weights_only.save(weights_only.plain(state), folder / STATE)
     return folder
 
 
 def load(folder: Path, rank: int, model, optimizer, scheduler, scaler) -> Progress:
-    """Restore everything save() wrote into the live objects; returns the progress to continue from."""
+    """Restore everything save() wrote into the live objects; returns the progress to continue from.
+    weights_only.NeedsPickle for a file that needs pickle (an older artsweep's, or one altered in the storage)."""
     folder = Path(folder)
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    state = weights_only.load(folder / STATE, "resume state", REMEDY)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -66,8 +70,26 @@ def load(folder: Path, rank: int, model, optimizer, scheduler, scaler) -> Progre
         scaler.load_state_dict(state["scaler"])
     rng = folder / RNG.format(rank=rank)
     if rng.is_file():  # a resized worker group has new ranks: they keep their fresh seeds
-        r = torch.load(rng, weights_only=False)
+        r = weights_only.load(rng, "resume RNG state", REMEDY)
         torch.set_rng_state(r["torch"])
-        np.random.set_state(r["numpy"])
+        np.random.set_state(_numpy_tuple(r["numpy"]))
         random.setstate(r["python"])
     return Progress(state["step"], state["best"], list(state["history"]))
+
+
+def _numpy_state() -> dict:
+    """NumPy's legacy global generator state as tensors and numbers (its get_state() holds an ndarray)."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "kind": kind,  # "MT19937"
+        "keys": torch.from_numpy(keys.astype(np.int64)),  # 624 uint32 words
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _numpy_tuple(state: dict) -> tuple:
+    """The tuple np.random.set_state takes, from _numpy_state()'s dict."""
+    keys = state["keys"].numpy().astype(np.uint32)
+    return state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]
