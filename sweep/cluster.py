@@ -1,11 +1,13 @@
 """Checks for studies on a multi-machine Ray cluster: every node must reach the same tracking server
-and storage, so node-local ones are refused before anything starts."""
+and storage, so node-local ones are refused before anything starts, and run the head's Ray and torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import ray
 import yaml
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from trainables.paths import local_path
 from trainables.tracking.mlflow_runs import is_local_uri
@@ -51,6 +53,64 @@ def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> lis
             "pass s3://BUCKET/path, gs://BUCKET/path or a folder on a shared (NFS) mount"
         )
     return problems
+
+
+VERSIONS_TIMEOUT_S = 60.0  # a node's first task starts a worker process that imports torch: seconds, not minutes
+HEAD_RESOURCE = "node:__internal_head__"  # what Ray gives the head node alone
+
+
+@ray.remote(num_cpus=0)
+def _versions() -> dict[str, str]:
+    import torch  # noqa: PLC0415 (on the node that runs the task, not in the driver's import)
+
+    return {"ray": ray.__version__, "torch": torch.__version__}
+
+
+def node_versions(alive: list[dict], timeout_s: float = VERSIONS_TIMEOUT_S) -> dict[str, dict[str, str] | None]:
+    """Ray's and torch's versions on each node in `alive` (ray.nodes() entries), each from a task pinned to that
+    node; None for a node that did not answer within `timeout_s`. Keys: "IP (node id prefix)", the head's first."""
+    alive = sorted(alive, key=lambda n: HEAD_RESOURCE not in n["Resources"])
+    refs = {
+        f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": _versions.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote()
+        for n in alive
+    }
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s)
+    return {name: _answer(ref) if ref in set(ready) else None for name, ref in refs.items()}
+
+
+def _answer(ref: ray.ObjectRef) -> dict[str, str] | None:
+    """A finished version task's result; None when it failed (its node died, torch did not import)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError:
+        return None
+
+
+def version_problems(versions: dict[str, dict[str, str] | None]) -> list[str]:
+    """One line per node whose Ray or torch differs from the head's (the first entry), or that did not answer."""
+    (head, want), *others = versions.items()
+    if want is None:
+        return [f"the head {head} did not report its Ray and torch versions within {VERSIONS_TIMEOUT_S:.0f} s"]
+    problems = []
+    for node, got in others:
+        if got is None:
+            problems.append(f"node {node} did not report its Ray and torch versions within {VERSIONS_TIMEOUT_S:.0f} s")
+        elif got != want:
+            problems.append(
+                f"node {node} runs Ray {got['ray']} and torch {got['torch']}, the head {head} Ray {want['ray']} "
+                f"and torch {want['torch']}: install every node with `pip install -c constraints.txt -e .`"
+            )
+    return problems
+
+
+def cluster_problems(alive: list[dict], mlflow_uri: str, storage: str) -> list[str]:
+    """What stops a study on the cluster of `alive` nodes (ray.nodes() entries): node-local stores on several
+    machines, nodes whose Ray or torch is not the head's. Empty when fine; one machine needs no task."""
+    machines = len({n["NodeManagerAddress"] for n in alive})
+    problems = shared_storage_problems(machines, mlflow_uri, storage)
+    return problems + (version_problems(node_versions(alive)) if len(alive) > 1 else [])
 
 
 BOOTSTRAP = Path.home() / "ray_bootstrap_config.yaml"  # what `ray up` gives the head's autoscaler

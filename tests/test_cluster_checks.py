@@ -1,12 +1,12 @@
-"""Cluster planning: node-local stores refused on several machines; concurrency from the nodes, including
-those the autoscaler may add."""
+"""Cluster planning: node-local stores refused on several machines, and nodes whose Ray or torch is not the
+head's; concurrency from the nodes, including those the autoscaler may add."""
 
 import shutil
 from pathlib import Path
 
 import pytest
 
-from sweep.cluster import node_capacity, on_network_fs, shared_storage_problems
+from sweep.cluster import node_capacity, on_network_fs, shared_storage_problems, version_problems
 from sweep.resources import DRIVER_CPUS, DRIVER_RESOURCE, plan_resources
 
 pytestmark = pytest.mark.unit
@@ -46,3 +46,28 @@ def test_local_cpu_plan_leaves_room_for_every_driver():
     plan = plan_resources([{"CPU": 2.0}], workers_per_trial=1)
     assert plan.max_concurrent == 2 and not plan.use_gpu and "artsweep_driver" not in plan.driver
     assert 2 * DRIVER_CPUS + 2 * plan.cpus_per_worker <= 2.0
+
+
+HEAD = {"ray": "2.60.0", "torch": "2.14.1+cu130"}
+
+
+def test_nodes_running_the_heads_versions_pass():
+    assert version_problems({"10.0.0.10 (aaaa)": HEAD, "10.0.0.11 (bbbb)": dict(HEAD)}) == []
+    assert version_problems({"10.0.0.10 (aaaa)": HEAD}) == []
+
+
+def test_a_node_with_another_ray_or_torch_is_named_with_both_versions():
+    versions = {
+        "10.0.0.10 (aaaa)": HEAD,
+        "10.0.0.11 (bbbb)": {"ray": "2.61.0", "torch": "2.14.1+cu130"},
+        "10.0.0.12 (cccc)": {"ray": "2.60.0", "torch": "2.14.1+cpu"},  # same release, another build: refused
+        "10.0.0.13 (dddd)": dict(HEAD),
+        "10.0.0.14 (eeee)": None,  # no answer within the timeout
+    }
+    problems = version_problems(versions)
+    assert len(problems) == 3 and all("\n" not in p for p in problems)
+    assert problems[0].startswith("node 10.0.0.11 (bbbb) runs Ray 2.61.0 and torch 2.14.1+cu130, the head ")
+    assert "10.0.0.10 (aaaa) Ray 2.60.0 and torch 2.14.1+cu130" in problems[0]
+    assert "torch 2.14.1+cpu" in problems[1] and "pip install -c constraints.txt -e ." in problems[1]
+    assert problems[2].startswith("node 10.0.0.14 (eeee) did not report")
+    assert version_problems({"10.0.0.10 (aaaa)": None, "10.0.0.11 (bbbb)": HEAD})[0].startswith("the head 10.0.0.10")

@@ -1,19 +1,25 @@
-"""Two Ray nodes on loopback (separate `ray start` processes, their own resources), a real `mlflow server`,
-the study submitted with `ray job submit`: trials run on both nodes and reach MLflow over HTTP only.
-Everything started here is stopped at the end."""
+"""Two Ray nodes on loopback started with cluster/local.yaml's own start commands (Ray's token from
+cluster/secrets.sh), a real `mlflow server`, the study submitted with `ray job submit`: trials run on both nodes
+and reach MLflow over HTTP only; without the token, job submissions to the dashboard and to a node's agent are
+refused and a node cannot join. Everything started here is stopped at the end (our process trees only: no
+`ray stop`, which would end every Ray on the machine)."""
 
 import json
 import os
-import secrets
+import shlex
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.reading.runs import trial_rows
@@ -22,16 +28,51 @@ from trainables.net import free_port
 from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "cluster" / "local.yaml").read_text())
 pytestmark = pytest.mark.e2e
 
 
-# Ray 2.60 authenticates every connection with a token: one per cluster, given to every node and client.
-AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-
-
-def ray(*args, **kw):
+def ray(*args, env, **kw):
     return subprocess.run(
-        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=600, env={**os.environ, **AUTH}, **kw
+        [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=600, env={**os.environ, **env}, **kw
+    )
+
+
+def sub(command: str, old: str, new: str) -> str:
+    assert old in command, f"cluster/local.yaml changed: no {old!r} in {command!r}"
+    return command.replace(old, new)
+
+
+def start_command(kind: str, secrets: Path, gcs_port: int, extra: str) -> str:
+    """cluster/local.yaml's own `ray start` line of `kind` (head or worker), on loopback: the secrets folder,
+    GCS port and head address are this test's; no autoscaler config (no machines to start); --block keeps the
+    node's processes under one process tree we can end."""
+    (command,) = [c for c in CONFIG[f"{kind}_start_ray_commands"] if "ray start" in c]
+    command = sub(command, "~/.artsweep/", f"{secrets}/")
+    command = sub(command, "ray start", f"{BIN / 'ray'} start")
+    if kind == "head":
+        command = sub(command, "--port=6379", f"--port={gcs_port}")
+        command = sub(command, " --autoscaling-config=~/ray_bootstrap_config.yaml", "")
+    else:
+        command = sub(command, "$RAY_HEAD_IP:6379", f"127.0.0.1:{gcs_port}")
+    return f"{command} --num-cpus=1 --block {extra}"
+
+
+def without_token(command: str) -> str:
+    """The same command with its RAY_AUTH_* assignments removed: a node that does not hold the token."""
+    words = shlex.split(command)
+    assert words[0].startswith("RAY_AUTH_MODE=") and words[1].startswith("RAY_AUTH_TOKEN_PATH=")
+    return shlex.join(words[2:])
+
+
+def spawn(command: str, log: Path) -> subprocess.Popen:
+    """Run a node's start command as the cluster file's shell line would, with no RAY_AUTH_* of ours."""
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+        start_new_session=True,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -41,25 +82,67 @@ class Cluster:
     mlflow_uri: str
     dashboard: str
     gcs_port: int
+    head: subprocess.Popen  # the head's `ray start --block`
     node: subprocess.Popen  # the non-head node's `ray start --block` (its process tree is the node)
+    agents: dict  # each node's dashboard agent HTTP port: {"head": port, "worker": port}
+    auth: dict  # what a client of this cluster sets: RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH
+    procs: list  # every `ray start` the test ran, ended at teardown
 
 
-def nodes_of(dashboard: str) -> list[dict]:
-    out = ray("list", "nodes", f"--address={dashboard}", "--format=json")
+def nodes_of(dashboard: str, auth: dict) -> list[dict]:
+    out = ray("list", "nodes", f"--address={dashboard}", "--format=json", env=auth)
     try:
         return [n for n in json.loads(out.stdout) if n.get("state") == "ALIVE"]
     except ValueError:
         return []
 
 
-def alive_nodes(dashboard: str) -> int:
-    return len(nodes_of(dashboard))
+def post(url: str, body: dict, token: str | None = None, wait_s: float = 30) -> int:
+    """The HTTP status of a JSON POST (with a bearer token when given); a node's agent starts listening a few
+    seconds after the node joins, so a refused connection is retried for `wait_s`."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    deadline = time.monotonic() + wait_s
+    while True:
+        request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process and everything below it (the node's raylet, its workers), children first."""
+    try:
+        root = psutil.Process(pid)
+        tree = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    """End a `ray start --block` node and every process below it: `ray stop --force` for this node alone."""
+    kill_tree(proc.pid)
+    proc.wait(timeout=30)
 
 
 @pytest.fixture  # one cluster per test: a study's leftovers (placement groups) never shape the next test
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("multinode")
+    secrets = work / "secrets"
+    subprocess.run(["bash", ROOT / "cluster" / "secrets.sh", secrets], check=True, capture_output=True)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(secrets / "ray_token")}  # what the README says
     mlflow_port, gcs_port, dash_port = free_port(), free_port(), free_port()
+    agents = {"head": free_port(), "worker": free_port()}
     server = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -77,41 +160,46 @@ def cluster(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    procs = []
     try:
         wait_http(f"http://127.0.0.1:{mlflow_port}/health")
-        head = ray(
-            "start",
-            "--head",
-            f"--port={gcs_port}",
-            "--num-cpus=1",
-            '--resources={"artsweep_driver": 1000}',
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash_port}",
-            "--include-dashboard=true",
+        head_extra = (
+            f"--dashboard-port={dash_port} --include-dashboard=true --dashboard-agent-listen-port={agents['head']} "
+            f"--ray-client-server-port={free_port()}"
         )
-        assert head.returncode == 0, head.stdout + head.stderr
-        # the second node in the foreground (--block): its process tree is the node, which a test can take away
-        node = subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs_port}", "--num-cpus=1", "--block"],
-            env={**os.environ, **AUTH},
-            start_new_session=True,
-            stdout=open(work / "node.log", "w"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_http(f"http://127.0.0.1:{dash_port}/api/version")
-        deadline = time.monotonic() + 120
-        while alive_nodes(f"http://127.0.0.1:{dash_port}") < 2:
+        head = spawn(start_command("head", secrets, gcs_port, head_extra), work / "head.log")
+        procs.append(head)
+        wait_http(f"http://127.0.0.1:{dash_port}/api/version")  # 401 without the token: up
+        worker_extra = f"--dashboard-agent-listen-port={agents['worker']}"
+        node = spawn(start_command("worker", secrets, gcs_port, worker_extra), work / "node.log")
+        procs.append(node)
+        deadline, dashboard = time.monotonic() + 120, f"http://127.0.0.1:{dash_port}"
+        while len(nodes_of(dashboard, auth)) < 2:
             assert node.poll() is None and time.monotonic() < deadline, (work / "node.log").read_text()[-2000:]
             time.sleep(1)
-        yield Cluster(work, f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{dash_port}", gcs_port, node)
+        yield Cluster(work, f"http://127.0.0.1:{mlflow_port}", dashboard, gcs_port, head, node, agents, auth, procs)
     finally:
-        ray("stop", "--force")
+        for proc in reversed(procs):
+            stop_node(proc)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
-def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster):
+def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_nodes(cluster):
     work, mlflow_uri, dashboard = cluster.work, cluster.mlflow_uri, cluster.dashboard
+    # a node that lacks the token (the worker's own start command without its RAY_AUTH_* variables) tries to join
+    # while the study runs: the GCS refuses it (it gives up after ~20 s of retries and exits)
+    rogue_command = without_token(
+        start_command("worker", work, cluster.gcs_port, f"--dashboard-agent-listen-port={free_port()}")
+    )
+    rogue = spawn(rogue_command, work / "rogue.log")
+    cluster.procs.append(rogue)
+    # job submissions without the token: the dashboard answers 401 (403 with a wrong one), each node's agent 401
+    entry = {"entrypoint": f"touch {work / 'pwned'}"}
+    assert post(f"{dashboard}/api/jobs/", entry) == 401
+    assert post(f"{dashboard}/api/jobs/", entry, token="0" * 64) == 403
+    for port in cluster.agents.values():
+        assert post(f"http://127.0.0.1:{port}/api/job_agent/jobs/", entry) == 401
     for _ in range(30):  # the head's job agent registers a few seconds after the dashboard answers
         job = ray(
             "job",
@@ -133,6 +221,7 @@ def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster)
             mlflow_uri,
             "--storage",
             str(work / "ray_results"),
+            env=cluster.auth,  # RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH, as the README's client sets them
         )
         out = job.stdout + job.stderr
         if "No available agent to submit job" not in out:
@@ -150,6 +239,27 @@ def test_study_submitted_as_a_job_runs_on_both_nodes_and_logs_over_http(cluster)
         assert client.get_run(r.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         assert client.list_artifacts(r.run_id, "checkpoint")
     assert list(work.glob("**/mlflow.db")) == []  # no node-local store was created
+    # the study checked both nodes' Ray and torch against the head's (sweep/cluster.py); the same check here
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import json, ray; ray.init(address='127.0.0.1:{cluster.gcs_port}', logging_level='ERROR'); "
+            "from sweep.cluster import node_versions; "
+            "print(json.dumps(node_versions([n for n in ray.nodes() if n['Alive']])))",
+        ],
+        env={**os.environ, **cluster.auth},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    versions = json.loads(check.stdout.splitlines()[-1])
+    mine = {"ray": metadata.version("ray"), "torch": __import__("torch").__version__}
+    assert len(versions) == 2 and all(v == mine for v in versions.values()), check.stdout + check.stderr
+    # the tokenless node never joined and has given up; nothing ran the unauthenticated job
+    assert rogue.wait(timeout=60) != 0, (work / "rogue.log").read_text()[-2000:]
+    assert "InvalidAuthToken" in (work / "rogue.log").read_text()
+    assert len(nodes_of(dashboard, cluster.auth)) == 2 and not (work / "pwned").exists()
 
 
 EPOCHS = 6
@@ -178,9 +288,14 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
         str(cluster.work / "ray_results"),
     ]
     proc = subprocess.Popen(
-        cmd, cwd=cluster.work, env={**os.environ, **AUTH}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd,
+        cwd=cluster.work,
+        env={**os.environ, **cluster.auth},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    worker_node = next(n["node_id"] for n in nodes_of(cluster.dashboard) if not n["is_head_node"])
+    worker_node = next(n["node_id"] for n in nodes_of(cluster.dashboard, cluster.auth) if not n["is_head_node"])
     deadline, lost = time.monotonic() + 300, None
     while lost is None and proc.poll() is None and time.monotonic() < deadline:
         for r in _rows(client, experiment):  # a trial's first report tags the node it trains on
@@ -195,16 +310,6 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
     assert len(rows) == 2 and all(r.status == "FINISHED" and r.epochs == EPOCHS for r in rows), rows
     tags = client.get_run(lost).data.tags
     assert tags["node_id"] != worker_node and int(tags["resumed_from_epoch"]) >= 1  # went on, on the head
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything below it (the node's raylet, its workers), children first."""
-    root = psutil.Process(pid)
-    for p in [*root.children(recursive=True), root]:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
 
 
 def _rows(client, experiment):
