@@ -17,6 +17,7 @@ from pathlib import Path
 
 from search_spaces import ALL, FAMILIES
 from sweep.settings import DEMO, SMOKE, UsageError
+from trainables.tracking.credentials import CredentialsError, check_uri
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,7 +156,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"{SMOKE['max_epochs']} epochs, {SMOKE['image_size']} px, {SMOKE['max_train_images']} images/epoch, CPU-sized "
         "stand-in architectures, no pretrained weights (explicit flags win)",
     )
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    try:  # before anything prints or stores the URI
+        check_uri(a.mlflow_uri)
+    except CredentialsError as e:
+        p.exit(2, f"tune.py: error: {e}\n")
+    return a
 
 
 def main(argv=None) -> int:

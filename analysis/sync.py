@@ -15,7 +15,7 @@ from pathlib import Path
 from analysis.reading.runs import study_parser
 from trainables.config import RunSettings
 from trainables.tracking import mlflow_runs
-from trainables.tracking.outbox import pending, send_pending
+from trainables.tracking.outbox import pending, refusals, send_pending
 
 
 def main(argv=None) -> int:
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     before = {run for run, _ in pending(spool)}
     left = send_pending(a.mlflow_uri, spool, a.timeout)
     print(f"sent the pending writes of {len(before) - len(left)} run(s) from {spool}")
+    for run, r in refusals(spool):  # kept there until that folder is deleted
+        print(f"set aside, refused by MLflow for good: run {run}: {r['write']} ({r['status']}: {r['reason']})")
     if left:
         print(f"still pending: {len(left)} run(s); run this again when the server answers", file=sys.stderr)
         return 1

@@ -121,14 +121,18 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         preflight.workers(s, *preflight.local_capacity(), "this machine")
     preflight.storage(s.storage)
     preflight.weights(space, s)
-    check_tracking(s.mlflow_uri)
+    check_tracking(s.mlflow_uri, s.experiment)
     return s, space, source
 
 
-def check_tracking(uri: str) -> None:
+def check_tracking(uri: str, experiment: str | None = None) -> None:
+    """The store answers, takes these credentials (MLflow's client reads them from the environment; never from
+    the URI) and, given `experiment`, lets this user write to it."""
     try:
         with preflight.store_lock(uri):  # a new SQLite store gets its schema from one process at a time
             mlflow_runs.check_reachable(uri)
+        if experiment:
+            mlflow_runs.check_writable(uri, experiment)
     except ConnectionError as e:
         raise UsageError(str(e)) from None
 

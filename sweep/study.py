@@ -23,7 +23,7 @@ from analysis.publishing import closing
 from search_spaces.space import KEY_PARAMS, SearchSpace
 from sweep import budget, phases, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
-from sweep.cluster import node_capacity, shared_storage, shared_storage_problems
+from sweep.cluster import cluster_problems, node_capacity, shared_storage
 from sweep.console import CONSOLE, say
 from sweep.events import TrialEvents, rungs
 from sweep.resources import ResourcePlan, plan_resources
@@ -96,11 +96,14 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool, verbose: boo
     if not verbose:
         CONSOLE.capture(ray_log(s))
     local = {} if address else {"include_dashboard": None if dashboard else False}  # joining: the cluster's
+    # No --address (nor RAY_ADDRESS): a new local cluster, never one that a `ray start` on this machine left
+    # behind (Ray's own default joins whatever /tmp/ray/ray_current_cluster names, even a dead head).
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING", log_to_driver=True, **local)
     alive = [n for n in ray.nodes() if n["Alive"]]
     nodes = node_capacity([n["Resources"] for n in alive])
     try:
-        problems = shared_storage_problems(len({n["NodeManagerAddress"] for n in alive}), s.mlflow_uri, s.storage)
+        problems = cluster_problems(alive, s.mlflow_uri, s.storage)
         if problems:
             raise UsageError(" | ".join(problems))
         preflight.workers(
@@ -242,7 +245,7 @@ class Study:
         kept, interrupted or errored ones start again, the restored Optuna searcher proposes the rest;
         all of it lands in the same MLflow parent run. `storage`: where the study's folder is now (default:
         where it was written)."""
-        check_tracking(uri)
+        check_tracking(uri, experiment)
         try:
             s = RunSettings.from_dict(mlflow_runs.read_settings(uri, experiment))
         except LookupError as e:

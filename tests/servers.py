@@ -1,11 +1,13 @@
 """Real servers for the tests, on loopback: an `mlflow server` that can be stopped and started again on the
 same port and store (as a restarting tracking server is), copied to a second server, and compared with what it
-held before; and an HTTP readiness wait."""
+held before, optionally behind MLflow's basic-auth app (users and grants made through its REST API); and an
+HTTP readiness wait."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -14,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -37,15 +39,35 @@ def wait_http(url: str, timeout: float = 90) -> None:
     raise TimeoutError(url)
 
 
-class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a SQLite store and an artifact folder under `work`."""
+@contextmanager
+def as_user(user: str | None, password: str | None = None):
+    """MLflow clients of this process (and processes it starts meanwhile) call as `user`, through the variables
+    MLflow's client reads (None: no credentials at all); what was set before comes back after."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    before = {n: os.environ.pop(n, None) for n in names}
+    os.environ.update({n: v for n, v in zip(names, (user, password)) if v is not None})
+    try:
+        yield
+    finally:
+        for n in names:
+            os.environ.pop(n, None)
+        os.environ.update({n: v for n, v in before.items() if v is not None})
 
-    def __init__(self, work: Path):
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite store and an artifact folder under `work`; with `auth`, behind
+    MLflow's basic-auth app, `auth` being the permission of a user on what it was granted nothing on
+    ("NO_PERMISSIONS", "READ", ...), its admin `self.admin` (name, password made here), users from add_user()."""
+
+    def __init__(self, work: Path, auth: str | None = None):
         self.work, self.port, self.proc = Path(work), free_port(), None
         self.uri = f"http://127.0.0.1:{self.port}"
         self.db, self.artifacts = self.work / "server.db", self.work / "artifacts"
+        self.auth, self.admin = auth, ("admin", secrets.token_urlsafe(16))
+        self._secret_key = secrets.token_urlsafe(32)  # Flask's, for the auth app's CSRF tokens
 
     def start(self) -> "MlflowServer":
+        auth = ["--app-name", "basic-auth"] if self.auth else []
         self.proc = subprocess.Popen(
             [
                 str(BIN / "mlflow"),
@@ -60,15 +82,46 @@ class MlflowServer:
                 f"sqlite:///{self.db}",
                 "--artifacts-destination",
                 str(self.artifacts),
+                *auth,
             ],
             stdout=open(self.work / "mlflow.log", "a"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
             # no GenAI job runners (two huey consumer processes, ~250 MB each): nothing here uses them
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self._auth_env()},
         )
         wait_http(f"{self.uri}/health")
         return self
+
+    def _auth_env(self) -> dict[str, str]:
+        """The auth app's settings: its ini file (owner-only: it holds the admin's password) and secret key."""
+        if not self.auth:
+            return {}
+        ini = self.work / "basic_auth.ini"
+        if not ini.exists():
+            fd = os.open(ini, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(
+                    f"[mlflow]\ndefault_permission = {self.auth}\n"
+                    f"database_uri = sqlite:///{self.work / 'auth.db'}\n"
+                    f"admin_username = {self.admin[0]}\nadmin_password = {self.admin[1]}\n"
+                    # a checked password is taken for 5 min without hashing it again (PBKDF2: ~1 s a request on 2 busy cores)
+                    "auth_cache_ttl_seconds = 300\n"
+                )
+        return {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secret_key}
+
+    def add_user(self, name: str, grants: dict[str, str] | None = None) -> str:
+        """Create user `name` on this (auth) server and grant it {experiment id: permission}; its password
+        (made here) is returned."""
+        from mlflow.server.auth.client import AuthServiceClient  # imports the whole auth app (~1 s): only here
+
+        password = secrets.token_urlsafe(16)
+        with as_user(*self.admin):
+            client = AuthServiceClient(self.uri)
+            client.create_user(name, password)
+            for experiment_id, permission in (grants or {}).items():
+                client.grant_user_permission(name, "experiment", experiment_id, permission)
+        return password
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

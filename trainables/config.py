@@ -22,7 +22,7 @@ class RunSettings:
     max_epochs: int  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int  # DDP workers in each trial's gang
     experiment: str  # MLflow experiment name (any characters)
-    mlflow_uri: str  # tracking URI every worker logs to
+    mlflow_uri: str  # tracking URI every worker logs to (never with credentials: trainables.tracking.credentials)
     storage: str  # Ray storage_path for results and checkpoints
     image_size: int = 0  # square input side in pixels; 0 = each family's own default
     arch: Optional[str] = None  # --arch: one pinned architecture, None = searched

@@ -30,6 +30,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import OBJECTIVE_KEY
 from trainables.tracking import (
+    credentials,
     mlflow_ui,
     outbox,  # noqa: F401  (sets MLflow's HTTP retry policy for this process)
 )
@@ -59,8 +60,10 @@ def is_local_uri(uri: str) -> bool:
 
 
 def check_reachable(uri: str, must_exist: bool = False) -> None:
-    """Raise ConnectionError with what to do when the tracking store cannot be used. `must_exist`: a
-    SQLite file that is not there is an error (reading a study), not a new empty store (starting one)."""
+    """Raise ConnectionError with what to do when the tracking store cannot be used (credentials.CredentialsError
+    for a URI that holds a password, or a server that refuses the credentials). `must_exist`: a SQLite file that
+    is not there is an error (reading a study), not a new empty store (starting one)."""
+    credentials.check_uri(uri)
     if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
         raise ConnectionError(
             f"no MLflow store at {uri}; run this where tune.py ran (it writes ./mlflow.db) "
@@ -69,6 +72,9 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # mlflow raises several types for bad URIs and dead servers
+        refused = credentials.refusal(uri, e)
+        if refused:
+            raise refused from None
         raise ConnectionError(
             f"cannot reach MLflow tracking store {uri!r} ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
             "start the server (`mlflow server --host 127.0.0.1 --port 5000`) or pass a reachable --mlflow-uri"
@@ -78,6 +84,24 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
 # What kind of experiment this is, for MLflow (3.17's UI opens the view its global GenAI / Model training switch
 # names, so the links artsweep prints carry workflowType=machine_learning as well)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def check_writable(uri: str, experiment: str) -> None:
+    """On a tracking server, this user may write to `experiment`, where it exists: it sets the experiment's kind
+    again, the first write a study makes (creating an experiment is open to every user a server takes). Raises
+    credentials.CredentialsError (401/403) or ConnectionError. A local store has no users: nothing to check."""
+    if is_local_uri(uri):
+        return
+    try:
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name(experiment)
+        if exp is not None:
+            client.set_experiment_tag(exp.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+    except Exception as e:  # as check_reachable
+        raise credentials.refusal(uri, e, experiment) or ConnectionError(
+            f"MLflow at {uri} did not take a write to experiment {experiment!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        ) from None
 
 
 def setup_study(

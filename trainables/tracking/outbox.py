@@ -6,6 +6,11 @@ disk (a JSON-lines journal, artifacts copied beside it) and are tried again on t
 schedule (2 s doubling to 60 s; an error that says the call itself is wrong is raised at once); one WARNING per
 outage, one line when the server answers again. Whatever is still pending when a trial ends stays in the spool,
 which the study sends at its end (bounded wait) and `python -m analysis.sync --experiment NAME` sends later.
+
+A write the store refuses for good (retry.refused: a 4xx other than 408/429, e.g. a param logged again with
+another value, or 401/403) is not tried again and holds nothing up: it is set aside with the server's reason in
+`<writer>.refused` beside the journal (refusals() lists them; analysis.sync shows them), one WARNING per run
+and status, and the writes behind it go on.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Mapping
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from trainables.tracking import retry
@@ -36,8 +42,9 @@ class Outbox:
     def __init__(self, uri: str, run_id: str, spool: Path, writer: str = "study"):
         """writer: whose journal this is (each process writing a run keeps its own: no two write one file)."""
         self.uri, self.run_id, self.folder = uri, run_id, Path(spool) / run_id
-        self.journal = self.folder / f"{writer}.jsonl"
+        self.journal, self.refused_file = self.folder / f"{writer}.jsonl", self.folder / f"{writer}.refused"
         self.items = self._read()
+        self._reported: set[int | None] = set()  # the statuses of refusals already reported (one line each)
         self.down_since: float | None = None
         self.next_try, self.wait = 0.0, retry.FIRST_WAIT_S
         self._client = None
@@ -57,6 +64,10 @@ class Outbox:
     def tags(self, tags: Mapping[str, str]) -> bool:
         return self._put({"kind": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
+    def params(self, params: Mapping[str, str]) -> bool:
+        """Params known only once the run trains (MLflow refuses one logged again with another value)."""
+        return self._put({"kind": "params", "params": {k: str(v) for k, v in params.items()}})
+
     def terminate(self, status: str) -> bool:
         """End the run (FINISHED / FAILED / KILLED) once everything before it was sent."""
         return self._put({"kind": "terminate", "status": status, "time": int(time.time() * 1000)})
@@ -74,10 +85,7 @@ class Outbox:
         if not force and time.monotonic() < self.next_try:
             return False
         while self.items:
-            try:
-                self._send(self.items[0])
-            except Exception as e:  # a failure of the server keeps the write for later
-                self._failed(e)
+            if not self._deliver(self.items[0]):
                 return False
             self.items.pop(0)
             self._save()
@@ -98,16 +106,25 @@ class Outbox:
         return not self.items
 
     def _put(self, item: dict) -> bool:
-        """Send at once when nothing waits (no disk work on the healthy path); else keep it, in order, on disk."""
-        if not self.items and time.monotonic() >= self.next_try:
-            try:
-                self._send(item)
-                return True
-            except Exception as e:  # a failure of the server keeps the write for later
-                self._failed(e)
+        """Send at once when nothing waits (no disk work on the healthy path); else keep it, in order, on disk.
+        False while the write waits (a refused one does not: it is set aside)."""
+        if not self.items and time.monotonic() >= self.next_try and self._deliver(item):
+            return True
         self.items.append(self._keep(item))
         self._save()
         return False
+
+    def _deliver(self, item: dict) -> bool:
+        """Send `item`: True when done with it (sent, or refused for good and set aside), False when the server
+        failed (the next try is scheduled); a wrong call raises."""
+        try:
+            self._send(item)
+        except Exception as e:  # which failures a retry can fix: retry.refused / retry.retryable
+            if not retry.refused(e):
+                self._failed(e)
+                return False
+            self._set_aside(item, e)
+        return True
 
     def _keep(self, item: dict) -> dict:
         """A waiting artifact gets its own copy in the spool."""
@@ -126,6 +143,8 @@ class Outbox:
             )
         elif item["kind"] == "tags":
             client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in item["tags"].items()])
+        elif item["kind"] == "params":
+            client.log_batch(self.run_id, params=[Param(k, v) for k, v in item["params"].items()])
         elif item["kind"] == "terminate":
             client.set_terminated(self.run_id, status=item["status"], end_time=item["time"])
         elif "path" in item:
@@ -151,6 +170,28 @@ class Outbox:
             )
         self.next_try, self.wait = now + self.wait, retry.next_wait(self.wait)
 
+    def _set_aside(self, item: dict, e: Exception) -> None:
+        """Record a refused write with the server's reason in self.refused_file (a spooled artifact's copy goes);
+        the first refusal of each status is reported."""
+        status, reason = retry.http_status(e), (str(e).splitlines() or [type(e).__name__])[0][:300]
+        what = _describe(item)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.refused_file.open("a") as f:
+            f.write(json.dumps({"write": what, "status": status, "reason": reason, "time": time.time()}) + "\n")
+        if "file" in item:
+            shutil.rmtree((self.folder / item["file"]).parent, ignore_errors=True)
+        if status not in self._reported:
+            self._reported.add(status)
+            log.warning(
+                "artsweep: MLflow refused a write of run %s for good (%s): %s; set aside in %s (not retried; "
+                "the run's later writes go on; further %s refusals of this run are only listed there)",
+                self.run_id,
+                what,
+                reason,
+                self.refused_file,
+                status,
+            )
+
     # ------------------------------------------------------------ the journal on disk
     def _read(self) -> list[dict]:
         if not self.journal.is_file():
@@ -167,6 +208,24 @@ class Outbox:
         tmp = self.journal.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(i) + "\n" for i in self.items))
         tmp.replace(self.journal)
+
+
+def _describe(item: dict) -> str:
+    """A write in a few words: its kind and keys (values stay in the record only where MLflow's reason has them)."""
+    kind = item["kind"]
+    if kind == "artifact":
+        return f"artifact {item['artifact_path']}/{Path(item.get('path') or item['file']).name}"
+    if kind == "terminate":
+        return f"end of the run ({item['status']})"
+    return f"{kind} {', '.join(sorted(item['values'] if kind == 'metrics' else item[kind]))}"
+
+
+def refusals(spool: Path) -> Iterator[tuple[str, dict]]:
+    """(run id, record) of every write set aside in `spool` because the store refused it for good."""
+    for path in sorted(Path(spool).glob("*/*.refused")):
+        for line in path.read_text().splitlines():
+            if line:
+                yield path.parent.name, json.loads(line)
 
 
 def pending(spool: Path) -> list[tuple[str, str]]:
