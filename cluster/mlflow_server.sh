@@ -12,7 +12,7 @@
 # the head: `ray down` deletes the head and loses nothing; the next `ray up` runs this again on the same database
 # and bucket and serves every study as before.
 #
-# Which PostgreSQL: a managed instance (Amazon RDS for PostgreSQL, db.t4g.micro ~ 15 USD/month with 20 GiB,
+# Which PostgreSQL: a managed instance (Amazon RDS for PostgreSQL, e.g. a db.t4g.micro with 20 GiB,
 # automated backups and point-in-time restore included, in the cluster's VPC, its security group open to the
 # head's only). Recommended over PostgreSQL on an EBS volume that outlives the head: Ray's autoscaler cannot
 # attach an existing volume to a new head (the volume would need its own attach, mount and start scripts pinned

@@ -47,6 +47,10 @@ RAY_ENV = {
     # MLflow's download bars, and its "View run ... at" line for every run it ends: noise
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # MLflow 3.17's client telemetry thread removes its session id from os.environ while a request reads it: about
+    # once a minute under 32 writers a log_batch failed with a KeyError (benchmarks/tracking_load.py). It also
+    # phones home, which a cluster with no internet cannot and a study has no reason to.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 PENDING_WAIT_S = 120.0  # at the study's end, wait at most this long for writes MLflow has not taken yet
 

@@ -7,7 +7,7 @@ and `chromium-driver` packages driven by Selenium, with no download of a browser
         wait_for_text(driver, "Runs")
         save_screenshot(driver, "page.png", tmp_path, screenshot_dirs())
 
-The test command (README, .ci/run) runs tests/install_browser.sh first, which installs the packages when they are
+The test command (README, .ci/run) runs tests/install_services.sh first, which installs the packages when they are
 missing (`apt-get install chromium chromium-driver`); where it cannot, the browser tests skip and say why.
 """
 
@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-INSTALL_HINT = "bash tests/install_browser.sh (apt-get install chromium chromium-driver; see README Tests)"
+INSTALL_HINT = "bash tests/install_services.sh (apt-get install chromium chromium-driver; see docs/testing.md)"
 # Chromium's own binary needs no sandbox flags beyond these to run headless as root in a container; the rest
 # keep it off the network (no component updates, sync, field trials or QUIC) and out of first-run UI.
 FLAGS = (

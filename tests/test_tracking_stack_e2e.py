@@ -33,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from analysis.publishing.models import CHAMPION, model_name
 from analysis.publishing.winner import WINNER_TAG, logged_model_id
 from analysis.reading.mlflow_env import using_tracking_uri
+from tests.leaks import files, where
 from tests.servers import forget_artifact_locations
 from tests.tracking_stack import SCRIPT, tracking_stack
 from trainables.data.builtin_dataset import STYLES, render
@@ -147,6 +148,16 @@ def test_a_study_records_as_its_user_with_artifacts_in_the_bucket(head, stack, s
     assert client.get_model_version_by_alias(model_name(EXPERIMENT), CHAMPION)
     keys = stack.s3.keys("mlflow/")
     assert any(k.endswith("/model.pt") for k in keys) and any(k.endswith("/MLmodel") for k in keys), keys[:20]
+    # The study user's password, given through the environment only, is nowhere a study writes: the console, the
+    # whole store (every table: params, tags, metrics; the parent run's settings), every object in the bucket
+    # (artifacts: settings.json, the split, reports, models), the study's folder (Ray results, ray.log,
+    # checkpoints) and Ray's session logs.
+    places = {"console": study.out.encode(), "store": stack.postgres.dump("mlflow"), **stack.s3.objects()}
+    places |= files(study.storage.parent) | files(study.ray_tmp)
+    assert where([EXPERIMENT.encode()], places) and any(p.endswith("ray.log") for p in places)  # the scan reads them
+    user, password = stack.secrets.study_user, stack.secrets.study_password
+    header = base64.b64encode(f"{user}:{password}".encode())  # an Authorization header, had one been logged
+    assert where([password.encode(), header], places) == []
     assert not [s for s in stack.secrets.values() if s in study.out]
 
 

@@ -118,6 +118,12 @@ class Postgres:
             cur.execute(f'CREATE DATABASE "{name}" OWNER "{user}"')
         return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{name}"
 
+    def dump(self, database: str) -> bytes:
+        """Every table of `database` as SQL text (pg_dump over the owner's socket)."""
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        cmd = [*prefix, str(self.bin / "pg_dump"), "-h", str(self.socket), "-p", str(self.port), "-U", self.owner]
+        return subprocess.run([*cmd, database], check=True, capture_output=True, timeout=120).stdout
+
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -158,6 +164,14 @@ class S3:
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def objects(self, prefix: str = "") -> dict[str, bytes]:
+        """{s3://bucket/key: its bytes} under `prefix`."""
+        client = self.client()
+        return {
+            f"s3://{self.bucket}/{k}": client.get_object(Bucket=self.bucket, Key=k)["Body"].read()
+            for k in self.keys(prefix)
+        }
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
