@@ -38,11 +38,15 @@ class ReleaseTrainWorkers(tune.Callback):
     Their placement group belongs to the job and stays reserved (Ray's own PlacementGroupCleaner frees it only
     when the dashboard's state API answers): worker rank 0 reports its id, and GRACE_S after the trial ends
     we remove the group if it still exists.
+
+    A trial that trains in process (`distributed=False`) has no worker group: its actor is left to Tune, which
+    ends its training thread at the report Tune stopped it on and reuses the process for the next trial.
     """
 
     GRACE_S = 3.0
 
-    def __init__(self):
+    def __init__(self, distributed: bool = True):
+        self.distributed = distributed
         self._groups: dict[str, str] = {}  # trial_id -> placement group id (hex)
         self._due: list[tuple[float, str, str]] = []  # (monotonic deadline, pg id, trial_id)
 
@@ -52,7 +56,9 @@ class ReleaseTrainWorkers(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         driver = trial.temporary_state.ray_actor  # still set: Tune schedules the stop after its callbacks
-        if driver is not None:  # stopped mid-run, or returning: either way its record is written (EpochRecorder
+        if (
+            driver is not None and getattr(self, "distributed", True)
+        ):  # (a callback a resumed study restored)  # stopped mid-run, or returning: either way its record is written (EpochRecorder
             ray.kill(driver, no_restart=True)  # logs a report before Tune sees it), so nothing is lost
         self._schedule(trial.trial_id)
 

@@ -29,6 +29,7 @@ from sweep.scheduler import epochs_done
 from trainables.config import RunSettings
 from trainables.metrics import RUN_ID_KEY
 from trainables.tracking.retry import retrying
+from trainables.trial.driver import in_process
 from trainables.trial.rerun import RERUN_KEY, Rerun
 
 CONFIRM, FINAL = "confirm", "final"
@@ -86,6 +87,17 @@ def final_epochs(rows: list[TrialRow]) -> tuple[TrialRow, int]:
     return best, max(1, best.best_epoch)
 
 
+def trial_keeping(s: RunSettings) -> dict:
+    """The tune.RunConfig arguments for what Tune keeps of a trial and when it retries one. A trial that trains in
+    process (trainables.trial.driver.in_process) reports its resume checkpoint to Tune, which keeps the latest and
+    restarts a trial whose process was lost from it, --max-retries times; a distributed trial's worker group is
+    Train's to restart, and its Tune actor, on the head, fails only with the study."""
+    return dict(
+        failure_config=tune.FailureConfig(max_failures=s.max_retries if in_process(s) else 0),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+
+
 def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[dict], epochs: int) -> bool:
     """Train `points` (Rerun dicts: a later phase), or continue the phase a stopped study left (its saved Tune state).
     True when every trial of it ended (FINISHED or FAILED), False when it was stopped (Ctrl-C)."""
@@ -97,19 +109,19 @@ def run_phase(s: RunSettings, space, plan, trainable, phase: str, points: list[d
             trainable,
             param_space={RERUN_KEY: tune.grid_search(points)},
             tune_config=tune.TuneConfig(
-                num_samples=1, max_concurrent_trials=plan.max_concurrent
+                num_samples=1, max_concurrent_trials=plan.max_concurrent, reuse_actors=in_process(s)
             ),  # one trial per point, in order
             run_config=tune.RunConfig(
                 name=phase,
                 storage_path=s.run_path,
                 stop=budget.BudgetStopper(),
                 callbacks=[
-                    ReleaseTrainWorkers(),
+                    ReleaseTrainWorkers(distributed=not in_process(s)),
                     CloseTrialRuns(s.replace(max_epochs=epochs), space),
                     TrialEvents(len(points), epochs, [], epoch_lines=False),
                 ],
-                failure_config=tune.FailureConfig(max_failures=0),
                 verbose=1,
+                **trial_keeping(s),
             ),
         )
     results, interrupted = fit(tuner)

@@ -37,7 +37,7 @@ from trainables.paths import cache_root, local_path
 from trainables.tracking import mlflow_runs, mlflow_ui
 from trainables.tracking.outbox import send_pending
 from trainables.tracking.retry import retrying
-from trainables.trial.driver import run_trial
+from trainables.trial.driver import in_process, run_trial, trial_resources
 
 # Ray Train polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), which a report
 # waits for: on small epochs that is most of the wall time. 0.25 s costs nothing measurable.
@@ -360,8 +360,11 @@ def _grace(s: RunSettings, space: SearchSpace) -> int:
 
 
 def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
-    """The trial driver with the study's settings and space bound, and its (tiny) resources."""
-    return tune.with_resources(tune.with_parameters(run_trial, settings=s, space=space), plan.driver)
+    """The trial driver with the study's settings and space bound, and its resources: its one worker's when it
+    trains in process, else the tiny reservation of a driver that waits on its worker group."""
+    return tune.with_resources(
+        tune.with_parameters(run_trial, settings=s, space=space), trial_resources(s, space, plan.driver)
+    )
 
 
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
@@ -387,6 +390,8 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
             scheduler=asha,
             num_samples=s.num_samples or -1,  # -1: until the budget ends it
             max_concurrent_trials=plan.max_concurrent,
+            # a trial in process: the next one starts in the same Tune actor, torch and the data path imported
+            reuse_actors=in_process(s),
         ),
         run_config=tune.RunConfig(
             name=s.run_name,
@@ -394,11 +399,11 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
             stop=budget.BudgetStopper(),
             # saved with Tune's state: a resumed study gets them back
             callbacks=[
-                ReleaseTrainWorkers(),
+                ReleaseTrainWorkers(distributed=not in_process(s)),
                 CloseTrialRuns(s, space, milestones),
                 TrialEvents(s.num_samples, s.max_epochs, milestones),
             ],
-            failure_config=tune.FailureConfig(max_failures=0),
             verbose=1,
+            **phases.trial_keeping(s),
         ),
     )

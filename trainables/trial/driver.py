@@ -1,12 +1,24 @@
 """The trial driver: a Ray Tune function trainable that runs one trial as a Ray Train V2 TorchTrainer.
 
 Tune calls run_trial(config) with the parameters Optuna proposed, under their study names; the study's
-SearchSpace turns them into the trial's TrialConfig. The TorchTrainer's TuneReportCallback forwards rank 0's
-per-epoch report to Tune, where ASHA decides to go on or stop.
+SearchSpace turns them into the trial's TrialConfig. Rank 0's per-epoch report reaches MLflow (EpochRecorder)
+and then Tune, where ASHA decides to go on or stop.
+
+Two ways to run a trial, one training loop (trainables.trial.worker):
+- in process (one worker per trial): this Tune actor runs the loop itself, holding the worker's resources, and
+  InProcessReports does with each report what Train's controller would. One process per trial instead of three
+  (Tune actor, Train controller, Train worker), and the study reuses it (TuneConfig(reuse_actors=True)) for the
+  next trial with torch already imported. A lost process is Tune's to retry (tune.FailureConfig), from the
+  trial's last checkpoint (ray.tune.get_checkpoint). Not Train's local mode (ScalingConfig(num_workers=0)):
+  Ray 2.60 refuses ray.train.get_context(), which its prepare_model calls, inside a Tune function.
+- distributed (DDP, --workers-per-trial > 1): a TorchTrainer; Train's controller starts the worker group, takes
+  each report (callbacks EpochRecorder then TuneReportCallback) and restarts a group that lost a worker from
+  its last checkpoint (ray.train.FailureConfig). This actor only waits, on a tiny reservation (sweep.resources).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from pathlib import Path
@@ -68,14 +80,19 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
             ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
         return
     settings, resources = worker_resources(cfg, settings)
+    recorder = EpochRecorder(settings.mlflow_uri, run_id, settings.spool, settings.max_epochs)
+    config = {
+        "trial": cfg,
+        "settings": settings,
+        "run_id": run_id,
+        "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id),
+    }
+    if in_process(settings):
+        train_loop({**config, "in_process": InProcessReports(recorder)})
+        return
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={
-            "trial": cfg,
-            "settings": settings,
-            "run_id": run_id,
-            "manifest": split_manifest(settings.mlflow_uri, settings.parent_run_id),
-        },
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=settings.workers_per_trial, use_gpu=settings.use_gpu, resources_per_worker=resources
         ),
@@ -83,10 +100,7 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
             name=f"trial-{trial_id}",
             storage_path=train_storage(settings),
             # the recorder first: it logs the report to MLflow and takes out its keys before Tune sees it
-            callbacks=[
-                EpochRecorder(settings.mlflow_uri, run_id, settings.spool, settings.max_epochs),
-                TuneReportCallback(),
-            ],
+            callbacks=[recorder, TuneReportCallback()],
             # the latest resume checkpoint only (trainables/trial/resume.py); the best one is in MLflow
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             # a lost worker restarts the group from that checkpoint; after max_retries the trial fails
@@ -94,6 +108,38 @@ def run_trial(config: dict, settings: RunSettings, space) -> None:
         ),
     )
     trainer.fit()
+
+
+def in_process(s: RunSettings) -> bool:
+    """Whether the study's trials train in their Tune actor (one worker each) instead of a Train worker group."""
+    return s.workers_per_trial == 1
+
+
+class InProcessReports:
+    """What Train's controller does with a report, for a trial that trains in process: the recorder logs it to
+    MLflow and takes out its keys, then Tune gets the metrics and the resume checkpoint (ray.tune.report persists
+    it to the trial's storage before it returns, and blocks until Tune lets the trial go on)."""
+
+    def __init__(self, recorder: EpochRecorder):
+        self.recorder = recorder
+
+    def __call__(self, metrics: dict, checkpoint) -> None:
+        self.recorder.after_report(None, [metrics], checkpoint)
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+
+def trial_resources(s: RunSettings, space, driver: dict):
+    """What Tune reserves for each trial's actor: in process, its one worker's resources (a GPU share that depends
+    on the configuration is computed per trial, as worker_resources does); distributed, the tiny `driver`."""
+    if not in_process(s):
+        return driver
+    if not s.use_gpu:
+        return worker_resources(None, s)[1]
+    return functools.partial(_config_resources, s, space)
+
+
+def _config_resources(s: RunSettings, space, config: dict) -> dict:
+    return worker_resources(space.trial_config(rerun.split(config)[0]), s)[1]
 
 
 def run_params(cfg) -> dict:

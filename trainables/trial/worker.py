@@ -1,8 +1,9 @@
 """The per-worker training loop of one trial: Ray Train glue around the pure-torch engine.
 
-Runs in every DDP worker of a trial's TorchTrainer. Every rank reports every epoch (the report is a
-barrier); rank 0's report carries the metrics and, at a new best epoch, the best checkpoint, which Train's
-controller writes to the MLflow child run (no worker talks to MLflow). The trial's TrialConfig (its family
+Runs in every DDP worker of a trial's TorchTrainer, or for a one-worker trial in its Tune actor (Train's local
+mode: trainables.trial.driver). Every rank reports every epoch (the report is a barrier); rank 0's report
+carries the metrics and, at a new best epoch, the best checkpoint, which the EpochRecorder writes to the MLflow
+child run (in Train's controller, or in process; a DDP worker never talks to MLflow). The trial's TrialConfig (its family
 included) and the study's RunSettings arrive as objects: nothing here looks a family up by name.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import ray
 import ray.train
 import ray.train.torch
+import ray.tune
 import timm.data
 import torch
 
@@ -111,10 +113,10 @@ def _model(cfg, s, num_classes: int):
     return model, image_size, {"mean": tuple(data_cfg["mean"]), "std": tuple(data_cfg["std"])}
 
 
-def _restore(model, optimizer, scheduler, scaler, rank: int) -> resume.Progress:
-    """Continue from the trial's latest resume checkpoint after a worker was lost (Train restarted the group),
-    or start fresh."""
-    ckpt = ray.train.get_checkpoint()
+def _restore(model, optimizer, scheduler, scaler, rank: int, in_process: bool) -> resume.Progress:
+    """Continue from the trial's latest resume checkpoint after its process was lost (in process: Tune restarted
+    the trial; distributed: Train restarted the group), or start fresh."""
+    ckpt = ray.tune.get_checkpoint() if in_process else ray.train.get_checkpoint()
     if ckpt is None:
         return resume.Progress()
     with ckpt.as_directory() as folder:
@@ -129,35 +131,45 @@ def _report(
     extra: dict,
     best=None,
     system: dict | None = None,
+    in_process=None,
 ) -> None:
     """Every rank reports (the report is a barrier) with its part of the resume checkpoint; rank 0's report
     also carries `extra` (recorder keys) and, at a new best, the best checkpoint `best(folder)` writes.
-    The controller's EpochRecorder logs it to MLflow once Ray has kept the checkpoint."""
+    The EpochRecorder logs it to MLflow once Ray has kept the checkpoint: Train's controller calls it, or for a
+    trial in process `in_process` (trainables.trial.driver.InProcessReports) does, then hands it to Tune."""
     with tempfile.TemporaryDirectory(prefix="artsweep-resume-") as folder:  # Ray copies it to storage
         resume.save(Path(folder), rank, progress, *objects)
         if rank == 0 and best is not None:
             best(Path(folder))
-        ray.train.report(
-            {
-                **values,
-                **(extra if rank == 0 else {}),
-                IMPROVED_KEY: best is not None,
-                **({SYSTEM_KEY: system} if system else {}),
-            },
-            checkpoint=ray.train.Checkpoint.from_directory(folder),
-        )
+        report = {
+            **values,
+            **(extra if rank == 0 else {}),
+            IMPROVED_KEY: best is not None,
+            **({SYSTEM_KEY: system} if system else {}),
+        }
+        checkpoint = ray.train.Checkpoint.from_directory(folder)
+        if in_process:
+            in_process(report, checkpoint)
+        else:
+            ray.train.report(report, checkpoint=checkpoint)
 
 
-def _setup(cfg, s, splits, rank: int, world: int) -> dict:
+def _local_device() -> torch.device:
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _setup(cfg, s, splits, rank: int, world: int, in_process: bool) -> dict:
     """Model, data, optimizer, schedule, AMP and loss of one worker, as a dict of the pieces the loop uses."""
-    device = ray.train.torch.get_device()
+    # in process: the one device Ray gave the Tune actor (CUDA_VISIBLE_DEVICES), or the CPU
+    device = _local_device() if in_process else ray.train.torch.get_device()
     engine.tune_backend(device)
     model, image_size, norm = _model(cfg, s, len(splits.classes))
     if cfg.family.channels_last:  # NHWC: faster convolutions (tensor cores on GPU, oneDNN on CPU)
         model = model.to(memory_format=torch.channels_last)
     data_path, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world, device)
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
-    ddp_model = ray.train.torch.prepare_model(model)  # moves to device; wraps in DDP when world > 1
+    # moves to device; wraps in DDP when world > 1
+    ddp_model = model.to(device) if in_process else ray.train.torch.prepare_model(model)
     if s.compile:  # --compile: torch.compile the training forward (evaluation keeps the eager module)
         ddp_model = torch.compile(ddp_model)
     optimizer = engine.make_optimizer(
@@ -205,24 +217,31 @@ def _saver(w: dict, cfg, splits: dataset.Splits, s, values: dict):
     )
 
 
+def _ranks(ctx) -> tuple[int, int, int, int]:
+    return ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank(), ctx.get_node_rank()
+
+
 def train_loop_per_worker(config: dict) -> None:
     t0 = time.perf_counter()
     cfg, s = config["trial"], config["settings"]  # TrialConfig, RunSettings
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    in_process = config.get("in_process")  # driver.InProcessReports, or None in a Train worker group
+    # (rank, world size, local rank, node rank); Ray refuses ray.train.get_context() in a Tune actor
+    ranks = (0, 1, 0, 0) if in_process else _ranks(ray.train.get_context())
+    rank, world = ranks[:2]
     torch.set_num_threads(max(1, round(s.cpus_per_worker) - s.loader_workers))
     torch.manual_seed(s.seed)
     random.seed(s.seed * 1000 + rank)  # timm's random erasing draws from Python's generator
-    system = sysmetrics.Sampler() if ctx.get_local_rank() == 0 else None  # one per node of the trial
+    system = sysmetrics.Sampler() if ranks[2] == 0 else None  # one per node of the trial
     splits = dataset.parse_manifest(
         config["manifest"], list(s.classes)
     )  # the driver fetched it (driver.split_manifest)
-    w = _setup(cfg, s, splits, rank, world)
+    w = _setup(cfg, s, splits, rank, world, in_process is not None)
     objects = (w["model"], w["optimizer"], w["scheduler"], w["scaler"])
-    progress = _restore(*objects, rank)
+    progress = _restore(*objects, rank, in_process is not None)
     extra = {
         TAGS_KEY: {**w["tags"], **({"resumed_from_epoch": progress.epochs} if progress.epochs else {})},
-        PG_KEY: ray.get_runtime_context().get_placement_group_id() or "",
+        # the worker group's placement group, which sweep.callbacks.ReleaseTrainWorkers frees (Tune owns its own)
+        PG_KEY: "" if in_process else ray.get_runtime_context().get_placement_group_id() or "",
         RUN_ID_KEY: config["run_id"],
     }
     setup_s = time.perf_counter() - t0
@@ -237,6 +256,7 @@ def train_loop_per_worker(config: dict) -> None:
             rank,
             extra,
             _saver(w, cfg, splits, s, last) if s.train_on_val or last.get(OBJECTIVE_KEY) == progress.best else None,
+            in_process=in_process,
         )
 
     for epoch in range(progress.epochs, s.max_epochs):
@@ -284,6 +304,7 @@ def train_loop_per_worker(config: dict) -> None:
             rank,
             extra,
             _saver(w, cfg, splits, s, values) if improved else None,
-            system and sysmetrics.metric_names(system.take(), ctx.get_node_rank()),
+            system and sysmetrics.metric_names(system.take(), ranks[3]),
+            in_process,
         )
         extra = {k: extra[k] for k in (PG_KEY, RUN_ID_KEY)}  # tags go once per worker group
