@@ -17,7 +17,7 @@ small resume checkpoint, as a trial that trains in its Tune actor does. No torch
 around training. --concurrency trials run at once (64: 8 GPUs x 8 packed trials), each on a fraction of a CPU.
 
 Printed while it runs: trials ended and running, trials/min, the driver's RSS, the trial actors' memory. At the end:
-trials/min (overall, and between the 100th and the last trial's end); the driver's RSS (this process: it runs Tune)
+trials/min (overall, and from the first tenth's end to the last, past the start-up); the driver's RSS (this process: it runs Tune)
 when 100 / 500 / 1,000 trials had ended; Tune's experiment-state snapshots (TuneController.save_to_dir timed in
 place: count, seconds each, total); MLflow writes/s as the server logged them (POST/PUT/DELETE requests but
 searches, and metric rows stored); the leaderboard command's time beyond its imports; and a check of the record (a
@@ -60,7 +60,7 @@ from sweep.resources import DRIVER_CPUS, ResourcePlan  # noqa: E402
 from tests.servers import MlflowServer  # noqa: E402
 from trainables.config import RunSettings  # noqa: E402
 from trainables.metrics import BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, REPLAYED_KEY, RUN_ID_KEY, TAGS_KEY  # noqa: E402
-from trainables.tracking import mlflow_runs  # noqa: E402
+from trainables.tracking import mlflow_runs, outbox  # noqa: E402
 from trainables.tracking.artifacts import FILENAME  # noqa: E402
 from trainables.tracking.recorder import EpochRecorder  # noqa: E402
 
@@ -79,6 +79,12 @@ KNOBS = {
 # - TUNE_RESULT_BUFFER_LENGTH: ASHA does not take buffered results; Tune forces 1 whatever is set.
 # - RAY_memory_monitor_refresh_ms / RAY_memory_usage_threshold: the defaults (250 ms, 0.95 of the node) kill a
 #   worker only near the end of the machine's memory; the actors' memory is printed here instead.
+# The tracking server's: its SQLAlchemy pool is 5 + 10 connections, but one uvicorn worker serves up to 40 requests
+# at once (anyio's thread limit); under 64 trials opening their runs together a request waited 30 s for a connection
+# and MLflow answered 400 BAD_REQUEST ("QueuePool limit of size 5 overflow 10 reached"), a refusal for good to
+# artsweep's retry rule (trainables.tracking.retry.refused): 9 trials of 200 failed (Tune ran them again) and writes
+# were set aside. With a connection per thread a busy SQLite store answers 503 "database is locked", which is retried.
+SERVER_KNOBS = {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "40", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "10"}
 EXPERIMENT = "scale-bench"
 SURROGATE_TAG = "surrogate"  # "true" on every trial run of this benchmark: no model was trained
 MILESTONES = (100, 500, 1000)  # trials ended when the driver's RSS is sampled
@@ -122,8 +128,10 @@ def surrogate(config: dict, distributions: dict, epoch: int, max_epochs: int, se
     }
 
 
-def surrogate_trainable(epoch_s: float, checkpoint_kib: int):
-    """The function Tune runs per trial in place of trainables.trial.driver.run_trial (same signature)."""
+def surrogate_trainable(epoch_s: float, checkpoint_kib: int, in_process: bool):
+    """The function Tune runs per trial in place of trainables.trial.driver.run_trial (same signature).
+    `in_process`: the study trains its trials in their Tune actor, whose reports carry the resume checkpoint to
+    Tune; else (a worker group) Tune gets the metrics only, as from Train's TuneReportCallback."""
 
     def run_trial(config: dict, settings: RunSettings, space) -> None:
         cfg = space.trial_config(config)  # rejects keys a search space made up, as the driver does
@@ -147,12 +155,12 @@ def surrogate_trainable(epoch_s: float, checkpoint_kib: int):
             for values in finished:
                 ray.tune.report({**values, RUN_ID_KEY: run_id, REPLAYED_KEY: True})
             return
-        epochs(config, settings, space, run_id, epoch_s, checkpoint_kib)
+        epochs(config, settings, space, run_id, epoch_s, checkpoint_kib, in_process)
 
     return run_trial
 
 
-def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, checkpoint_kib: int) -> None:
+def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, kib: int, in_process: bool) -> None:
     """Each epoch: sleep (the "training"), then the report an in-process trial makes: EpochRecorder logs it to the
     child run (and the best checkpoint's model.pt as the artifact), then Tune gets it with the resume checkpoint."""
     recorder = EpochRecorder(s.mlflow_uri, run_id, s.spool, s.max_epochs)
@@ -166,12 +174,12 @@ def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, che
         if epoch == 1:  # the first report's tags, as a worker group's first report carries its data tags
             report[TAGS_KEY] = {"node_id": ray.get_runtime_context().get_node_id(), SURROGATE_TAG: "true"}
         with tempfile.TemporaryDirectory(prefix="artsweep-scale-") as folder:
-            (Path(folder) / "resume.bin").write_bytes(os.urandom(checkpoint_kib * 1024))
+            (Path(folder) / "resume.bin").write_bytes(os.urandom(kib * 1024))
             if improved:
-                (Path(folder) / FILENAME).write_bytes(os.urandom(checkpoint_kib * 1024))
+                (Path(folder) / FILENAME).write_bytes(os.urandom(kib * 1024))
             checkpoint = tune.Checkpoint.from_directory(folder)
             recorder.after_report(None, [report], checkpoint)
-            ray.tune.report(report, checkpoint=checkpoint)
+            ray.tune.report(report, checkpoint=checkpoint if in_process else None)
 
 
 # ----------------------------------------------------------------------------------------------- what is measured
@@ -225,7 +233,7 @@ class Meter(tune.Callback):
     def __init__(self, total: int, fd: int):
         self.total, self.fd, self.t0 = total, fd, time.monotonic()
         self.milestones = sorted({m for m in MILESTONES if m <= total} | {max(1, total // 10), total})
-        self.ended, self.running, self.rss, self.ended_at, self.peak = 0, 0, {}, {}, {}
+        self.ended, self.running, self.retried, self.rss, self.ended_at, self.peak = 0, 0, 0, {}, {}, {}
         self._next = 0.0
 
     def say(self, text: str) -> None:
@@ -236,6 +244,9 @@ class Meter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended()
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.retried, self.running = self.retried + 1, self.running - 1  # failed; Tune starts it again
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._ended()
@@ -306,12 +317,16 @@ def start_study(uri: str, a, work: Path) -> tuple[RunSettings, object, ResourceP
 
 def build_tuner(s: RunSettings, space, plan: ResourcePlan, a, meter: Meter) -> tuple[tune.Tuner, dict]:
     """The study's own Tuner (sweep.study._tuner) over the surrogate, plus the Meter; and what it was set to."""
-    with mock.patch.object(study, "run_trial", surrogate_trainable(a.epoch_s, a.checkpoint_kib)):
+    in_process = getattr(study, "in_process", lambda s: False)(s)  # the study's mode (one worker: in process)
+    with mock.patch.object(study, "run_trial", surrogate_trainable(a.epoch_s, a.checkpoint_kib, in_process)):
         tuner = study._tuner(s, space, plan)
     internal = tuner._local_tuner  # Tuner has no public accessor for its run config
     run_config, tune_config = internal.get_run_config(), internal._tune_config
     run_config.callbacks.append(meter)
+    if a.num_to_keep is not None:  # a knob to examine: 0 = keep every checkpoint (no forced snapshots)
+        run_config.checkpoint_config = tune.CheckpointConfig(num_to_keep=a.num_to_keep or None)
     return tuner, {
+        "in_process": in_process,
         "reuse_actors": tune_config.reuse_actors,
         "max_concurrent_trials": tune_config.max_concurrent_trials,
         "callbacks": [type(c).__name__ for c in run_config.callbacks],
@@ -319,9 +334,9 @@ def build_tuner(s: RunSettings, space, plan: ResourcePlan, a, meter: Meter) -> t
     }
 
 
-def start_ray(a) -> None:
-    """Ray as sweep.study.start_ray starts a local one: the study's environment, its output in a log file."""
-    env = {**study.RAY_ENV, **study.LOCAL_RAY_ENV, **KNOBS}
+def start_ray(a, knobs: dict) -> None:
+    """Ray as sweep.study.start_ray starts a local one: the study's environment, with `knobs`."""
+    env = {**study.RAY_ENV, **study.LOCAL_RAY_ENV, **knobs}
     os.environ.update(env)
     ray.init(
         address="local",
@@ -340,15 +355,25 @@ def profiler(work: Path) -> subprocess.Popen:
 
 
 def profile_top(path: Path, n: int = 15) -> list[tuple[str, float]]:
-    """(function, share of the driver's non-idle samples that were in it) for the n heaviest functions."""
+    """(function, share of the driver's non-idle samples that were in it) for the n heaviest functions inside
+    Tune's event loop (TuneController.step and below; its callers are in every sample)."""
     inclusive, total = Counter(), 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = {re.sub(r" \(.*?:\d+\)", "", f) for f in stack.split(";")[1:]}  # the thread's name first
         total += int(count)
-        for f in frames:
+        for f in {re.sub(r" \(.*?:\d+\)$", "", f) for f in stack.split(";")}:
             inclusive[f] += int(count)
-    return [(f, round(c / max(total, 1), 3)) for f, c in inclusive.most_common(n)]
+    step = inclusive.get("TuneController.step", total)
+    top = [(f, c) for f, c in inclusive.most_common() if c <= step][:n]
+    return [(f, round(c / max(total, 1), 3)) for f, c in top]
+
+
+def state_mb(storage: Path) -> dict:
+    """Sizes of what a snapshot writes: Tune's experiment state (every trial's) and the searcher's (Optuna's study)."""
+    return {
+        kind: round(sum(f.stat().st_size for f in storage.glob(f"*/{kind}-*")) / 2**20, 1)
+        for kind in ("experiment_state", "searcher-state")
+    }
 
 
 # ----------------------------------------------------------------------------------------------- after the study
@@ -442,6 +467,11 @@ def run_study(a, work: Path, server: MlflowServer, fd: int) -> dict:
         spy.wait(timeout=120)
     requests = server_requests(log, offset, log.stat().st_size)
     study.finish_record(s, "KILLED" if interrupted else "FINISHED")  # the study's close: pending writes, parent run
+    record = check_record(server.db, s.parent_run_id, tune_epochs(results))
+    record.update(
+        pending_runs=len(outbox.pending(Path(s.spool))), refused_writes=len(list(outbox.refusals(Path(s.spool))))
+    )
+    record["ok"] = record["ok"] and not record["pending_runs"] and not record["refused_writes"]
     ended = meter.ended
     first = min(meter.ended_at, default=None)
     steady = (
@@ -453,6 +483,7 @@ def run_study(a, work: Path, server: MlflowServer, fd: int) -> dict:
         "setup": setup,
         "trials_ended": ended,
         "trials_errored": results.num_errors,
+        "trial_attempts_failed": meter.retried,
         "fit_s": round(fit_s, 1),
         "trials_per_min": round(ended / (fit_s / 60), 1),
         "trials_per_min_after_first": round(steady, 1) if steady else None,
@@ -465,11 +496,12 @@ def run_study(a, work: Path, server: MlflowServer, fd: int) -> dict:
             "last_s": round(SNAPSHOTS[-1], 3) if SNAPSHOTS else None,
             "total_s": round(sum(SNAPSHOTS), 1),
             "share_of_fit": round(sum(SNAPSHOTS) / fit_s, 3),
+            "size_mb_at_end": state_mb(Path(s.storage)),
         },
         "mlflow_requests": dict(requests),
         "mlflow_writes_per_s": round(requests["write"] / fit_s, 1),
         "mlflow_requests_per_s": round((requests["write"] + requests["read"]) / fit_s, 1),
-        "record": check_record(server.db, s.parent_run_id, tune_epochs(results)),
+        "record": record,
         "profile": profile_top(work / "driver.raw") if a.profile else None,
         "_parent": s.parent_run_id,
     }
@@ -488,7 +520,10 @@ def main(argv=None) -> int:
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard (tune.py does by default)")
     p.add_argument("--profile", action="store_true", help="sample the driver with py-spy; print its top functions")
     p.add_argument("--dir", type=Path, help="work folder, kept (default: a temporary one)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="a knob to examine (repeatable)")
+    p.add_argument("--num-to-keep", type=int, help="override the study's CheckpointConfig(num_to_keep) (0: None)")
     a = p.parse_args(argv)
+    knobs = {**KNOBS, **dict(kv.split("=", 1) for kv in a.env)}
     load = os.getloadavg()
     tune_controller.TuneController.save_to_dir = _timed_save(tune_controller.TuneController.save_to_dir)
     with tempfile.TemporaryDirectory(prefix="artsweep-scale-") as tmp:
@@ -499,10 +534,11 @@ def main(argv=None) -> int:
             terminal,
             f"SURROGATE trainable (no training): {a.trials} trials, {a.concurrency} at once; {work}\n".encode(),
         )
-        server = MlflowServer(work).start()
+        with mock.patch.dict(os.environ, SERVER_KNOBS):
+            server = MlflowServer(work).start()
         events = (work / "events.log").open("a")
         try:
-            start_ray(a)
+            start_ray(a, knobs)
             CONSOLE.capture(work / "ray.log")  # Ray's output (and Tune's tables) to a file, as a study does
             CONSOLE.out, term = events, CONSOLE.out  # the study's trial lines too: the progress lines stay here
             try:
@@ -522,7 +558,7 @@ def main(argv=None) -> int:
         "concurrency": a.concurrency,
         "epochs": a.epochs,
         "epoch_s": a.epoch_s,
-        "knobs": KNOBS,
+        "knobs": {**knobs, **SERVER_KNOBS},
         **out,
         "leaderboard_s": round(cli_s, 2),
         "leaderboard_import_s": round(import_s, 2),

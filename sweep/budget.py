@@ -7,8 +7,10 @@ The rule, checked by the study's driver as Tune runs:
   trial's cost <= the budget;
 - a running trial stops at an epoch boundary (when it reports) once its next epoch would pass the budget.
 So a study ends inside its budget plus one trial's teardown, and no trial is cut off mid-epoch. Estimates come
-from the study's own trials (start-up to first report, seconds per epoch); before the first report they are 0,
-so the first trials always start.
+from the study's own trials (start-up to first report, seconds per epoch); before the first report, from the
+last study of the same shape on this machine (family, image size, workers, device, data: `trial_costs.json` in
+the artsweep cache, written when a study ends), so a budget too short for the first trials' first epoch starts
+none of them. Without such a study the first trials always start.
 
 `--gpu-hours` counts GPU-seconds reserved (workers x 1 GPU x wall); on a CPU-only cluster the same flag counts
 CPU-hours (workers x CPUs per worker x wall). A study's spend so far (`spend_*` metrics on its parent run) is
@@ -21,14 +23,18 @@ budget here, set by sweep.study when it starts or resumes.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 from ray import tune
 
 from sweep.scheduler import epochs_done
+from trainables.paths import cache_root
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 CLOSE_S = 10.0  # wall seconds a time budget keeps for the study's end: Ray's shutdown, closing the record and the
@@ -80,6 +86,8 @@ class Budget:
     _first_s: list = field(default_factory=list)  # start-up + first epoch of every trial that reported
     _epoch_s: list = field(default_factory=list)  # seconds per epoch of every trial with >= 2 epochs
     cut: set = field(default_factory=set)  # trial ids the budget stopped (BudgetStopper)
+    prior_first_s: float = 0.0  # start-up + first epoch of a trial, before this study measured one (trial_costs)
+    prior_epoch_s: float = 0.0  # seconds per later epoch, likewise
 
     def __post_init__(self):
         self.t0 = self.clock() - self.spent_wall_s
@@ -128,11 +136,18 @@ class Budget:
         t = self.trials.get(
             trial_id
         )  # nothing measured but its first epoch: that, start-up included (an over-estimate)
-        return t.first - t.started if t is not None and t.first is not None else 0.0
+        return t.first - t.started if t is not None and t.first is not None else self.prior_epoch_s
 
     def new_trial_s(self) -> float:
         """Wall seconds a new trial needs to reach ASHA's first decision: start-up + grace epochs."""
-        return self._mean(self._first_s) + max(0, self.grace - 1) * self._mean(self._epoch_s)
+        first = self._mean(self._first_s) if self._first_s else self.prior_first_s
+        return first + max(0, self.grace - 1) * (self._mean(self._epoch_s) if self._epoch_s else self.prior_epoch_s)
+
+    def measured(self) -> dict:
+        """This study's estimates, for trial_costs: {} before any trial reported."""
+        if not self._first_s:
+            return {}
+        return {"first_s": round(self._mean(self._first_s), 2), "epoch_s": round(self._mean(self._epoch_s), 2)}
 
     def elapsed_s(self) -> float:
         return self.clock() - self.t0
@@ -171,11 +186,50 @@ class Budget:
         return not self.trials and not self.can_start()
 
 
+def cost_key(s, plan) -> str:
+    """A study's shape as far as a trial's cost goes: family, input size, workers, device, data, concurrency."""
+    where = f"gpu{plan.gpu_gib:g}" if plan.use_gpu else f"cpu{plan.cpus_per_worker:g}"
+    data = f"{s.data_dir}@{s.max_train_images or 'all'}"
+    return f"{s.family}|{s.image_size or 'family'}px|{s.workers_per_trial}w|{where}|{plan.max_concurrent}x|{data}"
+
+
+def _costs_file() -> Path:
+    return cache_root() / "trial_costs.json"
+
+
+def remembered(s, plan) -> dict:
+    """The trial costs the last study of this shape measured on this machine ({} if none, or unreadable)."""
+    try:
+        return json.loads(_costs_file().read_text()).get(cost_key(s, plan), {})
+    except (OSError, ValueError):
+        return {}
+
+
+def remember(s, plan, b: Budget) -> None:
+    """Keep this study's trial costs for the next study of its shape (best effort: a cache)."""
+    measured = b.measured()
+    if not measured:
+        return
+    try:
+        path = _costs_file()
+        costs = json.loads(path.read_text()) if path.is_file() else {}
+        costs[cost_key(s, plan)] = measured
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(costs, indent=1, sort_keys=True))
+        tmp.replace(path)  # atomic: two studies ending at once leave one whole file
+    except (OSError, ValueError):
+        pass
+
+
 def for_study(s, plan, grace: int, started: float, spent: Optional[dict] = None) -> Budget:
     """The Budget of a study (s: RunSettings, plan: sweep.resources.ResourcePlan) whose command started at
     time.monotonic() `started`; `spent`: the parent run's spend metrics when the study is resumed."""
     spent = spent or {}
+    prior = remembered(s, plan)
     return Budget(
+        prior_first_s=float(prior.get("first_s", 0.0)),
+        prior_epoch_s=float(prior.get("epoch_s", 0.0)),
         wall_s=s.time_budget_s or None,
         hours=s.gpu_hours or None,
         per_trial=s.workers_per_trial * (1.0 if plan.use_gpu else plan.cpus_per_worker),

@@ -8,7 +8,7 @@ resources that running trials' workers need.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Optional, Sequence
 
 from trainables.trial.memory import MAX_PACK
@@ -30,6 +30,15 @@ GPU_GIB = {
 }  # GiB per GPU model that a process can allocate (the card's GB, less ECC/driver)
 
 
+# What the head holds, measured (docs/benchmarks.md "What a trial holds in memory"): its own processes before any
+# trial (Ray's GCS, raylet and dashboard, the study's driver with Tune and OptunaSearch, the MLflow server), and
+# per running trial: a distributed trial's Tune actor, Train controller and placement-group cleaner live there
+# (RSS, benchmarks/overhead.py --workers-per-trial 2); a trial in process trains on its GPU node and adds only
+# Tune's bookkeeping to the driver (benchmarks/scale.py: the driver's growth per running trial).
+HEAD_BASE_GIB = 4.0
+HEAD_GIB_PER_TRIAL = {"in_process": 0.02, "distributed": 0.9}
+
+
 @dataclass(frozen=True)
 class ResourcePlan:
     max_concurrent: int  # trials running at once
@@ -37,6 +46,7 @@ class ResourcePlan:
     cpus_per_worker: float  # logical CPUs per Train worker (per whole GPU when packed: trials take a share)
     use_gpu: bool  # one GPU per Train worker (or a share of one: trainables.trial.memory.gpu_share)
     gpu_gib: float = 0.0  # memory of the smallest GPU model among the nodes; 0 = unknown (no packing)
+    head_cap: Optional[int] = None  # trials the head's memory holds at once (None: its memory is unknown)
 
     @property
     def loader_workers(self) -> int:
@@ -56,7 +66,25 @@ def gpu_gib(node: Mapping[str, float]) -> Optional[float]:
     )
 
 
+def head_cap(nodes: Sequence[Mapping[str, float]], workers_per_trial: int) -> Optional[int]:
+    """How many trials the head's memory holds at once: (its memory - HEAD_BASE_GIB) / what one running trial
+    adds there. The head is the node that declares DRIVER_RESOURCE (else the first); its memory is Ray's `memory`
+    resource (bytes: what Ray lets tasks and actors use); None when it declares none (a planned node)."""
+    head = next((n for n in nodes if n.get(DRIVER_RESOURCE)), nodes[0] if nodes else {})
+    if not head.get("memory"):
+        return None
+    per_trial = HEAD_GIB_PER_TRIAL["in_process" if workers_per_trial == 1 else "distributed"]
+    return max(1, int((head["memory"] / 2**30 - HEAD_BASE_GIB) / per_trial))
+
+
 def plan_resources(nodes: Sequence[Mapping[str, float]], workers_per_trial: int, pack: str = "off") -> ResourcePlan:
+    """Concurrency from the nodes' resources and the head's memory (head_cap); see _plan."""
+    plan = _plan(nodes, workers_per_trial, pack)
+    cap = head_cap(nodes, workers_per_trial)
+    return replace(plan, max_concurrent=min(plan.max_concurrent, cap), head_cap=cap) if cap else plan
+
+
+def _plan(nodes: Sequence[Mapping[str, float]], workers_per_trial: int, pack: str) -> ResourcePlan:
     """Concurrency from the nodes' resources (those running and those the autoscaler may add, see
     cluster.node_capacity) and each trial's gang (driver + N workers), so waiting trials never hold
     resources that running trials' workers need. With pack=auto and single-worker trials on GPUs of known

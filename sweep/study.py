@@ -51,6 +51,10 @@ RAY_ENV = {
     # once a minute under 32 writers a log_batch failed with a KeyError (benchmarks/tracking_load.py). It also
     # phones home, which a cluster with no internet cannot and a study has no reason to.
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # a trial in process that Tune stopped ends its thread at that report after logging the epoch (model.pt
+    # included: a second or two to a busy server); Tune reuses the actor only if the thread ended within this
+    # (default 2 s), else it starts a new process for the next trial
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "10",
 }
 # Only on the machine's own cluster (no --address): Train's preemption watcher is one more actor, one more Python
 # process, per trial, watching for node drains that a single machine never has. Measured with
@@ -316,6 +320,8 @@ class Study:
             ray.shutdown()
             CONSOLE.release()
             finish_record(s, status)
+            if budget.active():
+                budget.remember(s, self.plan, budget.active())  # the next study of this shape starts with its costs
             if status == "KILLED":
                 say(
                     f"study stopped in {phase}, after {done} of {s.num_samples or 'its budget of'} search trials; "

@@ -10,7 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.reading.runs import trial_rows, with_histories
-from sweep.budget import CLOSE_S, Budget, parse_duration
+from sweep.budget import CLOSE_S, Budget, for_study, parse_duration, remember, remembered
+from sweep.resources import plan_resources
+from tests.test_packing import settings
 from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +90,28 @@ def test_new_trials_start_only_while_they_can_reach_their_first_rung():
     assert b.can_start()
     clock.t = b.t0 + 261
     assert not b.can_start()
+
+
+@pytest.mark.unit
+def test_a_remembered_cost_keeps_the_budget_before_any_trial_reported(tmp_path, monkeypatch):
+    """The last study of the same shape on this machine measured 50 s to a first report and 10 s per epoch: a
+    study with 45 s left starts no trial (its first epoch would pass the budget), one with 80 s does; a study of
+    another shape knows nothing and starts its first trials."""
+    monkeypatch.setenv("ARTSWEEP_CACHE", str(tmp_path))
+    s = settings(family="scratch", data_dir="/data/a")
+    plan = plan_resources([{"CPU": 2.0}], workers_per_trial=1)
+    clock = Clock()
+    before = Budget(wall_s=600, max_t=4, grace=1, clock=clock)
+    run_epochs(before, clock, "a", 40, 10, 4)
+    before.ended("a")
+    remember(s, plan, before)
+    assert remembered(s, plan) == {"first_s": 50.0, "epoch_s": 10.0}
+    b = for_study(s.replace(time_budget_s=45 + CLOSE_S), plan, grace=1, started=time.monotonic())
+    assert b.new_trial_s() == pytest.approx(50) and not b.can_start() and b.exhausted()
+    b = for_study(s.replace(time_budget_s=80 + CLOSE_S), plan, grace=1, started=time.monotonic())
+    assert b.can_start()
+    other = for_study(s.replace(data_dir="/data/b", time_budget_s=45 + CLOSE_S), plan, 1, started=time.monotonic())
+    assert other.new_trial_s() == 0 and other.can_start()
 
 
 @pytest.mark.unit

@@ -10,7 +10,7 @@ import pytest
 
 from search_spaces import get_family
 from sweep.cluster import node_capacity
-from sweep.resources import DRIVER_RESOURCE, GPU_GIB, plan_resources
+from sweep.resources import DRIVER_RESOURCE, GPU_GIB, HEAD_BASE_GIB, HEAD_GIB_PER_TRIAL, plan_resources
 from trainables.config import RunSettings
 from trainables.trial import memory
 from trainables.trial.driver import worker_resources
@@ -121,3 +121,23 @@ def test_the_probe_is_real_cached_and_the_estimate_grows_with_the_batch(tmp_path
     assert memory.estimate_gib(first["params"], first["activations"], 64, amp=False) > memory.estimate_gib(
         first["params"], first["activations"], 64, amp=True
     )
+
+
+def test_the_heads_memory_caps_concurrent_trials(tmp_path):
+    """gpu.yaml's head (m5.2xlarge, 32 GiB: Ray's `memory` resource is ~70 % of it) holds the full packing of its
+    8 GPUs (64 one-worker trials train in process on the GPU nodes, each adding only Tune's bookkeeping to the
+    head), while distributed trials, whose Tune actor and Train controller live on the head, are capped by it."""
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    shutil.copy(ROOT / "cluster" / "gpu.yaml", bootstrap)
+    head = {"CPU": 8.0, DRIVER_RESOURCE: 1000.0, "memory": 0.7 * 32 * 2**30}
+    packed = plan_resources(node_capacity([head], bootstrap), workers_per_trial=1, pack="auto")
+    per_trial = HEAD_GIB_PER_TRIAL["in_process"]
+    assert packed.max_concurrent == 8 * MAX_PACK <= packed.head_cap
+    assert HEAD_BASE_GIB + packed.max_concurrent * per_trial <= 0.7 * 32  # the arithmetic in gpu.yaml
+    cpu_nodes = [head] + [{"CPU": 8.0}] * 64  # 512 CPUs: 256 two-worker trials by CPUs alone
+    ddp = plan_resources(cpu_nodes, workers_per_trial=2)
+    expected = int((0.7 * 32 - HEAD_BASE_GIB) / HEAD_GIB_PER_TRIAL["distributed"])
+    assert ddp.head_cap == ddp.max_concurrent == expected < 256
+    small = plan_resources([{**head, "memory": 0.7 * 8 * 2**30}] + [{"CPU": 8.0}] * 64, workers_per_trial=2)
+    assert small.max_concurrent == max(1, int((0.7 * 8 - HEAD_BASE_GIB) / HEAD_GIB_PER_TRIAL["distributed"]))
+    assert plan_resources([{"CPU": 8.0, "GPU": 1.0}], workers_per_trial=1).head_cap is None  # memory unknown

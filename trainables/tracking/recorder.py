@@ -1,8 +1,9 @@
-"""The trial's MLflow child run, written from Ray Train's controller as it takes each report.
+"""The trial's MLflow child run, written as each report is taken: by Ray Train's controller for a distributed
+trial, in the trial's Tune actor for one in process (trainables.trial.driver.InProcessReports).
 
-Train's controller registers a report's resume checkpoint and then calls its callbacks: logging here, not on a
-worker, makes "logged" and "checkpointed" the same event, so a worker group that Train restarts from its
-latest checkpoint never logs an epoch twice (nor skips one). All writes go through an Outbox: a tracking server
+Train's controller registers a report's resume checkpoint and then calls its callbacks; in process, Tune stores
+the checkpoint (ray.tune.report) and then the recorder logs. Either way "logged" and "checkpointed" are the same
+event, so a trial restarted from its latest checkpoint never logs an epoch twice (nor skips one). All writes go through an Outbox: a tracking server
 that is down delays the record and never fails the trial.
 
 Rank 0's report carries, besides its metrics: TAGS_KEY (tags to set, on the first report of a worker group) and
@@ -32,9 +33,19 @@ class EpochRecorder(UserCallback):
         self._outbox = None
 
     def after_report(self, run_context, metrics, checkpoint=None, **_):
-        report = metrics[0]  # rank 0's; popped keys never reach Tune (its callback runs next)
+        """Train's controller: log the report (its checkpoint is registered) before Tune sees it (next callback)."""
+        self.log(*self.take(metrics), checkpoint)
+
+    @staticmethod
+    def take(metrics: list) -> tuple:
+        """Pop the recorder's keys from the ranks' reports (they never reach Tune): (rank 0's report, its tags,
+        whether it is a new best, the system metrics of every node)."""
+        report = metrics[0]
         tags, improved = report.pop(TAGS_KEY, None), report.pop(IMPROVED_KEY, False)
         system = {k: v for m in metrics for k, v in (m.pop(SYSTEM_KEY, None) or {}).items()}  # one per node
+        return report, tags, improved, system
+
+    def log(self, report: dict, tags, improved: bool, system: dict, checkpoint=None) -> None:
         try:
             out = self._outbox = self._outbox or Outbox(self.uri, self.run_id, Path(self.spool), "recorder")
             if tags:

@@ -116,16 +116,21 @@ def in_process(s: RunSettings) -> bool:
 
 
 class InProcessReports:
-    """What Train's controller does with a report, for a trial that trains in process: the recorder logs it to
-    MLflow and takes out its keys, then Tune gets the metrics and the resume checkpoint (ray.tune.report persists
-    it to the trial's storage before it returns, and blocks until Tune lets the trial go on)."""
+    """What Train's controller does with a report, for a trial that trains in process: the recorder's keys come
+    out, Tune gets the metrics and the resume checkpoint (ray.tune.report stores it in the trial's folder, then
+    blocks until Tune lets the trial go on), and the recorder logs the epoch to MLflow. Logged in `finally`: when
+    Tune stops the trial at this report, ray.tune.report ends the training thread (SystemExit), and the epoch
+    that ended it is still recorded (through the outbox, which keeps it on disk until MLflow takes it)."""
 
     def __init__(self, recorder: EpochRecorder):
         self.recorder = recorder
 
     def __call__(self, metrics: dict, checkpoint) -> None:
-        self.recorder.after_report(None, [metrics], checkpoint)
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        taken = self.recorder.take([metrics])
+        try:
+            ray.tune.report(metrics, checkpoint=checkpoint)
+        finally:
+            self.recorder.log(*taken, checkpoint)
 
 
 def trial_resources(s: RunSettings, space, driver: dict):
