@@ -1,6 +1,6 @@
 """artsweep: search hyper-parameters and train the best image classifier the budget allows.
 
-  python tune.py                                     # demo: scratch CNNs on the built-in dataset, < 2 minutes
+  python tune.py                                     # demo: 4 scratch CNN trials on the built-in dataset, about a minute
   python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15 --final-fit
   python tune.py --smoke                             # a tiny study to check the wiring (about a minute)
   mlflow ui --backend-store-uri sqlite:///mlflow.db  # browse every trial afterwards
@@ -43,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--num-samples",
         type=int,
         help=f"trials to run (default {DEMO['num_samples']}, smoke {SMOKE['num_samples']}; "
-        f"with a budget: as many as fit; the demo on the built-in data: a {DEMO['builtin_time_budget']} time budget)",
+        f"with a budget: as many as fit; the demo on the built-in data: {DEMO['builtin_trials']} trials within a "
+        f"{DEMO['builtin_time_budget']} time budget)",
     )
     arg(
         "--time-budget",

@@ -252,15 +252,17 @@ class SearchSpace:
             "fixed": {f.name: self._split(f)[1] for f in self.families},
         }
 
-    def first_points(self, recipes: bool = True) -> Optional[list[dict]]:
-        """The study's first trials, under study names: each family's recipes (in `all`, its first recipe, or
-        just the family: every family enters before TPE narrows the race). A recipe's architecture is left to
-        the search where it is not searched (stand-ins, a pinned --arch)."""
+    def first_points(self, recipes: bool = True, starts: Mapping[str, Any] = {}) -> Optional[list[dict]]:  # noqa: B006
+        """The study's first trials, under study names: `starts` (family name -> a configuration to try first:
+        the demo's), then each family's recipes (in `all`, its first recipe, or just the family: every family
+        enters before TPE narrows the race). A recipe's architecture is left to the search where it is not
+        searched (stand-ins, a pinned --arch)."""
         points = []
         for fam in self.families:
             searched, _ = self._split(fam)
             own = {FAMILY_PARAM: fam.name} if self.qualified else {}
-            for recipe in (fam.recipes if recipes else ())[: 1 if self.qualified else None]:
+            first = ((starts[fam.name],) if fam.name in starts else ()) + (fam.recipes if recipes else ())
+            for recipe in first[: 1 if self.qualified else None]:
                 points.append(
                     {
                         **own,
@@ -271,7 +273,7 @@ class SearchSpace:
                         },
                     }
                 )
-            if own and not (recipes and fam.recipes):
+            if own and not first:
                 points.append(own)
         return points or None
 

@@ -25,9 +25,28 @@ DEMO = dict(
     num_samples=8,
     max_epochs=5,
     builtin_image_size=32,  # plain defaults
-    # the demo (`python tune.py`, built-in data, no trial count or budget given): as many trials as fit
-    # in this wall time, so it ends inside 2 minutes on 2 idle cores (README: the demo's output)
-    builtin_time_budget="110s",
+    # the demo (`python tune.py`, built-in data, no trial count or budget given): the same work on every machine,
+    # so a slow one gets the same model later instead of a worse one: 4 trials, the first a DeepCNN at half width
+    # that reaches ~0.77 val macro F1 by its 4th epoch at 32 px (0.69 at width 0.25, which plateaus there; width
+    # 1.0 takes 4x as long per epoch: measured 2026-12-03 on the built-in data, seed 0), then TPE's. A 4-minute
+    # budget caps it on a slow machine (docs/benchmarks.md: the demo takes about a minute on 2 idle cores).
+    builtin_trials=4,
+    builtin_time_budget="4m",
+    builtin_starts={
+        "scratch": dict(
+            arch="deep_cnn",
+            width=0.5,
+            lr=1.4e-3,
+            batch_size=64,
+            weight_decay=5e-4,
+            dropout=0.36,
+            label_smoothing=0.15,
+            sampler_power=0.64,
+            loss_weight_power=0.14,
+            mixup_prob=0.0,
+            aug_strength=0.12,
+        )
+    },
 )
 
 
@@ -50,7 +69,7 @@ def _positive(a: argparse.Namespace) -> None:
 
 def _demo(a: argparse.Namespace) -> bool:
     """`python tune.py` as it comes: the built-in data, no trial count, budget or --smoke."""
-    return a.data is None and not (a.smoke or a.num_samples or a.gpu_hours)
+    return a.data is None and not (a.smoke or a.num_samples or a.gpu_hours or a.time_budget)
 
 
 def _time_budget(a: argparse.Namespace) -> float:
@@ -79,7 +98,8 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     mode = SMOKE if a.smoke else DEMO
     time_budget_s = _time_budget(a)
     budgeted = bool(time_budget_s or a.gpu_hours)
-    num_samples = a.num_samples or (0 if budgeted else mode["num_samples"])  # a budget alone: as many as fit (0)
+    # a budget alone: as many as fit (0); the demo: its own count, within its budget
+    num_samples = a.num_samples or (DEMO["builtin_trials"] if _demo(a) else 0 if budgeted else mode["num_samples"])
     s = RunSettings(
         family=a.family,
         data_dir=str(data_dir),
@@ -103,7 +123,8 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         early_stopping=not a.no_early_stopping,
         # the demo fits 3-4 trials in its budget: seed recipes made for 224 px on a GPU would take half of them at
         # 32 px (measured: best 0.680 with them, 0.73 without); every other study starts with them
-        recipes=not (a.no_recipes or (_demo(a) and a.time_budget is None)),
+        recipes=not (a.no_recipes or _demo(a)),
+        starts=DEMO["builtin_starts"] if _demo(a) else {},
         max_train_images=SMOKE["max_train_images"] if a.smoke else 0,
         smoke=a.smoke,
         time_budget_s=time_budget_s,

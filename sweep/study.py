@@ -381,7 +381,7 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
         num_samples=s.num_samples,
         max_t=s.max_epochs,
         grace=_grace(s, space),
-        first_points=space.first_points(s.recipes),
+        first_points=space.first_points(s.recipes, s.starts),
         early_stopping=s.early_stopping,
         record=functools.partial(
             mlflow_runs.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id

@@ -6,6 +6,7 @@ python -m pytest tests/test_confirm.py -q
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -17,7 +18,7 @@ from analysis.reading import ensemble
 from analysis.reading.confirm import best_run, candidates, confirmed, interval, searched
 from analysis.reading.runs import TrialRow
 from sweep.phases import CONFIRM, confirm_points, final_epochs
-from sweep.settings import UsageError, from_flags
+from sweep.settings import DEMO, UsageError, from_flags
 from trainables import checkpoint
 from trainables.config import RunSettings
 from trainables.trial.rerun import RERUN_KEY, Rerun, split
@@ -160,3 +161,16 @@ def test_ensemble_metrics_come_from_the_averaged_probabilities():
     assert df.loc["one", "test_accuracy"] == 0.5
     # member one, per class: 0: tp 1 fp 0 fn 1 -> F1 2/3; 1: tp 0 -> 0; 2: tp 1 fp 1 fn 0 -> 2/3
     assert df.loc["one", "test_macro_f1"] == pytest.approx((2 / 3 + 0 + 2 / 3) / 3)
+
+
+def test_the_demo_runs_its_own_trials_from_its_half_width_deepcnn(tmp_path, monkeypatch):
+    """`python tune.py` as it comes: 4 trials within a 4-minute cap, no recipes, its first trial the DeepCNN at
+    half width (sweep.settings.DEMO); any flag that sets the work (a budget, a count, --smoke) leaves the demo."""
+    monkeypatch.setenv("ARTSWEEP_CACHE", str(tmp_path / "cache"))  # the built-in data is written here
+    s, space, _ = from_flags(tune.parse_args(["--mlflow-uri", f"sqlite:///{tmp_path / 'm.db'}"]), tmp_path)
+    assert (s.num_samples, s.time_budget_s, s.recipes, s.confirm) == (4, 240.0, False, 0)
+    first = space.first_points(s.recipes, s.starts)
+    assert first == [{k: v for k, v in DEMO["builtin_starts"]["scratch"].items()}]
+    assert RunSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s  # --resume reads it back
+    budgeted = from_flags(tune.parse_args(["--time-budget", "5m", "--mlflow-uri", "sqlite:///x.db"]), tmp_path)[0]
+    assert (budgeted.num_samples, budgeted.starts, budgeted.recipes) == (0, {}, True)

@@ -36,6 +36,8 @@ class RunSettings:
     smoke: bool = False  # --smoke: the tiny budget above was applied
     early_stopping: bool = True  # ASHA stops poor trials; False: every trial runs max_epochs (FIFO)
     recipes: bool = True  # the families' published recipes are the first trials (--no-recipes: off)
+    starts: dict = field(default_factory=dict)  # family -> a configuration tried first, before the recipes
+    # (the demo's: sweep.settings.DEMO)
     max_retries: int = 2  # restarts of a trial's worker group after a lost worker (from its last epoch)
     time_budget_s: float = 0.0  # --time-budget: wall seconds for the whole study, 0 = none
     gpu_hours: float = 0.0  # --gpu-hours: GPU-hours (CPU-hours without GPUs) of trial reservations, 0 = none
