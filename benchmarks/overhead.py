@@ -178,10 +178,11 @@ class MemorySampler(threading.Thread):
         return out
 
 
-def head_per_trial(memory: dict, distributed: bool) -> dict:
-    """MiB one running trial adds to the head (RSS and PSS): a distributed trial's actor, controller and cleaner;
-    a trial in process trains off the head (on a GPU node) and adds none of its processes there."""
-    if not distributed:
+def head_per_trial(memory: dict) -> dict:
+    """MiB one running trial adds to the head (RSS and PSS): a trial run by Train's controller (a distributed
+    one, or any trial on code before trials trained in process: --baseline) keeps its actor, controller and
+    cleaner there; a trial in process trains off the head (on a GPU node) and adds none of its processes."""
+    if "train controller" not in memory:
         return {"rss_mib": 0.0, "pss_mib": 0.0}
     return {k: round(sum(memory.get(r, {}).get(k, 0.0) for r in HEAD_ROLES), 1) for k in ("rss_mib", "pss_mib")}
 
@@ -234,7 +235,7 @@ def print_memory(memory: dict, head: dict) -> None:
 def measure(tree: Path, work: Path, a) -> dict:
     uri, memory = run_study(tree, work, a.trials, a.workers_per_trial)
     out = report(uri, "overhead")
-    head = head_per_trial(memory, a.workers_per_trial > 1)
+    head = head_per_trial(memory)
     print_memory(memory, head)
     return {**out, "memory_mib": memory, "head_per_trial_mib": head}
 
