@@ -1,27 +1,30 @@
 """A study of 1,000 trials at a full cluster's concurrency, on 2 cores: the study's own Tune + Optuna (TPE) + ASHA,
 callbacks and MLflow record on a real `mlflow server`, with a SURROGATE in place of training.
 
-python benchmarks/scale.py [--trials 1000] [--concurrency 64] [--epochs 4] [--epoch-s 0.5] [--dir DIR]
+python benchmarks/scale.py [--trials 1000] [--concurrency 64] [--epochs 4] [--epoch-s 0.5] [--dir DIR] [--profile]
 python benchmarks/scale.py --trials 100 --concurrency 16            # quick: about 2 minutes
-python benchmarks/scale.py --profile                                # + where the driver's CPU goes (py-spy)
+python benchmarks/scale.py --trials 300 --num-to-keep 2             # a knob: Tune's CheckpointConfig(num_to_keep)
+python benchmarks/scale.py --trials 300 --env TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0   # a knob: Ray's or Tune's
+python benchmarks/scale.py --trials 300 --workers-per-trial 2       # the study's distributed mode (no actor reuse)
 
 What runs is the study's: its Tuner (sweep.study._tuner: HonestOptunaSearch's TPE over the scratch family's real
 SearchSpace, RecordedASHA, max_concurrent_trials, ReleaseTrainWorkers, CloseTrialRuns, TrialEvents, BudgetStopper,
-whatever reuse, failure and checkpoint settings it has), its MLflow parent run (mlflow_runs.setup_study, claim_study,
-log_study) and its close (sweep.study.finish_record), on `mlflow server` (tests/servers.py: SQLite, loopback, one
-worker). Only the trainable differs: the surrogate opens its child run as the trial driver does
-(mlflow_runs.open_trial_run), then each epoch sleeps --epoch-s and reports metrics computed from its config (a
-smooth function of log lr, batch size and the other knobs, saturating over the epochs, plus seeded noise) through
-the study's EpochRecorder (its outbox: metrics, tags, the best checkpoint's artifact) and ray.tune.report with a
-small resume checkpoint, as a trial that trains in its Tune actor does. No torch, no data: it measures everything
-around training. --concurrency trials run at once (64: 8 GPUs x 8 packed trials), each on a fraction of a CPU.
+whatever actor reuse, retries and checkpoint settings it has), its MLflow parent run (mlflow_runs.setup_study,
+claim_study, log_study) and its close (sweep.study.finish_record), on `mlflow server` (tests/servers.py: SQLite,
+loopback, one worker; SERVER_KNOBS below). Only the trainable differs: the surrogate opens its child run as the trial
+driver does (mlflow_runs.open_trial_run), then each epoch sleeps --epoch-s and reports metrics computed from its
+config (a smooth function of log lr, batch size and the other knobs, saturating over the epochs, plus seeded noise)
+as the study's trials report (report_epoch: EpochRecorder's outbox for the metrics, tags and best checkpoint, Tune
+for ASHA, with a small resume checkpoint when trials train in their Tune actor). No torch, no data: it measures
+everything around training. --concurrency trials run at once (64: 8 GPUs x 8 packed trials) on fractions of a CPU.
 
 Printed while it runs: trials ended and running, trials/min, the driver's RSS, the trial actors' memory. At the end:
-trials/min (overall, and from the first tenth's end to the last, past the start-up); the driver's RSS (this process: it runs Tune)
-when 100 / 500 / 1,000 trials had ended; Tune's experiment-state snapshots (TuneController.save_to_dir timed in
-place: count, seconds each, total); MLflow writes/s as the server logged them (POST/PUT/DELETE requests but
-searches, and metric rows stored); the leaderboard command's time beyond its imports; and a check of the record (a
-FINISHED child run per trial, every epoch Tune saw in MLflow, no other). Last line: one JSON object of the figures.
+trials/min (overall, and past the start-up: from the first tenth's end to the last); the driver's RSS (this process
+runs Tune) when 100 / 500 / 1,000 trials had ended; Tune's experiment-state snapshots (TuneController.save_to_dir
+timed in place: count, seconds each, share of the time, size); MLflow writes/s as the server logged them (requests
+but GETs and searches); the leaderboard command's time beyond its imports; a check of the record (a FINISHED child
+run per trial, holding exactly the epochs Tune saw, nothing left in the outbox); the issue's bounds (`acceptance`;
+exit code 1 when one fails). Last line: one JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -59,26 +62,46 @@ from sweep.console import CONSOLE  # noqa: E402
 from sweep.resources import DRIVER_CPUS, ResourcePlan  # noqa: E402
 from tests.servers import MlflowServer  # noqa: E402
 from trainables.config import RunSettings  # noqa: E402
-from trainables.metrics import BEST_KEY, IMPROVED_KEY, OBJECTIVE, OBJECTIVE_KEY, REPLAYED_KEY, RUN_ID_KEY, TAGS_KEY  # noqa: E402
+from trainables.metrics import (  # noqa: E402
+    BEST_KEY,
+    IMPROVED_KEY,
+    OBJECTIVE,
+    OBJECTIVE_KEY,
+    REPLAYED_KEY,
+    RUN_ID_KEY,
+    TAGS_KEY,
+)
 from trainables.tracking import mlflow_runs, outbox  # noqa: E402
 from trainables.tracking.artifacts import FILENAME  # noqa: E402
 from trainables.tracking.recorder import EpochRecorder  # noqa: E402
 
-# Ray's and Tune's knobs, read when Ray and the Tuner start (so set before either). Each with why; the figures are
-# from this benchmark on the 2-core development box (docs/benchmarks.md has the runs).
+# Ray's and Tune's knobs, read when Ray and the Tuner start (so set before either), each with why. Figures: this
+# benchmark, 300 trials x 64 at once, 2-core box under other work (load 27-35), 2026-12-03, unless said otherwise.
 KNOBS = {
     # Tune's default loggers (CSV, JSON, TensorBoard) write 3 files per trial on every result and keep an entry per
-    # trial in the driver for good (ray-project/ray#64231: RSS grows with every trial ended); artsweep's record is
-    # MLflow, which nothing here reads from Ray's folders.
+    # trial in the driver for good (ray-project/ray#64231); artsweep's record is MLflow, nothing reads Ray's files.
+    # Off: the driver's RSS grew 0.115 MB per trial ended instead of 0.27, 123 trials/min past the start-up instead
+    # of 71. The study should set it too (sweep.study.RAY_ENV).
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 # Checked and left alone (Ray 2.60's code):
 # - TUNE_MAX_PENDING_TRIALS_PG: "auto" is 1 for a searcher, but the study sets max_concurrent_trials, which wraps
 #   the searcher in a ConcurrencyLimiter, and then "auto" is that limit (tune_controller._get_max_pending_trials):
-#   the ramp to 64 trials is not throttled.
+#   all 64 trials are pending at once. The ramp (~2.5 min before trials flow) is 64 actors importing Ray Tune,
+#   MLflow and Optuna on 2 cores (~2.5 CPU-s and 260 MB each), paid once: the study reuses its actors.
+# - TUNE_GLOBAL_CHECKPOINT_S: "auto" snapshots every max(10 s, 19 x the last snapshot's time), <= 5 % of the time;
+#   but a trial checkpoint forces a snapshot whenever some trial has made CheckpointConfig(num_to_keep) of them
+#   since the last one, whatever this says. The study's num_to_keep=1 (trials in process report their resume
+#   checkpoint every epoch) makes that every step: 2,070 snapshots for 1,000 trials, 41 % of the driver's wall time
+#   and 55 % of its CPU samples, each rewriting every trial's state (22 KB a trial) and pickling the Optuna study.
+#   num_to_keep=2 (--num-to-keep 2; restore stays consistent, Tune's rule), 1,000 trials: 106 snapshots (5.5 % of
+#   the time), 272 trials/min past the start-up instead of 155, the study in 5.9 min instead of 9.0; the cost is a
+#   second kept resume checkpoint per trial (Tune keeps num_to_keep of every trial, ended ones too).
+# - reuse_actors: the study's own (on for trials in process). Off (--workers-per-trial 2, a new actor per trial):
+#   27 trials/min past the start-up instead of 123-182.
 # - TUNE_RESULT_BUFFER_LENGTH: ASHA does not take buffered results; Tune forces 1 whatever is set.
 # - RAY_memory_monitor_refresh_ms / RAY_memory_usage_threshold: the defaults (250 ms, 0.95 of the node) kill a
-#   worker only near the end of the machine's memory; the actors' memory is printed here instead.
+#   worker only near the end of the machine's memory: 64 actors took 16.8 GB here and left >= 10 GB free.
 # The tracking server's (the study's server is the user's, cluster/mlflow_server.sh on a cluster): its SQLAlchemy
 # pool is 5 + 10 connections, but a uvicorn worker serves 40 requests at once (anyio's threads). Under 64 trials
 # starting together (200 trials, default pool, 2026-12-03) requests waited 30 s for a connection and MLflow answered
@@ -168,8 +191,8 @@ def surrogate_trainable(epoch_s: float, checkpoint_kib: int, in_process: bool):
 
 
 def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, kib: int, in_process: bool) -> None:
-    """Each epoch: sleep (the "training"), then the report an in-process trial makes: EpochRecorder logs it to the
-    child run (and the best checkpoint's model.pt as the artifact), then Tune gets it with the resume checkpoint."""
+    """Each epoch: sleep (the "training"), then report it as the study does (report_epoch), with a resume checkpoint
+    (and, at a new best, model.pt: the recorder logs it as the run's best checkpoint)."""
     recorder = EpochRecorder(s.mlflow_uri, run_id, s.spool, s.max_epochs)
     distributions, best = space.distributions(), float("nan")
     for epoch in range(1, s.max_epochs + 1):
@@ -184,9 +207,26 @@ def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, kib
             (Path(folder) / "resume.bin").write_bytes(os.urandom(kib * 1024))
             if improved:
                 (Path(folder) / FILENAME).write_bytes(os.urandom(kib * 1024))
-            checkpoint = tune.Checkpoint.from_directory(folder)
-            recorder.after_report(None, [report], checkpoint)
-            ray.tune.report(report, checkpoint=checkpoint if in_process else None)
+            report_epoch(recorder, report, tune.Checkpoint.from_directory(folder), in_process)
+
+
+def report_epoch(recorder: EpochRecorder, report: dict, checkpoint, in_process: bool) -> None:
+    """In process, what trainables.trial.driver.InProcessReports does (not imported here: it brings torch): the
+    recorder's keys come out, Tune gets the metrics and the resume checkpoint, and then, also when Tune stopped the
+    trial at this report (SystemExit), the recorder logs the epoch. A worker group's report, as Train's controller
+    calls its callbacks: EpochRecorder logs it, then Tune gets the metrics (TuneReportCallback).
+    In process, the log after the report can be lost: when Tune stops an actor instead of reusing it (the search is
+    over), FunctionTrainable.cleanup does not wait for the thread, and the process exits (its temporary folders with
+    it) under the log (1,000 trials, num_to_keep 2: 3 epochs Tune saw never reached MLflow, 1 best model.pt missing)."""
+    if not in_process:
+        recorder.after_report(None, [report], checkpoint)
+        ray.tune.report(report)
+        return
+    taken = recorder.take([report])
+    try:
+        ray.tune.report(report, checkpoint=checkpoint)
+    finally:
+        recorder.log(*taken, checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------- what is measured
@@ -204,7 +244,8 @@ def _mb(n: int) -> int:
 
 
 def memory() -> dict:
-    """The driver's RSS and the memory of the processes under it (Ray's, the trial actors, the MLflow server)."""
+    """The driver's RSS and the memory of the processes under it: the trial actors, Ray's idle workers, the rest (Ray's
+    own processes and agents, the MLflow server)."""
     import psutil
 
     me = psutil.Process()
@@ -216,7 +257,7 @@ def memory() -> dict:
             continue
         if title.startswith("ray::IDLE"):
             idle += 1
-        elif title.startswith("ray::"):
+        elif title.startswith("ray::ImplicitFunc"):  # a Tune function trainable's actor: a trial
             actors.append(rss)
         else:
             other += rss
@@ -505,6 +546,9 @@ def run_study(a, work: Path, server: MlflowServer, fd: int) -> dict:
             "share_of_fit": round(sum(SNAPSHOTS) / fit_s, 3),
             "size_mb_at_end": state_mb(Path(s.storage)),
         },
+        # resume checkpoints Tune still holds at the end (num_to_keep per trial, ended trials' too): x a real
+        # resume checkpoint's size (model + optimizer state) is the storage an in-process study leaves behind
+        "tune_checkpoints_kept": sum(1 for _ in Path(s.storage).rglob("resume.bin")),
         "mlflow_requests": dict(requests),
         "mlflow_writes_per_s": round(requests["write"] / fit_s, 1),
         "mlflow_requests_per_s": round((requests["write"] + requests["read"]) / fit_s, 1),
@@ -556,6 +600,7 @@ def measure(a, knobs: dict, work: Path) -> dict:
         out["study_s"] = round(time.monotonic() - t0, 1)  # Ray's start to the record closed and checked
         cli_s, import_s, rows = time_leaderboard(server.uri, work)
     finally:
+        ray.shutdown()  # already down, unless the study did not start
         server.stop()
         events.close()
     out.pop("_parent")
