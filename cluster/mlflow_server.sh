@@ -148,6 +148,11 @@ start_server() {
         unset ARTSWEEP_STUDY_PASSWORD
         export MLFLOW_AUTH_CONFIG_PATH=$RUN_DIR/basic_auth.ini MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
             MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+        # database connections per server worker: 64 trials at once exhausted the default 5 + 10 (MLflow then
+        # answers 400 "QueuePool limit", benchmarks/scale.py); 4 workers x (15 + 5) = 80 stays under
+        # PostgreSQL's default max_connections of 100
+        export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-15} \
+            MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-5}
         cd "$RUN_DIR"
         exec setsid mlflow server --app-name basic-auth --host "$HOST" --port "$PORT" --workers "$WORKERS" \
             --artifacts-destination "$dest" --allowed-hosts "$(allowed_hosts)" </dev/null >>"$LOG" 2>&1

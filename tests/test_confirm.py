@@ -172,5 +172,7 @@ def test_the_demo_runs_its_own_trials_from_its_half_width_deepcnn(tmp_path, monk
     first = space.first_points(s.recipes, s.starts)
     assert first == [{k: v for k, v in DEMO["builtin_starts"]["scratch"].items()}]
     assert RunSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s  # --resume reads it back
-    budgeted = from_flags(tune.parse_args(["--time-budget", "5m", "--mlflow-uri", "sqlite:///x.db"]), tmp_path)[0]
+    budgeted = from_flags(
+        tune.parse_args(["--time-budget", "5m", "--mlflow-uri", f"sqlite:///{tmp_path / 'b.db'}"]), tmp_path
+    )[0]
     assert (budgeted.num_samples, budgeted.starts, budgeted.recipes) == (0, {}, True)

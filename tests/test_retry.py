@@ -103,3 +103,19 @@ def test_the_outbox_raises_an_error_no_wait_can_fix(tmp_path):
     with pytest.raises(TypeError):
         box.tags({"a": "1"})
     assert not box.journal.exists()
+
+
+def test_a_full_connection_pool_is_a_busy_server_not_a_refusal():
+    """MLflow's server answers 400 INVALID_PARAMETER_VALUE when SQLAlchemy's pool is full (benchmarks/scale.py
+    met it at 64 trials on the default pool): a write retried later goes through; a real 400 stays refused."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    busy = MlflowException(
+        "QueuePool limit of size 5 overflow 10 reached, connection timed out, timeout 30.00",
+        error_code=INVALID_PARAMETER_VALUE,
+    )
+    wrong = MlflowException("Changing param values is not allowed", error_code=INVALID_PARAMETER_VALUE)
+    assert retry.http_status(busy) == retry.http_status(wrong) == 400
+    assert retry.retryable(busy) and not retry.refused(busy)
+    assert retry.refused(wrong) and not retry.retryable(wrong)

@@ -1,9 +1,10 @@
 """The trial's MLflow child run, written as each report is taken: by Ray Train's controller for a distributed
 trial, in the trial's Tune actor for one in process (trainables.trial.driver.InProcessReports).
 
-Train's controller registers a report's resume checkpoint and then calls its callbacks; in process, Tune stores
-the checkpoint (ray.tune.report) and then the recorder logs. Either way "logged" and "checkpointed" are the same
-event, so a trial restarted from its latest checkpoint never logs an epoch twice (nor skips one). All writes go through an Outbox: a tracking server
+Train's controller registers a report's resume checkpoint and then calls its callbacks, so "logged" and
+"checkpointed" are the same event and a worker group restarted from its latest checkpoint never logs an epoch
+twice (nor skips one). In process the recorder logs just before Tune stores the checkpoint (ray.tune.report):
+a process lost between the two logs that epoch again after its restart. All writes go through an Outbox: a tracking server
 that is down delays the record and never fails the trial.
 
 Rank 0's report carries, besides its metrics: TAGS_KEY (tags to set, on the first report of a worker group) and

@@ -36,10 +36,17 @@ def http_status(error: BaseException) -> int | None:
     return getattr(getattr(error, "response", None), "status_code", None)
 
 
+# MLflow's server answers 400 when its database connection pool is full (SQLAlchemy's "QueuePool limit of size
+# N overflow M reached"): a busy server, not a refusal (benchmarks/scale.py: 64 trials at once on a pool of 5)
+BUSY = ("QueuePool limit",)
+
+
 def refused(error: BaseException) -> bool:
-    """The tracking store said no for good: a 4xx other than LATER. The same call gets the same answer."""
+    """The tracking store said no for good: a 4xx other than LATER (or a busy server's). The same call gets the
+    same answer."""
     status = http_status(error)
-    return status is not None and 400 <= status < 500 and status not in LATER
+    busy = any(b in str(error) for b in BUSY)
+    return status is not None and 400 <= status < 500 and status not in LATER and not busy
 
 
 def retryable(error: BaseException) -> bool:

@@ -116,21 +116,19 @@ def in_process(s: RunSettings) -> bool:
 
 
 class InProcessReports:
-    """What Train's controller does with a report, for a trial that trains in process: the recorder's keys come
-    out, Tune gets the metrics and the resume checkpoint (ray.tune.report stores it in the trial's folder, then
-    blocks until Tune lets the trial go on), and the recorder logs the epoch to MLflow. Logged in `finally`: when
-    Tune stops the trial at this report, ray.tune.report ends the training thread (SystemExit), and the epoch
-    that ended it is still recorded (through the outbox, which keeps it on disk until MLflow takes it)."""
+    """What Train's controller does with a report, for a trial that trains in process: the recorder takes out its
+    keys and logs the epoch to MLflow, then Tune gets the metrics and the resume checkpoint (ray.tune.report
+    stores it in the trial's folder, then blocks until Tune lets the trial go on, or ends the training thread when
+    Tune stopped the trial). Logged first: when the study ends, Tune stops its actors without waiting for their
+    threads, so whatever came after the report would be lost (benchmarks/scale.py measured 3 of 2,218 epochs).
+    A process lost between the two logs that epoch again when Tune restarts the trial from its checkpoint."""
 
     def __init__(self, recorder: EpochRecorder):
         self.recorder = recorder
 
     def __call__(self, metrics: dict, checkpoint) -> None:
-        taken = self.recorder.take([metrics])
-        try:
-            ray.tune.report(metrics, checkpoint=checkpoint)
-        finally:
-            self.recorder.log(*taken, checkpoint)
+        self.recorder.log(*self.recorder.take([metrics]), checkpoint)
+        ray.tune.report(metrics, checkpoint=checkpoint)
 
 
 def trial_resources(s: RunSettings, space, driver: dict):
