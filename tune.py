@@ -1,6 +1,6 @@
 """artsweep: search hyper-parameters and train the best image classifier the budget allows.
 
-  python tune.py                                     # demo: 4 scratch CNN trials on the built-in dataset, about a minute
+  python tune.py                                     # demo: 4 scratch CNN trials on the built-in dataset, ~2.5 minutes
   python tune.py --family scratch --data /data/wikiart --num-samples 32 --max-epochs 15 --final-fit
   python tune.py --smoke                             # a tiny study to check the wiring (about a minute)
   mlflow ui --backend-store-uri sqlite:///mlflow.db  # browse every trial afterwards

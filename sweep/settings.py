@@ -29,7 +29,7 @@ DEMO = dict(
     # so a slow one gets the same model later instead of a worse one: 4 trials, the first a DeepCNN at half width
     # that reaches ~0.77 val macro F1 by its 4th epoch at 32 px (0.69 at width 0.25, which plateaus there; width
     # 1.0 takes 4x as long per epoch: measured 2026-12-03 on the built-in data, seed 0), then TPE's. A 4-minute
-    # budget caps it on a slow machine (docs/benchmarks.md: the demo takes about a minute on 2 idle cores).
+    # budget caps it on a slow machine (docs/benchmarks.md: the demo takes 2-2.5 minutes on 2 cores).
     builtin_trials=4,
     builtin_time_budget="4m",
     builtin_starts={
