@@ -36,8 +36,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     arg("--arch", help="pin one architecture of the family instead of searching it")
     arg(
         "--data",
-        help="folder with one sub-folder of images per class, or a CSV manifest (path,label[,split]) "
+        help="a local path or a URI (s3://, gs://, file://; options and credentials from the environment, e.g. "
+        "AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID) to a folder with one sub-folder of images per class, a CSV manifest "
+        "(path,label[,split]), or Parquet shards (a .parquet file, a folder of them, or a glob: the Hugging Face "
+        "layout, an image column of bytes and label columns) "
         "(default: the built-in generated 'painting styles' set, written to ~/.cache/artsweep once)",
+    )
+    arg(
+        "--label",
+        metavar="COLUMN",
+        help="the label column of a CSV manifest or Parquet shards, e.g. style, genre or artist for WikiArt "
+        "(default: 'label', or the only label-like column there is); class names come from the Parquet schema's "
+        "Hugging Face metadata when it has them, else from the values",
     )
     arg(
         "--num-samples",

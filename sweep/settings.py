@@ -15,8 +15,9 @@ from sweep import preflight
 from sweep.budget import parse_duration
 from sweep.preflight import UsageError
 from trainables.config import RunSettings
-from trainables.data import dataset
+from trainables.data import dataset, storage
 from trainables.data.builtin_dataset import ensure_builtin_dataset
+from trainables.data.scan import scan
 from trainables.tracking import mlflow_runs
 
 CONFIRM_DEFAULT, CONFIRM_FROM = 3, 8  # --confirm: 3 configurations when the study runs at least 8 trials
@@ -90,9 +91,9 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         space = search_space(a.family, a.arch, standins)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    data_dir = Path(a.data).expanduser().resolve() if a.data else ensure_builtin_dataset()
+    data_dir = data_location(a.data) if a.data else str(ensure_builtin_dataset())
     try:
-        source = dataset.scan(data_dir)
+        source = scan(data_dir, a.label)
     except dataset.DataError as e:
         raise UsageError(str(e)) from None
     mode = SMOKE if a.smoke else DEMO
@@ -102,7 +103,8 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     num_samples = a.num_samples or (DEMO["builtin_trials"] if _demo(a) else 0 if budgeted else mode["num_samples"])
     s = RunSettings(
         family=a.family,
-        data_dir=str(data_dir),
+        data_dir=data_dir,
+        label=source.origin.get("label", ""),
         num_samples=num_samples,
         max_epochs=a.max_epochs or mode["max_epochs"],
         workers_per_trial=a.workers_per_trial,
@@ -144,6 +146,12 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     preflight.weights(space, s)
     check_tracking(s.mlflow_uri, s.experiment)
     return s, space, source
+
+
+def data_location(data: str) -> str:
+    """--data as the study records it: a URI as given (file:// as a local path), a local path made absolute."""
+    data = storage.local(data)
+    return data.rstrip("/") if storage.is_uri(data) else str(Path(data).expanduser().resolve())
 
 
 def check_tracking(uri: str, experiment: str | None = None) -> None:

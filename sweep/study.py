@@ -205,6 +205,7 @@ class Study:
                 "workers_per_trial": s.workers_per_trial,
                 "image_size": s.image_size,
                 "data": s.data_dir,
+                "label": s.label,
                 "seed": s.seed,
                 "smoke": s.smoke,
                 "resize": s.resize_policy,
@@ -239,7 +240,7 @@ class Study:
             from trainables.data import cache
 
             _, meta, built = cache.open_or_build(
-                splits.paths, s.image_size, s.resize_policy, storage=s.cache_storage or None
+                splits.paths, s.image_size, s.resize_policy, storage=s.cache_storage or None, versions=splits.versions
             )
             how = "built" if built else "downloaded" if meta.get("source") == "downloaded" else "reused"
             say(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")

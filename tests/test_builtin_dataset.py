@@ -8,15 +8,16 @@ from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from trainables.data import augment, dataset, decode
+from trainables.data import augment, decode
 from trainables.data.builtin_dataset import CLASS_COUNTS, STYLES, ensure_builtin_dataset, render
+from trainables.data.scan import scan
 
 pytestmark = pytest.mark.unit
 
 
 def test_written_as_real_image_files_in_class_folders(tmp_path):
     root = ensure_builtin_dataset(tmp_path / "ps")
-    source = dataset.scan(root)
+    source = scan(root)
     classes, paths, labels = source.classes, source.paths, source.labels
     assert not source.skipped
     assert classes == sorted(CLASS_COUNTS) and len(classes) >= 8

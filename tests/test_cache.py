@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from trainables.data import cache, dataset, decode, loaders
+from trainables.data.scan import scan
 
 SIZE = 32  # cached side 36 px: a JPEG with the relevant side >= 72 px is decoded at a reduced scale
 
@@ -47,7 +48,7 @@ def mixed_folder(root, n_jpeg=36):
 
 @pytest.mark.integration  # 2 spawned processes, as 2 trials on a node
 def test_concurrent_trials_build_once_and_read_the_same_pixels(tiny_folder, tmp_path):
-    paths = dataset.scan(tiny_folder).paths
+    paths = scan(tiny_folder).paths
     with mp.get_context("spawn").Pool(2) as pool:
         built = pool.map(_open, [(paths, tmp_path)] * 2)
     assert sorted(built) == [False, True]  # one trial built it, the other waited and reused
@@ -73,7 +74,7 @@ def test_changes_rebuild_and_policies_differ(tmp_path):
 
 @pytest.mark.unit
 def test_cached_dataset_applies_augmentation_per_sample(tiny_folder, tmp_path):
-    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.2, 0.2, seed=0)
+    splits = dataset.make_splits(scan(tiny_folder), 0.2, 0.2, seed=0)
     images, _, _ = cache.open_or_build(splits.paths, SIZE, root=tmp_path)
 
     def noise(img):  # any per-sample random transform

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.reading.runs import trial_rows
-from trainables.data import dataset
+from trainables.data.scan import scan
 from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def test_two_class_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp_path):
     """A 2-class study (cats vs dogs shaped) from a CSV manifest: trains, reports and evaluates without top-5."""
-    source = dataset.scan(tiny_folder)
+    source = scan(tiny_folder)
     two = source.classes[:2]
     manifest = tiny_folder.parent / "labels.csv"  # paths in a manifest are relative to it
     (tiny_folder.parent / "broken.jpg").write_bytes(b"")

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from trainables.data import dataset, decode
+from trainables.data.scan import scan
 
 pytestmark = pytest.mark.unit
 
@@ -49,7 +50,7 @@ def messy(tmp_path_factory):
 
 
 def test_folder_scan_decodes_or_skips_each_case(messy):
-    source = dataset.scan(messy)
+    source = scan(messy)
     assert source.classes == ["baroque", "cubism"]  # the empty folder is left out
     assert any("empty_style" in w for w in source.warnings)
     names = {p.rsplit("/", 1)[1] for p in source.paths}
@@ -95,7 +96,7 @@ def test_csv_manifest_with_and_without_split(messy, tmp_path):
             w = csv.writer(f)
             w.writerow(["path", "label", "split"] if with_split else ["path", "label"])
             w.writerows(r if with_split else r[:2] for r in rows)
-        source = dataset.scan(path)
+        source = scan(path)
         assert source.classes == ["baroque", "cubism"] and len(source.paths) == 3
         assert {r.split(" ")[0] for _, r in source.skipped} == {"zero-byte", "listed"}
         splits = dataset.make_splits(source, 0.2, 0.2, seed=0)
@@ -106,25 +107,25 @@ def test_csv_manifest_with_and_without_split(messy, tmp_path):
 
 
 def test_manifest_round_trip_keeps_split_and_class_order(tiny_folder, tmp_path):
-    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.2, 0.2, seed=4)
+    splits = dataset.make_splits(scan(tiny_folder), 0.2, 0.2, seed=4)
     back = dataset.read_manifest(dataset.write_manifest(splits, tmp_path / "s.csv"), splits.classes)
     for part in ("train", "val", "test"):
         assert [back.paths[i] for i in getattr(back, part)] == [splits.paths[i] for i in getattr(splits, part)]
     assert np.array_equal(back.labels, splits.labels)
-    again = dataset.make_splits(dataset.scan(tiny_folder), 0.2, 0.2, seed=4)
+    again = dataset.make_splits(scan(tiny_folder), 0.2, 0.2, seed=4)
     assert np.array_equal(again.val, splits.val)  # same dataset + seed = same split
 
 
 def test_bad_csv_is_a_clear_error(tmp_path):
     (tmp_path / "m.csv").write_text("file,class\na.jpg,x\n")
-    with pytest.raises(dataset.DataError, match="'path' and 'label' columns"):
-        dataset.scan(tmp_path / "m.csv")
+    with pytest.raises(dataset.DataError, match="needs a 'path' column and the label column 'label'"):
+        scan(tmp_path / "m.csv")
 
 
 def test_dataset_report_and_plots(messy, tmp_path):
     from trainables.data.report import dataset_report, plot, summary_lines
 
-    source = dataset.scan(messy)
+    source = scan(messy)
     report = dataset_report(source, dataset.make_splits(source, 0.2, 0.2, seed=0))
     assert report["formats"] == {"WEBP": 1, "JPEG": 3, "PNG": 4} and len(report["skipped"]) == 3
     assert np.allclose(report["sampled_share"]["1.0"], 0.5) and "3 skipped" in summary_lines(report)[0]

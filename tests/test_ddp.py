@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from search_spaces import get_family
 from trainables import engine
 from trainables.data import cache, dataset, loaders
+from trainables.data.scan import scan
 from trainables.net import free_port
 from trainables.pretrained import Weights
 
@@ -74,7 +75,7 @@ def _rank_main(rank, root, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
-    splits = dataset.make_splits(dataset.scan(root), 0.25, 0.0, seed=0)
+    splits = dataset.make_splits(scan(root), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     train, path = _train(model, splits, rank, WORLD)
     val = engine.evaluate(model, path.val, CPU)
@@ -104,7 +105,7 @@ def test_weights_identical_across_ranks_after_training(ddp_run):
 def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder):
     reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert reports[0] == reports[1]  # every rank reports the same all-reduced dict
-    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.25, 0.0, seed=0)
+    splits = dataset.make_splits(scan(tiny_folder), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     model.load_state_dict(torch.load(ddp_run / "rank0.pt"))
     single = engine.evaluate(model, _data_path(splits).val, CPU)
@@ -115,7 +116,7 @@ def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder)
 
 def test_loader_processes_change_nothing(tiny_folder):
     """Each draw's crop is seeded by the sampler, not by the loader process that runs it."""
-    splits = dataset.make_splits(dataset.scan(tiny_folder), 0.25, 0.0, seed=0)
+    splits = dataset.make_splits(scan(tiny_folder), 0.25, 0.0, seed=0)
     results = []
     for workers in (0, 2):
         model = _model(len(splits.classes))

@@ -17,7 +17,7 @@ from trainables.paths import cache_root, local_path
 @dataclass(frozen=True)
 class RunSettings:
     family: str  # --family: a search_spaces.FAMILIES key, or "all"
-    data_dir: str  # what --data pointed at (a folder or CSV manifest), for the record
+    data_dir: str  # what --data pointed at (a folder, a CSV manifest, Parquet shards; a path or URI), for the record
     num_samples: int  # trials in the study; 0 = as many as the budget allows (sweep.budget)
     max_epochs: int  # epoch budget per trial (ASHA max_t)
     workers_per_trial: int  # DDP workers in each trial's gang
@@ -25,6 +25,7 @@ class RunSettings:
     mlflow_uri: str  # tracking URI every worker logs to (never with credentials: trainables.tracking.credentials)
     storage: str  # Ray storage_path for results and checkpoints
     image_size: int = 0  # square input side in pixels; 0 = each family's own default
+    label: str = ""  # --label: the CSV or Parquet column the classes come from ("" = `label`, or a folder's names)
     arch: Optional[str] = None  # --arch: one pinned architecture, None = searched
     standins: bool = False  # search the families' CPU-sized stand-in architectures
     seed: int = 0  # seeds the split, the sampler, init and Optuna's TPE

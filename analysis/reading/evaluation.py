@@ -48,8 +48,10 @@ def predict_split(
 ) -> Predictions:
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
-    try:  # the cache key stats every file: a missing one means the data is not mounted here
-        images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy)
+    try:  # without recorded versions the cache key stats every file: a missing one means no data here
+        images, meta, _ = cache.open_or_build(
+            splits.paths, clf.image_size, clf.resize_policy, versions=splits.versions
+        )
     except FileNotFoundError as e:
         raise dataset.DataError(
             f"the study's images are not on this machine (e.g. {e.filename}); run the "

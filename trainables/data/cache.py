@@ -1,14 +1,15 @@
 """A decode cache shared by every trial on a node, and by every node of a study: each image is decoded and resized
 once, then read back by mmap.
 
-Key: the files (path, size, mtime), the cached side and the resize policy, so a changed file, another
---image-size or another policy makes a new cache and nothing else does. Layout under decoded_root()/<key>/
+Key: the images' references and versions (files, objects or Parquet rows, with size and mtime: the study's
+manifest records them), the cached side and the resize policy, so other images, another --image-size or another
+policy makes a new cache and nothing else does; a build first checks the versions still hold. Layout under decoded_root()/<key>/
 (ARTSWEEP_CACHE/decoded): images.npy (uint8 [N, S, S, 3], memory-mapped), meta.json (written last: its presence
 means complete). A file lock makes concurrent trials on a node wait for one builder or downloader.
 
 Getting a missing cache, in order: (1) with `storage` (the study's Ray storage: a path, file://, s3://, gs://...),
-download <storage>/decoded/<key>/ if a node published it: no decoding; (2) else build it: decode.decode_fit per
-image (a large JPEG is decoded at 1/2-1/8 scale by libjpeg, then an antialiased resize) in a pool of spawned
+download <storage>/decoded/<key>/ if a node published it: no decoding; (2) else build it: read each image (a file,
+an object streamed into memory, or a Parquet row, by row group) and decode.decode_fit it (a large JPEG is decoded at 1/2-1/8 scale by libjpeg, then an antialiased resize) in a pool of spawned
 processes (default: one per CPU, at most one per IMAGES_PER_PROCESS images), each writing its rows of
 images.npy: byte-identical for any number of processes; (3) after a build, publish it to storage (images.npy,
 then meta.json) for the other nodes. A storage failure only warns: the node builds, or keeps what it built.
@@ -36,6 +37,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from trainables.data import decode
+from trainables.data.dataset import DataError
+from trainables.data.storage import tasks as read_tasks
+from trainables.data.storage import versions as current_versions
 from trainables.paths import cache_root
 
 VERSION = 2  # 2: reduced-scale JPEG decoding, area-averaging resize (pixels differ from version 1 caches)
@@ -56,12 +60,29 @@ def cached_side(image_size: int) -> int:
     return int(round(image_size * 1.14))
 
 
-def cache_key(paths: Sequence[str], side: int, policy: str) -> str:
+def cache_key(paths: Sequence[str], side: int, policy: str, versions: Sequence[str] | None = None) -> str:
+    """From the references and their versions (storage.version, as the study's manifest recorded them; without
+    them, each local file's size and mtime now: FileNotFoundError for a missing one)."""
+    if versions is None:
+        versions = [f"{st.st_size}:{st.st_mtime_ns}" for st in map(os.stat, paths)]
     h = hashlib.sha1(f"v{VERSION}|{side}|{policy}".encode())
-    for p in paths:
-        st = os.stat(p)
-        h.update(f"|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    for p, v in zip(paths, versions):
+        h.update(f"|{p}|{v.replace(':', '|')}".encode())  # the same key as before versions were recorded
     return h.hexdigest()[:20]
+
+
+def check_versions(paths: Sequence[str], versions: Sequence[str]) -> None:
+    """DataError unless every file or object is still at its recorded version: the study's split, cache and
+    results belong to those bytes, and a cache built from others would silently differ."""
+    now = current_versions(paths)
+    changed = [i for i, (a, b) in enumerate(zip(versions, now)) if a != b]
+    if changed:
+        i = changed[0]
+        raise DataError(
+            f"{len(changed):,} of the study's {len(paths):,} images changed or are missing since the study scanned "
+            f"them (e.g. {paths[i]}: {versions[i]} -> {now[i] or 'missing'}); run where the study's data is as it "
+            "was, or start a new study on the data as it is now"
+        )
 
 
 def fit(img: torch.Tensor, side: int, policy: str) -> np.ndarray:
@@ -123,7 +144,7 @@ def _build(folder: Path, paths: Sequence[str], side: int, policy: str, processes
     offset = mm.offset  # the header's size: row i starts at offset + i * side * side * 3
     del mm
     chunk = max(4, min(64, n // (32 * procs)))  # images per task: ~32 tasks per process keep the last one short
-    tasks = [(str(tmp), offset, i, list(paths[i : i + chunk]), side, policy) for i in range(0, n, chunk)]
+    tasks = [(str(tmp), offset, a, list(paths[a:b]), side, policy) for a, b in read_tasks(paths, chunk)]
     progress, bad = _Progress(n), []
     if procs == 1:
         for k, errors in map(decode.decode_into, tasks):
@@ -234,19 +255,19 @@ def _warn(action: str, storage: str, e: Exception) -> None:
     )
 
 
-def _obtain(
-    folder: Path, paths: Sequence[str], side: int, policy: str, processes: int | None, storage: str | None
-) -> bool:
+def _obtain(folder: Path, paths: Sequence[str], versions, side: int, policy: str, processes, published) -> bool:
     """Downloads or builds folder's cache (caller holds the lock); True when built here."""
     meta = None
-    if storage:
+    if published:
         try:
-            meta = _download(storage, folder)
+            meta = _download(published, folder)
         except Exception as e:  # unreachable storage, missing credentials, a short copy: build instead
-            _warn("download", storage, e)
+            _warn("download", published, e)
             (folder / "images.download.npy").unlink(missing_ok=True)
     built = meta is None
     if built:
+        if versions is not None:
+            check_versions(paths, versions)
         meta = _build(folder, paths, side, policy, processes)
     tmp = folder / "meta.partial.json"
     tmp.write_text(json.dumps(meta))
@@ -262,22 +283,24 @@ def open_or_build(
     *,
     processes: int | None = None,
     storage: str | None = None,
+    versions: Sequence[str] | None = None,
 ):
     """(uint8 memmap [N, S, S, 3], meta dict, built_here: True only when this call decoded the images), under
-    `root` (default decoded_root()).
+    `root` (default decoded_root()). `paths`: references (trainables.data.storage); `versions`: theirs as the
+    study's manifest recorded them (a build first checks they still hold: DataError otherwise).
     A node missing the cache downloads it from `storage` if published there, else builds it with `processes`
     processes (default: pool_size) and publishes it there. At most one builder or downloader per node and key."""
     if policy not in POLICIES:
         raise ValueError(f"resize policy must be one of {POLICIES}, got {policy!r}")
     side = cached_side(image_size)
-    folder = Path(root or decoded_root()) / cache_key(paths, side, policy)
+    folder = Path(root or decoded_root()) / cache_key(paths, side, policy, versions)
     built = False
     if not (folder / "meta.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # another trial building or downloading it: wait, then reuse
             if not (folder / "meta.json").exists():
-                built = _obtain(folder, paths, side, policy, processes, storage)
+                built = _obtain(folder, paths, versions, side, policy, processes, storage)
     if built and storage:  # outside the lock: trials on this node need not wait for the upload
         try:
             _publish(storage, folder)

@@ -1,8 +1,9 @@
 """Labelled images -> fixed splits, and a class-weighted DDP sampler (augmentation: trainables.data.augment).
 
-Pure torch/torchvision: no Ray, no MLflow. --data is a folder `root/<class>/<...>/image` or a CSV manifest
-(path,label[,split]). Class names are sorted so every trial, evaluation and logged model shares one order;
-the split is written once as a manifest (write_manifest) that every trial reads.
+Pure torch/torchvision: no Ray, no MLflow. What --data holds is read by trainables.data.scan into a Source;
+its class order is the one every trial, evaluation and logged model shares. The split is written once as a
+manifest (write_manifest: path,label,split,version) that every trial, --resume and evaluation read, so they all
+read the same images at the same versions.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Sampler
-
-from trainables.data import decode
 
 VAL_FRACTION = 0.1275  # share of each class held out for validation (WikiArt study: 12.75 %)
 TEST_FRACTION = 0.1525  # share held out for the final test, never used for selection (15.25 %)
@@ -36,94 +35,22 @@ class Splits:
     train: np.ndarray  # indices into paths
     val: np.ndarray
     test: np.ndarray
+    versions: list[str] | None = None  # per path, "<bytes>:<mtime ns>" as scanned (None: a manifest from before them)
 
 
 @dataclass(frozen=True)
 class Source:
-    """What a --data path holds after the scan: usable images, the files skipped and why."""
+    """What --data holds after the scan (trainables.data.scan): usable images, the files skipped and why."""
 
     classes: list[str]
-    paths: list[str]
+    paths: list[str]  # references: local paths, object URIs, Parquet rows (trainables.data.storage)
     labels: np.ndarray
-    given_split: list[str] | None  # a CSV manifest's own split column, if any
+    given_split: list[str] | None  # a CSV's or Parquet source's own split column, if any
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     warnings: list[str] = field(default_factory=list)
-    info: list[tuple[str, int, int]] = field(default_factory=list)  # (format, width, height) per usable path
-
-
-def _usable(path: Path, skipped: list, info: list) -> bool:
-    try:
-        info.append(decode.check(path))
-        return True
-    except (decode.BadImage, OSError) as e:
-        skipped.append((str(path), str(e)))
-        return False
-
-
-def _hidden(p: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in p.relative_to(root).parts)  # .DS_Store, ._x, .git/...
-
-
-def scan_folder(root: Path) -> Source:
-    """One sub-folder per class, image files at any depth; format checked by content, not extension."""
-    classes, paths, labels, skipped, warnings, info = [], [], [], [], [], []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = [p for p in sorted(d.rglob("*")) if p.is_file() and not _hidden(p, root)]
-        good = [str(p) for p in files if _usable(p, skipped, info)]
-        if not good:
-            warnings.append(f"class folder {d.name!r} holds no usable image; left out")
-            continue
-        labels += [len(classes)] * len(good)
-        classes.append(d.name)
-        paths += good
-    return Source(classes, paths, np.asarray(labels, dtype=np.int64), None, skipped, warnings, info)
-
-
-def scan_csv(csv_path: Path) -> Source:
-    """A CSV manifest with `path,label` columns (paths relative to the CSV) and optionally `split`."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DataError(f"--data {csv_path}: a CSV manifest needs 'path' and 'label' columns")
-    has_split = "split" in rows[0]
-    skipped, keep, info = [], [], []
-    for r in rows:
-        p = (csv_path.parent / r["path"]).resolve()
-        if p.is_file() and _usable(p, skipped, info):
-            keep.append((str(p), r["label"], r.get("split", "").strip().lower()))
-        elif not p.is_file():
-            skipped.append((str(p), "listed in the CSV but missing"))
-    classes = sorted({label for _, label, _ in keep})
-    index = {c: i for i, c in enumerate(classes)}
-    bad_split = {s for _, _, s in keep} - {"train", "val", "test"}
-    if has_split and bad_split:
-        raise DataError(f"--data {csv_path}: split column values must be train/val/test, found {sorted(bad_split)}")
-    return Source(
-        classes,
-        [k[0] for k in keep],
-        np.asarray([index[k[1]] for k in keep], dtype=np.int64),
-        [k[2] for k in keep] if has_split else None,
-        skipped,
-        info=info,
-    )
-
-
-def scan(data: str | Path) -> Source:
-    """Scan a class-folder tree or a CSV manifest; DataError says what is wrong and what to do."""
-    data = Path(data)
-    if not data.exists():
-        raise DataError(
-            f"--data {data}: no such folder or file; pass a folder with one sub-folder per class "
-            "or a CSV manifest with path,label columns"
-        )
-    source = scan_csv(data) if data.is_file() else scan_folder(data)
-    if len(source.classes) < 2:
-        what = "classes" if data.is_file() else "class sub-folder(s)"
-        raise DataError(
-            f"--data {data}: found {len(source.classes)} {what} with usable images; need at least 2 "
-            "(layout: DATA/<class name>/<image files>, or a CSV with path,label)"
-        )
-    return source
+    info: list[tuple[str, int, int]] = field(default_factory=list)  # (format, width, height): checked files only
+    versions: list[str] = field(default_factory=list)  # per path: storage.version, as listed or stat-ed
+    origin: dict = field(default_factory=dict)  # data (the URI), kind (folder|objects|csv|parquet), label column...
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int):
@@ -151,19 +78,21 @@ def make_splits(source: Source, val_fraction: float, test_fraction: float, seed:
         small = [source.classes[c] for c, n in enumerate(np.bincount(source.labels)) if n < 3]
         if small:
             source.warnings.append(f"classes with fewer than 3 images go to train only (no val/test): {small}")
-    return Splits(source.classes, source.paths, source.labels, *parts)
+    return Splits(source.classes, source.paths, source.labels, *parts, versions=list(source.versions) or None)
 
 
 def write_manifest(splits: Splits, path: Path) -> Path:
-    """The split every trial and the final evaluation read: path,label,split (label = class name)."""
+    """The split every trial and the final evaluation read: path,label,split,version (label = class name)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     names = np.empty(len(splits.paths), dtype=object)
     for name, idx in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         names[idx] = name
+    versions = splits.versions or [""] * len(splits.paths)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "split"])
-        w.writerows((p, splits.classes[c], n) for p, c, n in zip(splits.paths, splits.labels, names) if n)
+        w.writerow(["path", "label", "split", "version"])
+        rows = zip(splits.paths, splits.labels, names, versions)
+        w.writerows((p, splits.classes[c], n, v) for p, c, n, v in rows if n)
     return path
 
 
@@ -176,11 +105,13 @@ def parse_manifest(text: str, classes: list[str]) -> Splits:
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     index = {c: i for i, c in enumerate(classes)}
     names = np.asarray([r["split"] for r in rows])
+    versions = [r.get("version") or "" for r in rows]
     return Splits(
         classes,
         [r["path"] for r in rows],
         np.asarray([index[r["label"]] for r in rows], dtype=np.int64),
         *(np.flatnonzero(names == n) for n in ("train", "val", "test")),
+        versions=versions if all(versions) else None,
     )
 
 

@@ -4,7 +4,8 @@ decode_rgb(path) / decode_bytes(data) -> uint8 [3, H, W]; raise BadImage with a 
 WebP and GIF (faster than Pillow for JPEG/PNG); Pillow takes the rest (BMP, TIFF, very large images).
 decode_fit(path, side, policy) -> uint8 [side, side, 3] is the decode cache's per-image step, Pillow only: a JPEG
 much larger than `side` is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling (draft mode), then
-fit_image resizes and crops or pads. This module imports no torch at module level (only inside the tensor
+fit_image resizes and crops or pads; decode_into runs it over references (files, objects, Parquet rows:
+trainables.data.storage) in the cache's pool. This module imports no torch at module level (only inside the tensor
 functions), so the cache's spawned pool processes start in ~0.3 s instead of ~2-3 s.
 check(path) is the cheap scan-time test: header (by content, not extension) plus a truncation check.
 """
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+
+from trainables.data import storage
 
 if TYPE_CHECKING:
     import torch
@@ -143,11 +146,11 @@ def _region(size: tuple[int, int], extent: tuple[float, float], orientation: int
 def decode_fit(path: str | Path, side: int, policy: str) -> np.ndarray:
     """An image file -> uint8 [side, side, 3] as the decode cache holds it; BadImage with the reason otherwise.
     Draft-mode pixels differ from a full decode's by a few grey levels (libjpeg's scaled IDCT)."""
-    return np.asarray(_decode_fitted(path, side, policy))
+    return np.asarray(_decode_fitted(Path(path).read_bytes(), side, policy))
 
 
-def _decode_fitted(path: str | Path, side: int, policy: str) -> Image.Image:
-    data = Path(path).read_bytes()
+def _decode_fitted(data: bytes, side: int, policy: str) -> Image.Image:
+    """An encoded image's bytes -> the cache's PIL image (decode_fit without the file)."""
     if not data:
         raise BadImage("zero-byte file")
     try:
@@ -167,16 +170,19 @@ def _decode_fitted(path: str | Path, side: int, policy: str) -> Image.Image:
 
 def decode_into(task: tuple) -> tuple[int, list[tuple[int, str]]]:
     """The decode cache's pool task (here, not in cache.py, so a pool process imports no torch).
-    task = (npy file, header bytes, first index, paths, side, policy): writes decode_fit of the paths into rows
-    first.. of the uint8 [N, side, side, 3] array in that new file. -> (images done, [(index, reason)] of the
-    bad ones, whose rows it leaves as they are: zeros, black)."""
-    npy, offset, first, paths, side, policy = task
+    task = (npy file, header bytes, first index, refs, side, policy): reads the refs (files, objects or Parquet
+    rows: trainables.data.storage) and writes each one's decode_fit into rows first.. of the uint8
+    [N, side, side, 3] array in that new file. -> (images done, [(index, reason)] of the bad ones, whose rows it
+    leaves as they are: zeros, black)."""
+    npy, offset, first, refs, side, policy = task
     bad, row = [], side * side * 3
     fd = os.open(npy, os.O_WRONLY)
     try:  # each image straight from Pillow's bytes to the file: no array copy, no page faults of a buffer
-        for j, path in enumerate(paths):
+        for j, encoded, why in storage.read(refs):
             try:
-                data = memoryview(_decode_fitted(path, side, policy).tobytes())
+                if encoded is None:
+                    raise BadImage(why)
+                data = memoryview(_decode_fitted(encoded, side, policy).tobytes())
             except BadImage as e:
                 bad.append((first + j, str(e)))
                 continue
@@ -185,7 +191,7 @@ def decode_into(task: tuple) -> tuple[int, list[tuple[int, str]]]:
                 done += os.pwrite(fd, data[done:], start + done)
     finally:
         os.close(fd)
-    return len(paths), bad
+    return len(refs), bad
 
 
 def _undecodable(e: Exception) -> str:

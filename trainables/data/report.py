@@ -22,8 +22,9 @@ def _share(counts: np.ndarray, power: float) -> list:
 def dataset_report(source: Source, splits: Splits) -> dict:
     n = len(splits.classes)
     train_counts = np.bincount(splits.labels[splits.train], minlength=n)
-    sides = np.array([max(w, h) for _, w, h in source.info]) if source.info else np.zeros(1)
+    sides = np.array([max(w, h) for _, w, h in source.info]) if source.info else None
     return {
+        "source": source.origin,  # what --data was: its URI, kind (folder, objects, csv, parquet), label column
         "classes": splits.classes,
         "counts": {
             part: np.bincount(splits.labels[getattr(splits, part)], minlength=n).tolist()
@@ -31,8 +32,11 @@ def dataset_report(source: Source, splits: Splits) -> dict:
         },
         "imbalance": float(train_counts.max() / max(1, train_counts.min())),
         "sampled_share": {str(p): _share(train_counts, p) for p in SAMPLER_POWERS},
-        "long_side_px": {q: int(np.percentile(sides, q)) for q in (0, 25, 50, 75, 100)},
-        "long_side_hist": dict(zip(("counts", "edges"), (a.tolist() for a in np.histogram(sides, bins=20)))),
+        # objects and Parquet rows are listed, not opened, at scan (trainables.data.scan): no sizes until decoded
+        "long_side_px": {q: int(np.percentile(sides, q)) for q in (0, 25, 50, 75, 100)} if sides is not None else {},
+        "long_side_hist": dict(zip(("counts", "edges"), (a.tolist() for a in np.histogram(sides, bins=20))))
+        if sides is not None
+        else {},
         "formats": dict(Counter(f for f, _, _ in source.info)),
         "skipped": [{"path": p, "reason": r} for p, r in source.skipped],
         "warnings": list(source.warnings),
@@ -40,12 +44,15 @@ def dataset_report(source: Source, splits: Splits) -> dict:
 
 
 def summary_lines(report: dict) -> list[str]:
-    c = report["counts"]
+    c, px = report["counts"], report["long_side_px"]
+    sizes = (
+        f"long side {px[0]}-{px[100]} px (median {px[50]}), formats {report['formats']}"
+        if px
+        else "images listed, not opened (the decode cache checks each)"
+    )
     return [
         f"classes {len(report['classes'])}, train/val/test {sum(c['train'])}/{sum(c['val'])}/{sum(c['test'])}, "
-        f"imbalance {report['imbalance']:.1f}:1, long side {report['long_side_px'][0]}-"
-        f"{report['long_side_px'][100]} px (median {report['long_side_px'][50]}), formats {report['formats']}, "
-        f"{len(report['skipped'])} skipped"
+        f"imbalance {report['imbalance']:.1f}:1, {sizes}, {len(report['skipped'])} skipped"
     ]
 
 
@@ -73,6 +80,8 @@ def plot(report: dict, folder: Path) -> list[Path]:
     fig.savefig(paths[0], dpi=110)
     plt.close(fig)
     hist = report["long_side_hist"]
+    if not hist:
+        return paths
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.stairs(hist["counts"], hist["edges"], fill=True)
     ax.set_xlabel("long side (px)")

@@ -46,6 +46,7 @@ def _loaders(splits: dataset.Splits, cfg, s, image_size: int, norm: dict, rank: 
         image_size,
         s.resize_policy,  # once per node: reused,
         storage=s.cache_storage or None,
+        versions=splits.versions,
     )  # downloaded or built
     bad = {b["index"] for b in meta["bad"]}  # undecodable files: left out of training and validation
     # the final fit (trainables.trial.rerun) trains on train + val and validates on nothing: it selects no epoch
