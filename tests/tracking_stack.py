@@ -13,6 +13,7 @@ Everything stops (and its folders go) when its `stop()` runs or its `with` block
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import secrets
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +162,49 @@ class S3:
             **{k.lower(): v for k, v in S3_KEYS.items() if "KEY" in k},
             region_name=S3_KEYS["AWS_DEFAULT_REGION"],
         )
+
+    def upload(self, folder: Path, prefix: str = "", bucket: str | None = None) -> list[str]:
+        """Every file under `folder` to s3://<bucket, default ours>/<prefix/><its relative path> (a new bucket is
+        created); the keys."""
+        client, keys, bucket = self.client(), [], bucket or self.bucket
+        if bucket != self.bucket:
+            client.create_bucket(Bucket=bucket)
+        for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            keys.append(f"{prefix}/{f.relative_to(folder).as_posix()}".lstrip("/"))
+            client.upload_file(str(f), bucket, keys[-1])
+        return keys
+
+    def user(self, name: str, actions: list[str]) -> dict[str, str]:
+        """An IAM user allowed `actions` (e.g. ["s3:ListBucket"]) on everything; the environment that calls as it."""
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.endpoint,
+            region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+            **{k.lower(): v for k, v in S3_KEYS.items() if "KEY" in k},
+        )
+        iam.create_user(UserName=name)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {
+            **self.data_env,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
+
+    def enforce_auth(self) -> None:
+        """From now on every request needs the keys of a user (user()) whose policy allows it: moto's IAM checks,
+        off by default, on through its API (the server's INITIAL_NO_AUTH_ACTION_COUNT set to 0)."""
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+    @property
+    def data_env(self) -> dict[str, str]:
+        """What a process that reads --data or the study's storage here needs: pyarrow and boto3 take the endpoint
+        from AWS_ENDPOINT_URL_S3 (MLflow's artifact store from MLFLOW_S3_ENDPOINT_URL, `env`)."""
+        return {**S3_KEYS, "AWS_ENDPOINT_URL_S3": self.endpoint}
 
     def keys(self, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

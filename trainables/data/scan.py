@@ -67,6 +67,9 @@ def _kind(filesystem, path: str, data: str, label: str | None) -> tuple[str, lis
         return "parquet", _glob(filesystem, path, data)
     info = filesystem.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
+        bucket = path.split("/", 1)[0]
+        if filesystem.type_name != "local" and filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise DataError(f"--data {storage.redact(data)}: the bucket {bucket!r} does not exist (or is not visible)")
         raise DataError(f"--data {storage.redact(data)}: no such folder, file or object; {LAYOUT}")
     if info.type == pafs.FileType.File:
         if path.endswith(".parquet"):

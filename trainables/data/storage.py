@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
+from trainables.paths import remote  # a URI that is not file:// (storage.remote(ref))
+
 ROW = "#row="
 # Concurrent GETs per reading process: an object store answers in ~20-100 ms, a 200 KB JPEG decodes in ~5 ms,
 # so a decoding process keeps this many reads in flight to stay busy.
@@ -37,10 +39,6 @@ class StorageError(OSError):
 
 def is_uri(s: str) -> bool:
     return "://" in s
-
-
-def remote(ref: str) -> bool:
-    return is_uri(ref) and not ref.startswith("file://")
 
 
 def local(s: str) -> str:
@@ -98,7 +96,9 @@ def reason(e: BaseException) -> str:
         ("ACCESS_DENIED", "access denied"),
         ("AccessDenied", "access denied"),
         ("InvalidAccessKeyId", "the access key is not known to the store"),
+        ("INVALID_ACCESS_KEY_ID", "the access key is not known to the store"),
         ("SignatureDoesNotMatch", "the secret key does not match the access key"),
+        ("SIGNATURE_DOES_NOT_MATCH", "the secret key does not match the access key"),
         ("Forbidden", "access denied"),
     ):
         if code in text:
