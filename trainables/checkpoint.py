@@ -21,7 +21,7 @@ from torch import nn
 from search_spaces import get_family
 from search_spaces.space import TrialConfig
 from trainables import engine, weights_only
-from trainables.data import augment, cache, decode
+from trainables.data import augment, cache, decode, storage
 from trainables.pretrained import Weights
 from trainables.tracking.artifacts import FILENAME
 
@@ -84,8 +84,8 @@ class Classifier:
         side = cache.cached_side(self.image_size)
         if isinstance(image, (bytes, bytearray, memoryview)):
             img = decode.decode_bytes(bytes(image), max_side=side * 2, max_pixels=max_pixels)
-        elif isinstance(image, (str, Path)):
-            img = decode.decode_rgb(image, max_side=side * 2)
+        elif isinstance(image, (str, Path)):  # a file, an object or a Parquet row (trainables.data.storage)
+            img = decode.decode_bytes(storage.read_bytes(str(image)), max_side=side * 2)
         else:
             arr = np.asarray(image)
             if arr.ndim == 2:
