@@ -1,7 +1,9 @@
 """Two Ray nodes on loopback started with cluster/local.yaml's own start commands (Ray's token from
-cluster/secrets.sh), a real `mlflow server`, the study submitted with `ray job submit`: trials run on both nodes
-and reach MLflow over HTTP only; without the token, job submissions to the dashboard and to a node's agent are
-refused and a node cannot join. Everything started here is stopped at the end (our process trees only: no
+cluster/secrets.sh), a real `mlflow server`, an S3 API (moto's server mode, a stand-in for Amazon S3) holding the
+built-in set, the study submitted with `ray job submit`: trials run on both nodes and reach MLflow over HTTP only;
+the images are read from the bucket once, by the head, whose decode cache the other node downloads from the
+study's storage in the bucket; without the token, job submissions to the dashboard and to a node's agent are
+refused and a node cannot join. Each node has a cache folder of its own, as separate machines would. Everything started here is stopped at the end (our process trees only: no
 `ray stop`, which would end every Ray on the machine)."""
 
 import json
@@ -24,6 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis.reading.runs import trial_rows
 from tests.servers import BIN, wait_http
+from tests.tracking_stack import S3
+from trainables.data.builtin_dataset import ensure_builtin_dataset
 from trainables.net import free_port
 from trainables.tracking.mlflow_runs import latest_study
 
@@ -65,11 +69,12 @@ def without_token(command: str) -> str:
     return shlex.join(words[2:])
 
 
-def spawn(command: str, log: Path) -> subprocess.Popen:
-    """Run a node's start command as the cluster file's shell line would, with no RAY_AUTH_* of ours."""
+def spawn(command: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Run a node's start command as the cluster file's shell line would, with no RAY_AUTH_* of ours; `env`: what
+    the machine's own environment adds (its instance profile's S3 access, its cache folder)."""
     return subprocess.Popen(
         ["bash", "-c", command],
-        env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, **(env or {})},
         start_new_session=True,
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
@@ -87,6 +92,8 @@ class Cluster:
     agents: dict  # each node's dashboard agent HTTP port: {"head": port, "worker": port}
     auth: dict  # what a client of this cluster sets: RAY_AUTH_MODE and RAY_AUTH_TOKEN_PATH
     procs: list  # every `ray start` the test ran, ended at teardown
+    s3: S3  # the bucket: the built-in set under builtin/
+    caches: dict  # each node's ARTSWEEP_CACHE: {"head": folder, "worker": folder}
 
 
 def nodes_of(dashboard: str, auth: dict) -> list[dict]:
@@ -160,27 +167,33 @@ def cluster(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    procs = []
+    procs, s3 = [], S3(work).start()
+    caches = {kind: work / f"cache-{kind}" for kind in ("head", "worker")}
     try:
+        s3.upload(ensure_builtin_dataset(), "builtin")
         wait_http(f"http://127.0.0.1:{mlflow_port}/health")
         head_extra = (
             f"--dashboard-port={dash_port} --include-dashboard=true --dashboard-agent-listen-port={agents['head']} "
             f"--ray-client-server-port={free_port()}"
         )
-        head = spawn(start_command("head", secrets, gcs_port, head_extra), work / "head.log")
+        head_env = {**s3.data_env, "ARTSWEEP_CACHE": str(caches["head"])}
+        head = spawn(start_command("head", secrets, gcs_port, head_extra), work / "head.log", head_env)
         procs.append(head)
         wait_http(f"http://127.0.0.1:{dash_port}/api/version")  # 401 without the token: up
         worker_extra = f"--dashboard-agent-listen-port={agents['worker']}"
-        node = spawn(start_command("worker", secrets, gcs_port, worker_extra), work / "node.log")
+        node_env = {**s3.data_env, "ARTSWEEP_CACHE": str(caches["worker"])}
+        node = spawn(start_command("worker", secrets, gcs_port, worker_extra), work / "node.log", node_env)
         procs.append(node)
         deadline, dashboard = time.monotonic() + 120, f"http://127.0.0.1:{dash_port}"
         while len(nodes_of(dashboard, auth)) < 2:
             assert node.poll() is None and time.monotonic() < deadline, (work / "node.log").read_text()[-2000:]
             time.sleep(1)
-        yield Cluster(work, f"http://127.0.0.1:{mlflow_port}", dashboard, gcs_port, head, node, agents, auth, procs)
+        uri = f"http://127.0.0.1:{mlflow_port}"
+        yield Cluster(work, uri, dashboard, gcs_port, head, node, agents, auth, procs, s3, caches)
     finally:
         for proc in reversed(procs):
             stop_node(proc)
+        s3.stop()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
@@ -219,8 +232,10 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
             "multinode",
             "--mlflow-uri",
             mlflow_uri,
+            "--data",
+            f"s3://{cluster.s3.bucket}/builtin",
             "--storage",
-            str(work / "ray_results"),
+            f"s3://{cluster.s3.bucket}/studies",
             env=cluster.auth,  # RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH, as the README's client sets them
         )
         out = job.stdout + job.stderr
@@ -239,6 +254,15 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
         assert client.get_run(r.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
         assert client.list_artifacts(r.run_id, "checkpoint")
     assert list(work.glob("**/mlflow.db")) == []  # no node-local store was created
+    # the images were read from the bucket once, by the head's build (plus the scan's one probe); the other node
+    # downloaded the head's cache from the study's storage in the bucket
+    metas = {k: [json.loads(p.read_text()) for p in c.glob("decoded/*/meta.json")] for k, c in cluster.caches.items()}
+    assert [m["source"] for m in metas["head"]] == ["built"] and metas["head"][0]["bad"] == []
+    assert [m["source"] for m in metas["worker"]] == ["downloaded"], metas
+    assert metas["worker"][0]["downloaded_from"] == f"s3://{cluster.s3.bucket}/studies"
+    reads = (work / "moto.log").read_text().count(f'"GET /{cluster.s3.bucket}/builtin/')
+    assert reads == len(list(ensure_builtin_dataset().rglob("*.*"))) + 1, reads
+    assert cluster.s3.keys("studies/decoded/")  # published for any node to come
     # the study checked both nodes' Ray and torch against the head's (sweep/cluster.py); the same check here
     check = subprocess.run(
         [

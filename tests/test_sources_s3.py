@@ -1,10 +1,8 @@
 """--data in a bucket: an S3 API on loopback (moto's server mode, a stand-in for Amazon S3: tests/tracking_stack.py).
 Class folders and Parquet shards are listed there, read by the decode cache without a local copy, and give the
 pixels the same files give on disk. Then IAM checks go on (the last test), so a denied read is a real 403: a missing
-bucket, a denied read or a wrong secret stop tune.py with exit 2 and one line, before Ray starts. (With its IAM
-checks on, moto rejects the signature of pyarrow's ListObjects calls that carry a prefix, which Amazon S3 accepts;
-so the refused data sit at the root of buckets of their own.) The same data read by a study on two nodes:
-tests/test_multinode_e2e.py."""
+bucket, a denied read or a wrong secret stop tune.py with exit 2 and one line, before Ray starts. The same data
+read by a study on two nodes: tests/test_multinode_e2e.py."""
 
 import os
 import subprocess
@@ -28,15 +26,13 @@ SIZE = 24
 @pytest.fixture(scope="module")
 def bucket(tiny_folder, tmp_path_factory):
     """(the S3 stand-in, a reader's environment, a lister's environment): tiny_folder under tiny/, as Parquet
-    shards under shards/, and each again at the root of a bucket of its own (`-root`, `-shards`); IAM off."""
+    shards under shards/; IAM off until the last test."""
     work = tmp_path_factory.mktemp("s3data")
     s3 = S3(work).start()
     try:
         shards = write_shards(tiny_folder, work / "shards", shards=3, row_group=10)[0].parent
-        for folder, prefix, bucket in [(tiny_folder, "tiny", None), (shards, "shards", None)]:
-            s3.upload(folder, prefix, bucket)
-        s3.upload(tiny_folder, "", f"{s3.bucket}-root")
-        s3.upload(shards, "", f"{s3.bucket}-shards")
+        s3.upload(tiny_folder, "tiny")
+        s3.upload(shards, "shards")
         # moto checks a HEAD of a bucket against "s3:HeadBucket" (Amazon S3: against s3:ListBucket)
         reader = s3.user("reader", ["s3:GetObject", "s3:ListBucket", "s3:HeadBucket"])
         lister = s3.user("lister", ["s3:ListBucket", "s3:HeadBucket"])  # may list the bucket, not read what is in it
@@ -99,10 +95,10 @@ def test_a_missing_bucket_a_denied_read_and_a_wrong_secret_stop_tune_before_ray(
     )
     s3.enforce_auth()  # the last test of the module: from here on, IAM decides
     cases = [
-        (lister, f"s3://{s3.bucket}-root", "listed, but its objects cannot be read: unreadable (access denied"),
-        (lister, f"s3://{s3.bucket}-shards", "access denied"),
+        (lister, f"s3://{s3.bucket}/tiny", "access denied"),
+        (lister, f"s3://{s3.bucket}/shards", "access denied"),
         # a HEAD's 403 has no body to say why: a wrong secret reads as a denial, as it does on Amazon S3
-        ({**reader, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, f"s3://{s3.bucket}-root", "access denied"),
+        ({**reader, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, f"s3://{s3.bucket}/tiny", "access denied"),
     ]
     for env, data, message in cases:
         code, out, _ = tune(env, "--data", data, "--smoke", cwd=tmp_path)
