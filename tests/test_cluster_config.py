@@ -102,10 +102,12 @@ def test_head_and_workers_get_their_own_scoped_instance_profiles():
     assert arns["head"].endswith("instance-profile/artsweep-head")
     assert arns["gpu_worker"].endswith("instance-profile/artsweep-worker")
     head, worker = policy("head-policy.json"), policy("worker-policy.json")
-    # workers: S3 only, objects under the study prefix only (checkpoints and the decode cache of --storage)
+    # workers: S3 only, objects under the study prefix (checkpoints and the decode cache of --storage) and, read
+    # only, under data/ (a --data in the bucket: a node that cannot download the decode cache builds it)
     assert all(a.startswith("s3:") for s in worker for a in _list(s["Action"]))
-    objects = [r for s in worker for r in _list(s["Resource"]) if "/" in r.split(":::")[1]]
-    assert objects == ["arn:aws:s3:::YOUR-BUCKET/artsweep/*"]
+    objects = {r: _list(s["Action"]) for s in worker for r in _list(s["Resource"]) if "/" in r.split(":::")[1]}
+    assert list(objects) == ["arn:aws:s3:::YOUR-BUCKET/artsweep/*", "arn:aws:s3:::YOUR-BUCKET/data/*"]
+    assert objects["arn:aws:s3:::YOUR-BUCKET/data/*"] == ["s3:GetObject"]
     assert "--storage s3://YOUR-BUCKET/artsweep" in (CLUSTER / "gpu.yaml").read_text()
     # the head: launches only this cluster's worker type, tagged with the cluster's name; ends only those
     launch = next(s for s in head if s["Action"] == "ec2:RunInstances" and s["Resource"].endswith(":instance/*"))
