@@ -85,7 +85,8 @@ def describe(s: RunSettings, num_classes: int) -> str:
         ", then the winner's final fit on train + val" if s.final_fit else ""
     )
     return (
-        f"**artsweep** study of family `{s.family}` on `{s.data_dir}` ({num_classes} classes): {trials} x <= "
+        f"**artsweep** study of family `{s.family}` on `{s.data_dir}`{f' by `{s.label}`' if s.label else ''} "
+        f"({num_classes} classes): {trials} x <= "
         f"{s.max_epochs} epochs{later}, {s.workers_per_trial} worker(s) each; budget: "
         f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
         f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "

@@ -142,3 +142,17 @@ def test_storage_failures_only_warn(tmp_path, capsys):
     assert "could not download" in capsys.readouterr().err and not list((tmp_path / "node3").glob("*/*download*"))
     _, meta, built = cache.open_or_build(paths, SIZE, root=tmp_path / "node4", storage=str(good))
     assert not built and meta["source"] == "downloaded"  # node3 replaced the damaged copy
+
+
+@pytest.mark.unit
+def test_a_pickled_dataset_reopens_the_cache_by_name(tiny_folder, tmp_path):
+    """What a spawned loader process gets (macOS, Python 3.14's forkserver): the cache's file name, not its pixels."""
+    import pickle
+
+    paths = scan(tiny_folder).paths
+    images, _, _ = cache.open_or_build(paths, SIZE, root=tmp_path)
+    ds = loaders.CachedImages(images, range(4), [0, 1, 2, 3], torch.clone)
+    state = pickle.dumps(ds)
+    assert len(state) < 4096  # no pixels in it
+    again = pickle.loads(state)
+    assert isinstance(again.images, np.memmap) and torch.equal(again[2][0], ds[2][0])

@@ -226,8 +226,9 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
             "--smoke",
             "--num-samples",
             "4",
-            "--max-epochs",
-            "1",
+            "--max-epochs",  # trials of a few epochs: a 1-epoch trial can end before the other node's actor
+            "3",  # is up, and Tune then gives the next trial to the head's free actor (reuse_actors)
+            "--no-early-stopping",
             "--experiment",
             "multinode",
             "--mlflow-uri",
@@ -247,7 +248,7 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
     client = MlflowClient(mlflow_uri)
     exp, parent = latest_study(client, "multinode")
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
-    assert len(rows) == 4 and all(r.status == "FINISHED" and r.epochs == 1 for r in rows)
+    assert len(rows) == 4 and all(r.status == "FINISHED" and r.epochs == 3 for r in rows)
     nodes = {client.get_run(r.run_id).data.tags["node_id"] for r in rows}
     assert len(nodes) == 2, "trials ran on one node only"
     for r in rows:  # artifacts went through the server

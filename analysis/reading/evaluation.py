@@ -49,9 +49,7 @@ def predict_split(
     """Logits and embeddings of one split, read through the decode cache (built by the study on this
     node, or built now) so preprocessing is exactly validation's. Undecodable files are left out."""
     try:  # without recorded versions the cache key stats every file: a missing one means no data here
-        images, meta, _ = cache.open_or_build(
-            splits.paths, clf.image_size, clf.resize_policy, versions=splits.versions
-        )
+        images, meta, _ = cache.open_or_build(splits.paths, clf.image_size, clf.resize_policy, versions=splits.versions)
     except FileNotFoundError as e:
         raise dataset.DataError(
             f"the study's images are not on this machine (e.g. {e.filename}); run the "

@@ -44,7 +44,7 @@ class CachedImages(Dataset):
     def __getstate__(self):
         state = dict(self.__dict__)
         if isinstance(self.images, np.memmap):
-            state["images"] = self.images.filename
+            state["images"] = str(self.images.filename)  # a Path under numpy >= 2.3: str marks "reopen me"
         return state
 
     def __setstate__(self, state):

@@ -87,14 +87,17 @@ def read_rows(filesystem, path: str, rows: Sequence[int]) -> list[bytes | None]:
     column = image_column(pf.schema_arrow)
     if column is None:
         raise ValueError(f"no image column (a struct with a 'bytes' field, or binary) in {pf.schema_arrow.names}")
+    import pyarrow as pa
+
     starts = row_group_starts(pf)
     out: dict[int, bytes | None] = {}
     for g in sorted({bisect.bisect_right(starts, r) - 1 for r in rows}):
-        cells = pf.read_row_group(g, columns=[column]).column(0).combine_chunks()
+        cells = pf.read_row_group(g, columns=[column]).column(0).combine_chunks()  # one chunk: no copy
         if hasattr(cells, "field"):  # struct<bytes, path>
             cells = cells.field("bytes")
         lo, hi = starts[g], starts[g + 1]
-        wanted = [r for r in rows if lo <= r < hi]
-        for r, value in zip(wanted, cells.take([r - lo for r in wanted]).to_pylist()):
-            out[r] = value
+        for r in (r for r in rows if lo <= r < hi):
+            out[r] = cells[r - lo].as_py()  # the one copy: Arrow's buffer -> the bytes Pillow decodes
+        del cells
+        pa.default_memory_pool().release_unused()  # a row group is ~40 MB: give it back before the next
     return [out.get(r) for r in rows]
