@@ -65,6 +65,7 @@ RAY_ENV = {
 # benchmarks/overhead.py (4 tiny trials, idle 2-core box, 2026-12-02): 26.9 s of start-up around each trial's
 # training with it, 23.2 s without. On a cluster it stays: a drained spot node then gets its grace window.
 LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+UNDECODABLE = "dataset/undecodable.json"  # the parent run's list of images the decode cache left out
 PENDING_WAIT_S = 120.0  # at the study's end, wait at most this long for writes MLflow has not taken yet
 
 
@@ -156,6 +157,18 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> 
     return splits, report
 
 
+def report_undecodable(s: RunSettings, bad: list[dict]) -> None:
+    """The images the decode cache could not read or decode (objects and Parquet rows are first opened there):
+    left out of training and evaluation, named like the scan's skipped files, and logged as
+    dataset/undecodable.json on the parent run."""
+    for b in bad[:20]:
+        say(f"left out {b['path']}: {b['reason']}")
+    if len(bad) > 20:
+        say(f"... {len(bad) - 20} more left out: dataset/undecodable.json in the MLflow parent run")
+    if bad:
+        mlflow_runs.MlflowClient(s.mlflow_uri).log_dict(s.parent_run_id, {"undecodable": bad}, UNDECODABLE)
+
+
 def view_params(space: SearchSpace) -> list[str]:
     """The params the saved runs view shows: what tells trials apart (a --family all study: the family first)."""
     lead = ["family"] if space.qualified else ["arch"]  # params of every trial run (trainables.trial.driver.run_params)
@@ -245,6 +258,7 @@ class Study:
             )
             how = "built" if built else "downloaded" if meta.get("source") == "downloaded" else "reused"
             say(f"decode cache {how} ({meta['n']} images, {meta['side']} px, {len(meta['bad'])} undecodable)")
+            report_undecodable(s, meta["bad"])
         say(
             f"{plan.max_concurrent} trial(s) at a time, {s.workers_per_trial} worker(s) each "
             f"({'1 GPU' if plan.use_gpu else f'{plan.cpus_per_worker} CPU'} per worker); MLflow run {parent}"

@@ -41,8 +41,11 @@ def features(styles: list[str]) -> bytes:
     ).encode()
 
 
-def write_shards(folder: Path, out: Path, shards: int = 3, row_group: int = 40, seed: int = 0) -> list[Path]:
-    """folder/<style>/<image> -> out/train-0000k-of-0000n.parquet; returns the shard paths."""
+def write_shards(
+    folder: Path, out: Path, shards: int = 3, row_group: int = 40, seed: int = 0, corrupt: int = 0
+) -> list[Path]:
+    """folder/<style>/<image> -> out/train-0000k-of-0000n.parquet; returns the shard paths. `corrupt`: that many
+    rows at the start of the first shard hold bytes that are no image (as a damaged upload would)."""
     styles = sorted(p.name for p in folder.iterdir() if p.is_dir())
     files = [(f, s) for s in styles for f in sorted((folder / s).iterdir()) if f.is_file()]
     order = np.random.default_rng(seed).permutation(len(files))
@@ -60,7 +63,10 @@ def write_shards(folder: Path, out: Path, shards: int = 3, row_group: int = 40, 
         rows = [files[i] for i in part]
         table = pa.table(
             {
-                "image": [{"bytes": f.read_bytes(), "path": f.name} for f, _ in rows],
+                "image": [
+                    {"bytes": b"<html>404</html>" if k == 0 and j < corrupt else f.read_bytes(), "path": f.name}
+                    for j, (f, _) in enumerate(rows)
+                ],
                 "style": [styles.index(s) for _, s in rows],
                 "period": [PERIODS.index(PERIOD[s]) for _, s in rows],
             },

@@ -1,6 +1,7 @@
 """Studies on Parquet shards in the Hugging Face layout (written here from the built-in set, with two label
-columns): --label picks the column, the class names come from the schema, and each study's winner is evaluated
-on the test split under those names. The split manifest records each row's shard, row and version."""
+columns and one damaged row): --label picks the column, the class names come from the schema, the damaged row is
+left out and named, and each study's winner is evaluated on the test split under those names. The split manifest
+records each row's shard, row and version."""
 
 import csv
 import io
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.e2e
 def test_a_study_on_parquet_shards_learns_the_label_column_it_is_given(label, classes, tmp_path_factory):
     shards = tmp_path_factory.getbasetemp() / "builtin-parquet"
     if not shards.exists():  # both studies read the same shards
-        write_shards(ensure_builtin_dataset(), shards, shards=4, row_group=100)
+        write_shards(ensure_builtin_dataset(), shards, shards=4, row_group=100, corrupt=1)
     work = tmp_path_factory.mktemp(f"parquet-{label}")
     uri = f"sqlite:///{work / 'mlflow.db'}"
     cmd = [sys.executable, str(ROOT / "tune.py"), "--data", str(shards), "--label", label, "--smoke"]
@@ -40,12 +41,15 @@ def test_a_study_on_parquet_shards_learns_the_label_column_it_is_given(label, cl
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert f"classes {len(classes)}," in out and "images listed, not opened" in out and "0 undecodable" in out
+    assert f"classes {len(classes)}," in out and "images listed, not opened" in out and "1 undecodable" in out
+    first = shards / "train-00000-of-00004.parquet#row=0"
+    assert f"left out {first}: not an image" in out
     client = MlflowClient(uri)
     _, parent = latest_study(client, label)
     assert parent.data.params["label"] == label and parent.data.params["data"] == str(shards)
     folder = Path(client.download_artifacts(parent.info.run_id, "dataset", str(work / "dl")))
     report = json.loads((folder / "report.json").read_text())
+    assert [b["path"] for b in json.loads((folder / "undecodable.json").read_text())["undecodable"]] == [str(first)]
     assert report["classes"] == classes and report["source"]["kind"] == "parquet"
     rows = list(csv.DictReader(io.StringIO((folder / "splits.csv").read_text())))
     assert len(rows) == 930 and all("#row=" in r["path"] and r["version"] for r in rows)
