@@ -70,7 +70,8 @@ def test_mlflow_holds_parent_and_every_trial_none_running(study):
 
 
 def test_every_trial_run_records_its_nodes_use_and_its_speed(study):
-    """MLflow's system-metrics monitors sample the trial's node; images/s is measured per epoch."""
+    """MLflow's system-metrics monitors sample the trial's node; images/s is measured per epoch; the model's
+    parameters and GFLOPs per image are tagged."""
     client = study.client
     exp, parent = latest_study(client, "e2e")
     for r in trial_rows(client, exp.experiment_id, parent.info.run_id):
@@ -82,6 +83,13 @@ def test_every_trial_run_records_its_nodes_use_and_its_speed(study):
         assert len(cpu) == len(memory) == len(speed) == r.epochs
         assert all(0 <= m.value <= 100 for m in cpu) and any(m.value > 0 for m in cpu)
         assert all(m.value > 0 for m in memory + speed)
+    # and what its model costs per image, whatever the device: the same for the same architecture and size
+    costs = {}
+    for r in trial_rows(client, exp.experiment_id, parent.info.run_id):
+        tags, params = client.get_run(r.run_id).data.tags, client.get_run(r.run_id).data.params
+        cost = (int(tags["model_params"]), float(tags["model_gflops"]))
+        assert cost[0] > 1000 and cost[1] > 0
+        assert costs.setdefault((params["arch"], params.get("width", "")), cost) == cost
 
 
 def test_the_experiment_opens_as_model_training_with_a_description(study):

@@ -93,3 +93,24 @@ def _numpy_tuple(state: dict) -> tuple:
     """The tuple np.random.set_state takes, from _numpy_state()'s dict."""
     keys = state["keys"].numpy().astype(np.uint32)
     return state["kind"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"]
+
+
+def staging_dir() -> Path:
+    """Where a report's folder (the resume checkpoint, with the best checkpoint at a new best) waits for Ray to copy
+    it: this machine's artsweep cache, `reports/`, one `<pid>-...` folder per report. A process that dies inside a
+    report (Tune kills its actors at a study's end; a trial stopped by ASHA may leave its thread blocked there)
+    never removes its folder, so each call first removes the folders of processes that no longer exist: a
+    leftover lives at most until the next report on the machine (they were found in /tmp, up to 74 MB each)."""
+    import shutil
+
+    import psutil
+
+    from trainables.paths import cache_root
+
+    root = cache_root() / "reports"
+    root.mkdir(parents=True, exist_ok=True)
+    for d in root.iterdir():
+        pid = d.name.split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+    return root

@@ -10,6 +10,7 @@ included) and the study's RunSettings arrive as objects: nothing here looks a fa
 from __future__ import annotations
 
 import functools
+import os
 import random
 import tempfile
 import time
@@ -23,7 +24,7 @@ import ray.tune
 import timm.data
 import torch
 
-from trainables import checkpoint, engine
+from trainables import checkpoint, engine, latency
 from trainables.data import cache, dataset, loaders
 from trainables.metrics import (
     BEST_KEY,
@@ -138,7 +139,7 @@ def _report(
     also carries `extra` (recorder keys) and, at a new best, the best checkpoint `best(folder)` writes.
     The EpochRecorder logs it to MLflow once Ray has kept the checkpoint: Train's controller calls it, or for a
     trial in process `in_process` (trainables.trial.driver.InProcessReports) does, then hands it to Tune."""
-    with tempfile.TemporaryDirectory(prefix="artsweep-resume-") as folder:  # Ray copies it to storage
+    with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=resume.staging_dir()) as folder:  # Ray copies it
         resume.save(Path(folder), rank, progress, *objects)
         if rank == 0 and best is not None:
             best(Path(folder))
@@ -168,6 +169,7 @@ def _setup(cfg, s, splits, rank: int, world: int, in_process: bool) -> dict:
     if cfg.family.channels_last:  # NHWC: faster convolutions (tensor cores on GPU, oneDNN on CPU)
         model = model.to(memory_format=torch.channels_last)
     data_path, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world, device)
+    model_tags = _model_tags(model, image_size) if rank == 0 else {}
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     # moves to device; wraps in DDP when world > 1
     ddp_model = model.to(device) if in_process else ray.train.torch.prepare_model(model)
@@ -199,8 +201,17 @@ def _setup(cfg, s, splits, rank: int, world: int, in_process: bool) -> dict:
         scaler=scaler,
         loss_fn=loss_fn,
         mix=mix,
-        tags={**data_tags, "node_id": ray.get_runtime_context().get_node_id()},
+        tags={**data_tags, **model_tags, "node_id": ray.get_runtime_context().get_node_id()},
     )
+
+
+def _model_tags(model, image_size: int) -> dict:
+    """What the model costs per image whatever the device: parameters and GFLOPs of one forward pass (counted on the
+    CPU before training moves it, so no GPU time is spent). Latency needs a device to itself: trainables.latency."""
+    was_training = model.training
+    gflops = latency.count_gflops(model.eval(), image_size, torch.device("cpu"))
+    model.train(was_training)
+    return {"model_params": str(sum(p.numel() for p in model.parameters())), "model_gflops": f"{gflops:.4g}"}
 
 
 def _saver(w: dict, cfg, splits: dataset.Splits, s, values: dict):
