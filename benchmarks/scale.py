@@ -74,7 +74,6 @@ from trainables.metrics import (  # noqa: E402
 from trainables.tracking import mlflow_runs, outbox  # noqa: E402
 from trainables.tracking.artifacts import FILENAME  # noqa: E402
 from trainables.tracking.recorder import EpochRecorder  # noqa: E402
-from trainables.trial import resume  # noqa: E402
 
 # Ray's and Tune's knobs, read when Ray and the Tuner start (so set before either), each with why. Figures: this
 # benchmark, 300 trials x 64 at once, 2-core box under other work (load 27-35), 2026-12-03, unless said otherwise.
@@ -204,8 +203,7 @@ def epochs(config: dict, s: RunSettings, space, run_id: str, epoch_s: float, kib
         report = {**values, BEST_KEY: best, "epoch": epoch, RUN_ID_KEY: run_id, IMPROVED_KEY: improved}
         if epoch == 1:  # the first report's tags, as a worker group's first report carries its data tags
             report[TAGS_KEY] = {"node_id": ray.get_runtime_context().get_node_id(), SURROGATE_TAG: "true"}
-        # staged as the study's reports are (trainables.trial.resume.staging_dir): a killed trial's folder is swept
-        with tempfile.TemporaryDirectory(prefix=f"{os.getpid()}-", dir=resume.staging_dir()) as folder:
+        with tempfile.TemporaryDirectory(prefix="artsweep-scale-") as folder:
             (Path(folder) / "resume.bin").write_bytes(os.urandom(kib * 1024))
             if improved:
                 (Path(folder) / FILENAME).write_bytes(os.urandom(kib * 1024))
