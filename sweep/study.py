@@ -51,10 +51,12 @@ RAY_ENV = {
     # once a minute under 32 writers a log_batch failed with a KeyError (benchmarks/tracking_load.py). It also
     # phones home, which a cluster with no internet cannot and a study has no reason to.
     "MLFLOW_DISABLE_TELEMETRY": "true",
-    # a trial in process that Tune stopped ends its thread at that report after logging the epoch (model.pt
-    # included: a second or two to a busy server); Tune reuses the actor only if the thread ended within this
-    # (default 2 s), else it starts a new process for the next trial
-    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "10",
+    # a trial in process that Tune stopped ends its thread at that report after logging the epoch; Tune reuses the
+    # actor only if the thread ended within this many seconds (default 2), and otherwise FAILS the next trial it
+    # gives that actor ("Trainable runner reuse requires reset_config() to be implemented and return True"), with
+    # no retry. On a crowded node threads end slowly: benchmarks/scale.py, 300 trials, 64 at once on 2 cores
+    # (2026-12-03): 5 trials failed so at 10 s, none at 60 s (and the study took 340 s against 305 s)
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
     # Tune's automatic CSV/JSON/TensorBoard loggers: files nobody reads (MLflow is the record), and the driver's
     # memory grows with them per trial (ray-project/ray#64231): benchmarks/scale.py, 1,000 trials, 0.115 MB
     # per trial without them against 0.27 with, and 123 trials/min after start-up against 71
