@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from trainables.paths import remote  # a URI that is not file:// (storage.remote(ref))
+from trainables.paths import local_path, remote  # remote: a URI that is not file:// (storage.remote(ref))
 
 ROW = "#row="
 # Concurrent GETs per reading process: an object store answers in ~20-100 ms, a 200 KB JPEG decodes in ~5 ms,
@@ -42,10 +42,8 @@ def is_uri(s: str) -> bool:
 
 
 def local(s: str) -> str:
-    """A local path for a local path or file:// URI (other URIs unchanged)."""
-    if s.startswith("file://"):
-        return urlsplit(s).path
-    return s
+    """A local path for a local path or file:// URI (other URIs unchanged): trainables.paths.local_path's rule."""
+    return local_path(s) or s
 
 
 def resolve(location: str):
