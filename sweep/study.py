@@ -167,8 +167,9 @@ def report_undecodable(s: RunSettings, bad: list[dict]) -> None:
         say(f"left out {b['path']}: {b['reason']}")
     if len(bad) > 20:
         say(f"... {len(bad) - 20} more left out: dataset/undecodable.json in the MLflow parent run")
-    if bad:
-        mlflow_runs.MlflowClient(s.mlflow_uri).log_dict(s.parent_run_id, {"undecodable": bad}, UNDECODABLE)
+    if bad:  # a tracking server restarting meanwhile is waited for, as every write of the study is
+        client = mlflow_runs.MlflowClient(s.mlflow_uri)
+        retrying(lambda: client.log_dict(s.parent_run_id, {"undecodable": bad}, UNDECODABLE), "logging " + UNDECODABLE)
 
 
 def view_params(space: SearchSpace) -> list[str]:
