@@ -140,6 +140,29 @@ def parse_args(argv=None) -> argparse.Namespace:
         "score it on test and register it as the `champion` (the old one becomes `previous`)",
     )
     arg(
+        "--objectives",
+        metavar="SCORE,COST",
+        help="search accuracy against a cost of serving instead of accuracy alone: val_macro_f1,latency_ms (or "
+        "val_macro_f1,throughput_img_s); multi-objective TPE proposes, MOASHA stops trials by Pareto dominance, and "
+        "the trials on the front are tagged pareto=true and drawn on the study's run; you pick the point to deploy "
+        "(python -m analysis.registry --trial RUN_ID); latency: batch 1, measured once per network before any trial "
+        "starts, on a GPU or node the trials leave alone",
+    )
+    arg(
+        "--max-latency-ms",
+        type=float,
+        metavar="MS",
+        help="a latency budget: batch-1 inference within MS milliseconds on the trials' device kind; TPE learns "
+        "where it holds (constrained TPE), a network over it stops at its first rung and never wins",
+    )
+    arg(
+        "--export",
+        choices=["onnx"],
+        help="also export the winner (the champion with --final-fit) to ONNX, check it against PyTorch on the "
+        "validation split, and register it as a version tagged format=onnx (python -m analysis.export does this "
+        "for any run)",
+    )
+    arg(
         "--pack",
         default="auto",
         choices=["auto", "off"],

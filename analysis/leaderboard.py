@@ -4,6 +4,7 @@ python -m analysis.leaderboard --experiment artsweep-scratch [--mlflow-uri sqlit
 python -m analysis.leaderboard --experiment artsweep-scratch --wide                  # every key column
 python -m analysis.leaderboard --experiment artsweep-scratch --columns trial,val_macro_f1,lr,dropout
 python -m analysis.leaderboard --experiment artsweep-scratch --csv board.csv --markdown board.md --no-log
+python -m analysis.leaderboard --experiment artsweep-scratch --pareto                # the accuracy/latency front
 
 Prints the table and each family's best trial. The default table fits 120 characters: rank, trial, family,
 arch, val_macro_f1, epoch, state, lr, batch_size, aug_strength, sampler_power, weight_decay, the last ones left
@@ -22,9 +23,10 @@ import textwrap
 from pathlib import Path
 
 from analysis.publishing.artifacts import LEADERBOARD, log_leaderboard
-from analysis.reading import board
+from analysis.reading import board, front
 from analysis.reading.confirm import searched
 from analysis.reading.runs import open_study, study_parser
+from trainables.metrics import OBJECTIVE_KEY
 
 
 def _columns(s: str) -> list[str]:
@@ -47,8 +49,16 @@ def main(argv=None) -> int:
     p.add_argument("--csv", type=Path, metavar="PATH", help="also write the full table (every param) as CSV here")
     p.add_argument("--markdown", type=Path, metavar="PATH", help="also write the full table as Markdown here")
     p.add_argument("--no-log", action="store_true", help="don't log leaderboard.csv / .md to the parent run")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="print only the trials on the Pareto front of val_macro_f1 against the study's cost objective "
+        "(latency_ms unless --objectives chose another), cheapest first: the points to choose a model from",
+    )
     a = p.parse_args(argv)
     client, exp, study, rows = open_study(p, a)
+    if a.pareto:
+        return _pareto(study, rows)
     unknown = [
         c
         for c in a.columns or ()
@@ -74,6 +84,24 @@ def main(argv=None) -> int:
     if not a.no_log:
         log_leaderboard(client, study.info.run_id, rows)
         print(f"\nlogged {LEADERBOARD}/leaderboard.csv and .md to the parent run {study.info.run_id}")
+    return 0
+
+
+def _pareto(study, rows) -> int:
+    goals = study.data.params.get("objectives", "")
+    cost_key = goals.split(",")[1] if "," in goals else "latency_ms"
+    on = front.front(rows, cost_key)
+    if not on:
+        print(f"no trial has both a {OBJECTIVE_KEY} and a measured {cost_key}: no front to show")
+        return 1
+    print(
+        f"Pareto front of {OBJECTIVE_KEY} against {cost_key}: {len(on)} of {len(front.points(rows, cost_key))} "
+        "trials, cheapest first"
+    )
+    print(front.front_text(on, cost_key))
+    print(
+        "register the point you choose: python -m analysis.registry --experiment NAME --trial RUN_ID [--alias champion]"
+    )
     return 0
 
 

@@ -42,6 +42,7 @@ FAMILY = Family(
             aug_strength=0.5,
         ),
     ),
+    shape_params=("width",),
     image_size=64,  # px; scratch CNNs see small inputs (the seeds used 224 on a GPU)
     pretrained=False,  # random init; --pretrained does not apply
     head=lambda model: model.head[-1],

@@ -102,11 +102,17 @@ class Family:
     head: Callable = timm_classifier  # model -> its final classifier layer (embeddings are its input)
     new_parameters: Optional[Callable] = None  # model -> params new for the data (full LR); None: head's
     saliency_layer: Callable = last_stage  # model -> (layer Grad-CAM reads, token reshape or None)
+    # the family's own knobs that change the network itself, as `arch` does (scratch's width): what a configuration
+    # costs to serve and holds in memory depends on them and on nothing else searched; each a Choice or fixed value
+    shape_params: tuple = ()
 
     def __post_init__(self):
         bad = [k for k, v in self.space.items() if k in BASE and not _narrows(BASE[k], v)]
         if bad:
             raise ValueError(f"family {self.name!r}: {bad} must narrow BASE (same kind and scale, inside its range)")
+        bad = [k for k in self.shape_params if k not in self.space or isinstance(self.space[k], (Float, Int))]
+        if bad:
+            raise ValueError(f"family {self.name!r}: shape_params {bad} must be its own knobs, each a Choice or fixed")
         space = self.params()
         for recipe in self.recipes:
             bad = {k: v for k, v in recipe.items() if k not in space or not _admits(space[k], v)}
@@ -180,6 +186,12 @@ class TrialConfig:
     def timm_name(self) -> str:
         return {**self.family.archs, **self.family.standins}[self.values["arch"]]
 
+    def shape(self, image_size: int) -> str:
+        """The network this configuration trains, as a key: family, timm model, shape knobs, input side. Two
+        configurations with one shape cost the same to serve and hold the same memory (trainables.latency, memory)."""
+        knobs = ",".join(f"{k}={self.values[k]}" for k in self.family.shape_params)
+        return f"{self.family.name}:{self.timm_name}{f'[{knobs}]' if knobs else ''}@{image_size}px"
+
     def params(self) -> dict[str, Any]:
         out = {FAMILY_PARAM: self.family.name} if self.prefix else {}
         return {**out, **{self.prefix + k: self.values[k] for k in self.searched}}
@@ -243,6 +255,19 @@ class SearchSpace:
         out = {FAMILY_PARAM: Choice([f.name for f in self.families])} if self.qualified else {}
         for fam in self.families:
             out.update({self._prefix(fam) + k: d for k, d in self._split(fam)[0].items()})
+        return out
+
+    def shapes(self) -> list[TrialConfig]:
+        """One configuration per network the study can train: every architecture x every value of each shape knob
+        (Family.shape_params), the other values at the space's centre."""
+        out = []
+        for fam in self.families:
+            params = fam.params(self.standins, self.arch)
+            grid = [{}]
+            for k in ("arch", *fam.shape_params):
+                choices = params[k].choices if isinstance(params[k], Choice) else (params[k],)
+                grid = [{**g, k: v} for g in grid for v in choices]
+            out += [fam.config(standins=self.standins, **g) for g in grid]
         return out
 
     def to_json(self) -> dict:

@@ -64,7 +64,7 @@ def confirm_points(
     for row in rows:
         config = known.get(row.run_id)
         key = json.dumps(config, sort_keys=True, default=str)
-        if config is None or not row.epochs or key in seen:
+        if config is None or not row.epochs or not row.feasible or key in seen:
             continue
         seen.add(key)
         chosen.append((row, config))

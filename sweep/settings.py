@@ -14,6 +14,7 @@ from search_spaces.space import SearchSpace
 from sweep import preflight
 from sweep.budget import parse_duration
 from sweep.preflight import UsageError
+from trainables import objectives
 from trainables.config import RunSettings
 from trainables.data import dataset, storage
 from trainables.data.builtin_dataset import ensure_builtin_dataset
@@ -64,8 +65,25 @@ def _positive(a: argparse.Namespace) -> None:
         raise UsageError(f"--price-per-gpu-hour must be 0 or more, got {a.price_per_gpu_hour}")
     if a.confirm is not None and a.confirm < 0:
         raise UsageError(f"--confirm must be 0 (off) or more configurations, got {a.confirm}")
+    if a.max_latency_ms is not None and a.max_latency_ms <= 0:
+        raise UsageError(f"--max-latency-ms must be a positive number of milliseconds, got {a.max_latency_ms:g}")
     if a.confirm_seeds < 1:
         raise UsageError(f"--confirm-seeds must be at least 1 (2 or more give an interval), got {a.confirm_seeds}")
+
+
+def _objectives(a: argparse.Namespace) -> objectives.Objectives:
+    """--objectives, checked: a Pareto search leaves the choice of a point to the user, so it has no single winner
+    to confirm over seeds or to fit again on train + val."""
+    try:
+        goals = objectives.parse(a.objectives or "")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if goals.pareto and (a.confirm or a.final_fit):
+        raise UsageError(
+            "--objectives searches a front, not one winner: --confirm and --final-fit do not apply; pick a point "
+            "(python -m analysis.leaderboard --pareto) and register it (python -m analysis.registry --trial RUN_ID)"
+        )
+    return goals
 
 
 def _demo(a: argparse.Namespace) -> bool:
@@ -86,6 +104,7 @@ def _time_budget(a: argparse.Namespace) -> float:
 def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, SearchSpace, dataset.Source]:
     """(settings, search space, scanned data) of a new study; UsageError on bad input."""
     _positive(a)
+    goals = _objectives(a)
     standins = a.standins or a.smoke
     try:
         space = search_space(a.family, a.arch, standins)
@@ -136,8 +155,16 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         compile=a.compile,
         confirm_seeds=a.confirm_seeds,
         final_fit=a.final_fit,
-        # confirmation is worth its cost once the search is wide enough to have a lucky winner
-        confirm=a.confirm if a.confirm is not None else CONFIRM_DEFAULT if num_samples >= CONFIRM_FROM else 0,
+        # confirmation is worth its cost once the search is wide enough to have a lucky winner (a Pareto search has
+        # no single winner to confirm)
+        confirm=a.confirm
+        if a.confirm is not None
+        else CONFIRM_DEFAULT
+        if num_samples >= CONFIRM_FROM and not goals.pareto
+        else 0,
+        objectives=str(goals) if goals.pareto else "",
+        max_latency_ms=a.max_latency_ms or 0.0,
+        export=a.export or "",
     )
     preflight.image_size(s, len(source.paths))
     if not a.address:  # a cluster being joined is checked once Ray has joined it (sweep.study.start_ray)

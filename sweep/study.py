@@ -21,14 +21,15 @@ from ray import tune
 
 from analysis.publishing import closing
 from search_spaces.space import KEY_PARAMS, SearchSpace
-from sweep import budget, phases, preflight, summary
+from sweep import budget, costs, phases, preflight, summary
 from sweep.callbacks import CloseTrialRuns, ReleaseTrainWorkers
 from sweep.cluster import cluster_problems, node_capacity, shared_storage
 from sweep.console import CONSOLE, say
 from sweep.events import TrialEvents, rungs
 from sweep.resources import ResourcePlan, plan_resources
-from sweep.search import REDUCTION_FACTOR, search_and_scheduler
+from sweep.search import REDUCTION_FACTOR, LatencyStopper, search_and_scheduler
 from sweep.settings import UsageError, check_tracking, space_of
+from trainables import objectives
 from trainables.config import RunSettings
 from trainables.data import dataset
 from trainables.data.report import dataset_report, plot, summary_lines
@@ -91,9 +92,21 @@ def describe(s: RunSettings, num_classes: int) -> str:
         f"**artsweep** study of family `{s.family}` on `{s.data_dir}`{f' by `{s.label}`' if s.label else ''} "
         f"({num_classes} classes): {trials} x <= "
         f"{s.max_epochs} epochs{later}, {s.workers_per_trial} worker(s) each; budget: "
-        f"{' and '.join(x for x in limits if x) or 'none'}; ranked by `{OBJECTIVE_KEY}` "
-        f"({OBJECTIVE.mode}). Started {time.strftime('%Y-%m-%d %H:%M')}; every trial is a child run of the "
-        "`study-...` parent run."
+        f"{' and '.join(x for x in limits if x) or 'none'}; {_ranked(s)}. Started {time.strftime('%Y-%m-%d %H:%M')}; "
+        "every trial is a child run of the `study-...` parent run."
+    )
+
+
+def _ranked(s: RunSettings) -> str:
+    """How the study ranks its trials, for its description."""
+    budget_ms = f" within `latency_ms` <= {s.max_latency_ms:g} (slower networks stop at their first rung)"
+    within = budget_ms if s.max_latency_ms else ""
+    if not s.objectives:
+        return f"ranked by `{OBJECTIVE_KEY}` ({OBJECTIVE.mode}){within}"
+    return (
+        f"Pareto search of `{s.objectives.replace(',', '` against `')}`{within}: the trials on the front are tagged "
+        "`pareto=true` (the parent run's `pareto.png` draws them); crown the point you choose with "
+        "`python -m analysis.registry --experiment ... --trial RUN_ID`"
     )
 
 
@@ -138,6 +151,17 @@ def start_ray(s: RunSettings, address: str | None, dashboard: bool, verbose: boo
         CONSOLE.release()
         raise
     return plan_resources(nodes, s.workers_per_trial, s.pack)
+
+
+def measure_costs(s: RunSettings, space: SearchSpace) -> dict:
+    """sweep.costs.measure, before the study's record exists: a refusal (a latency budget no network meets) stops
+    Ray and leaves nothing behind."""
+    try:
+        return costs.measure(s, space)
+    except UsageError:
+        ray.shutdown()
+        CONSOLE.release()
+        raise
 
 
 def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> tuple[dataset.Splits, dict]:
@@ -212,6 +236,7 @@ class Study:
         t0 = process_start() if started is None else started
         splits, report = prepare_data(s, space, source)
         plan = start_ray(s, address, dashboard, verbose)
+        serving = measure_costs(s.replace(classes=tuple(splits.classes), use_gpu=plan.use_gpu), space)
         exp_id, parent = mlflow_runs.setup_study(
             s.mlflow_uri,
             s.experiment,
@@ -230,6 +255,8 @@ class Study:
                 "confirm": s.confirm,
                 "confirm_seeds": s.confirm_seeds,
                 "final_fit": s.final_fit,
+                "objectives": s.objectives or OBJECTIVE_KEY,
+                "max_latency_ms": s.max_latency_ms,
             },
             artifact_root=Path.cwd() / "mlartifacts",
             description=describe(s, len(splits.classes)),
@@ -246,6 +273,7 @@ class Study:
             loader_workers=plan.loader_workers,
             gpu_gib=plan.gpu_gib,
             cache_storage=s.storage if shared_storage(s.storage) else "",
+            costs=serving,  # in the record: --resume and every trial get the same figures
         )
         with tempfile.TemporaryDirectory() as tmp:  # every trial fetches the split from the parent run: any node can
             manifest = dataset.write_manifest(splits, Path(tmp) / "splits.csv")
@@ -396,7 +424,15 @@ def _trainable(s: RunSettings, space: SearchSpace, plan: ResourcePlan):
     )
 
 
+def _stopper(s: RunSettings, space: SearchSpace) -> tune.Stopper:
+    """The budget's stopper, and with a latency budget the one that stops infeasible trials at their first rung."""
+    if not s.max_latency_ms:
+        return budget.BudgetStopper()
+    return tune.stopper.CombinedStopper(budget.BudgetStopper(), LatencyStopper(s.max_latency_ms, _grace(s, space)))
+
+
 def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner:
+    goals = objectives.parse(s.objectives)
     milestones = rungs(s.max_epochs, _grace(s, space), REDUCTION_FACTOR) if s.early_stopping else []
     search, asha = search_and_scheduler(
         space,
@@ -407,8 +443,10 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
         first_points=space.first_points(s.recipes, s.starts),
         early_stopping=s.early_stopping,
         record=functools.partial(
-            mlflow_runs.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id
+            mlflow_runs.objective_histories, s.mlflow_uri, s.mlflow_experiment_id, s.parent_run_id, goals.keys
         ),
+        objectives=goals,
+        max_latency_ms=s.max_latency_ms,
     )
     return tune.Tuner(
         _trainable(s, space, plan),
@@ -425,7 +463,7 @@ def _tuner(s: RunSettings, space: SearchSpace, plan: ResourcePlan) -> tune.Tuner
         run_config=tune.RunConfig(
             name=s.run_name,
             storage_path=s.storage,
-            stop=budget.BudgetStopper(),
+            stop=_stopper(s, space),
             # saved with Tune's state: a resumed study gets them back
             callbacks=[
                 ReleaseTrainWorkers(distributed=not in_process(s)),

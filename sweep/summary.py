@@ -11,9 +11,11 @@ from shlex import quote
 
 from mlflow.tracking import MlflowClient
 
+from analysis.publishing import pareto
 from analysis.publishing.closing import Champion, Closed, Crowned
 from analysis.publishing.models import CHAMPION, PREVIOUS
 from analysis.publishing.winner import HEADLINE, WINNER_TAG
+from analysis.reading import front
 from analysis.reading.board import confirmation_text
 from analysis.reading.confirm import confirmed, finals, searched
 from analysis.reading.runs import best_per_family
@@ -47,10 +49,18 @@ def print_summary(s: RunSettings, closed: Closed, wall_s: float) -> int:
     if not done:
         print("artsweep: no trial reported a result; see the errors above")
         return 1
+    if best is None:  # every trial that reported is over the latency budget
+        print_costs(s, rows)
+        print(
+            f"artsweep: no trial within the latency budget of {s.max_latency_ms:g} ms, so no winner; raise "
+            "--max-latency-ms, or search the faster networks (--arch, smaller --image-size)"
+        )
+        return 1
     print(
         f"best trial {done[0].name}: family={done[0].family} arch={done[0].arch} "
         f"{OBJECTIVE_KEY}={done[0].best:.4f} (epoch {done[0].best_epoch} of {done[0].epochs})"
     )
+    print_costs(s, rows)
     if conf:
         print(
             f"confirmation ({s.confirm_seeds} new seeds each, {s.max_epochs} epochs, no early stopping), by mean "
@@ -85,6 +95,32 @@ def print_summary(s: RunSettings, closed: Closed, wall_s: float) -> int:
         f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}"
     )
     return 0
+
+
+def print_costs(s: RunSettings, rows) -> None:
+    """A Pareto search's front as a table, and how to crown a point of it; a latency budget's effect."""
+    key = pareto.cost_key(s)
+    if key is None:
+        return
+    best = next((r for r in searched(rows) if r.epochs and r.feasible), None)
+    if s.max_latency_ms:
+        over = [r for r in searched(rows) if not r.feasible]
+        print(
+            f"latency budget {s.max_latency_ms:g} ms (batch 1): {len(over)} trial(s) over it stopped at their first "
+            f"rung and cannot win"
+            + (f"; the best within it takes {best.latency_ms:.3g} ms ({best.arch})" if best else "")
+        )
+    if s.objectives:
+        on = front.front(rows, key)
+        print(
+            f"Pareto front of {OBJECTIVE_KEY} against {key}: {len(on)} trial(s), tagged pareto=true in MLflow and "
+            f"drawn in the study run's {front.FIGURE}:"
+        )
+        print(textwrap.indent(front.front_text(on, key), "  "))
+        print(
+            "  crown the point you choose: python -m analysis.registry "
+            f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)} --trial RUN_ID --alias champion"
+        )
 
 
 def browse(s: RunSettings) -> str:

@@ -49,6 +49,14 @@ class RunSettings:
     # with new seeds (sweep.phases); 0 = off
     confirm_seeds: int = 3  # --confirm-seeds S: seeds per confirmed configuration (>= 2 for an interval)
     final_fit: bool = False  # --final-fit: the winner trains on train + val and becomes the `champion`
+    # --objectives: "" ranks by val_macro_f1 alone; "val_macro_f1,latency_ms" searches the Pareto front of accuracy
+    # against a cost of serving (trainables.objectives: multi-objective TPE, MOASHA)
+    objectives: str = ""
+    max_latency_ms: float = 0.0  # --max-latency-ms: a latency budget (constrained TPE; infeasible trials stop at
+    # their first rung and never win); 0 = none
+    export: str = ""  # --export onnx: the winner (or champion) is also exported, gated and registered as ONNX
+    costs: dict = field(default_factory=dict)  # TrialConfig.shape -> trainables.latency.Cost (as a dict): what each
+    # network the study can train costs to serve, measured before its trials start (sweep.costs)
     train_on_val: bool = False  # set on the final fit's trial only (trainables.trial.rerun): train on train + val
     # filled in by the study once MLflow and Ray are up
     run_name: str = ""  # Ray run folder under storage: the experiment name made path-safe + start time,

@@ -26,7 +26,7 @@ from trainables.paths import cache_root
 SERVING_BATCH = 32  # images per request of a batch client (benchmarks/serving.py measures 1 and 32 too)
 MIN_RUN_S = 0.5  # seconds of timed runs per batch size (torch.utils.benchmark blocked_autorange's min_run_time)
 WARMUP_RUNS = 3  # untimed forward passes first: lazy initialisation, allocator and cuDNN autotuning
-RUNTIME = "torch-eager"  # the runtime the figures are for (ONNX Runtime and torch.compile: analysis.export, later)
+RUNTIME = "torch-eager"  # the runtime the figures are for (ONNX Runtime and torch.compile: benchmarks/serving.py)
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ def device_kind(device: torch.device) -> str:
     except OSError:
         pass
     return f"cpu: {platform.processor() or platform.machine()}"
+
+
+def all_threads() -> int:
+    """Every CPU this process may run on (its affinity mask: a container's or a Ray task's share)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def count_gflops(model: nn.Module, image_size: int, device: torch.device) -> float:
@@ -93,8 +98,7 @@ def measure(
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     device = torch.device(device)
-    if not threads:  # every CPU this process may run on
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = threads or all_threads()
     model = model.to(device).eval()
     one = torch.rand(1, 3, image_size, image_size, device=device)
     many = torch.rand(batch, 3, image_size, image_size, device=device)

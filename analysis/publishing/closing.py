@@ -1,9 +1,10 @@
 """The study's closing steps, run once its phases are over (sweep.study.Study.run), before its summary prints.
 
 1. read its trials back from MLflow (retrying while the server restarts, at most RETRY_S);
-2. score its winner (analysis.reading.confirm.best_run) on the test split, on this machine's copy of the data;
-3. crown it (analysis.publishing.winner: tag, test metrics, logged model, links);
-4. score each final fit on the test split and register it as the model's champion (analysis.publishing.champion).
+2. tag and draw a Pareto search's front (analysis.publishing.pareto);
+3. score its winner (analysis.reading.confirm.best_run) on the test split, on this machine's copy of the data;
+4. crown it (analysis.publishing.winner: tag, test metrics, logged model, links);
+5. score each final fit on the test split and register it as the model's champion (analysis.publishing.champion).
 A step that fails leaves a warning saying how to do it later; the study's record stands without it. What
 happened comes back as a Closed, which sweep.summary prints: the summary itself never writes.
 """
@@ -16,7 +17,7 @@ from shlex import quote
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from analysis.publishing import winner
+from analysis.publishing import pareto, winner
 from analysis.publishing.champion import crown_final
 from analysis.publishing.models import CHAMPION, quiet_mlflow
 from analysis.reading.confirm import best_run, finals
@@ -66,7 +67,14 @@ def close(s: RunSettings) -> Closed:
         )
     except Exception as e:  # noqa: BLE001 - the study is done; only its closing steps cannot run
         return Closed(unreachable=type(e).__name__)
-    closed = Closed(rows=rows, best=best_run(rows))
+    try:
+        with quiet_mlflow():
+            rows = pareto.publish(client, s, rows)
+    except Exception as e:  # noqa: BLE001 - the front can be drawn later; the study's record stands
+        warnings = [f"warning: could not tag and draw the Pareto front ({type(e).__name__}: {str(e)[:200]})"]
+    else:
+        warnings = []
+    closed = Closed(rows=rows, best=best_run(rows), warnings=warnings)
     if closed.best is None:
         return closed
     closed.crowned = _crown(client, s, closed.best, closed.warnings)

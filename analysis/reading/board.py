@@ -34,6 +34,10 @@ BASE = (
     "status",
     "phase",
     "wall_s",
+    "latency_ms",  # its network's batch-1 latency, measured before the trials (sweep.costs); - not measured
+    "throughput_img_s",  # its network's images/s at the serving batch
+    "feasible",  # over: its network is over the study's latency budget (never the winner)
+    "pareto",  # front: on the Pareto front of a Pareto search
 )
 DERIVED = ("epoch", "state")  # best_epoch/epochs; status, or ASHA when stopped early (recipe: its recipe)
 WIDE = (*BASE, *KEY_PARAMS, "run_id")
@@ -46,6 +50,7 @@ COMPACT = (
     OBJECTIVE_KEY,
     "epoch",
     "state",
+    "latency_ms",
     *KEY_PARAMS,
 )
 WIDTH = 120  # characters of a terminal line
@@ -97,6 +102,10 @@ def table(rows: list[TrialRow], all_params: bool = False, params=KEY_PARAMS) -> 
                 "status": r.status,
                 "phase": r.phase,
                 "wall_s": r.wall_s,
+                "latency_ms": r.latency_ms,
+                "throughput_img_s": r.throughput_img_s,
+                "feasible": r.feasible,
+                "pareto": r.pareto,
                 **{k: v for k, v in ps.items() if k not in ("family", "arch")},
                 "run_id": r.run_id,
             }
@@ -121,6 +130,10 @@ def cells(df: pd.DataFrame) -> pd.DataFrame:
     out[OBJECTIVE_KEY] = df[OBJECTIVE_KEY].map(lambda v: "-" if v != v else f"{v:.4f}")
     out["wall_s"] = df["wall_s"].map(lambda v: "-" if v != v else f"{v:.0f}")
     out["stopped_early"] = df["stopped_early"].map({True: "ASHA", False: ""})
+    out["latency_ms"] = df["latency_ms"].map(lambda v: "-" if v != v else f"{v:.3g}")
+    out["throughput_img_s"] = df["throughput_img_s"].map(lambda v: "-" if v != v else f"{v:.0f}")
+    out["feasible"] = df["feasible"].map({True: "", False: "over"})
+    out["pareto"] = df["pareto"].map({True: "front", False: ""})
     out["epoch"] = [f"{b}/{e}" if e else "-" for b, e in zip(df["best_epoch"], df["epochs"])]
     out["state"] = [
         ("recipe " if ph == "recipe" else "") + ("ASHA" if s else st)

@@ -92,7 +92,7 @@ def best_run(rows: list[TrialRow]) -> TrialRow | None:
     conf = confirmed(rows)
     if conf and conf[0].values:
         return conf[0].runs[0]
-    search = [r for r in searched(rows) if r.epochs]
+    search = [r for r in searched(rows) if r.epochs and r.feasible]  # never a trial over the latency budget
     return search[0] if search else None
 
 

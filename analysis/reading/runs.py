@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import BEST_KEY, OBJECTIVE, OBJECTIVE_KEY
+from trainables.objectives import FEASIBLE_TAG, PARETO_TAG
 from trainables.tracking.mlflow_runs import PHASE_TAG, SUPERSEDED_TAG, check_reachable, latest_study
 from trainables.trial.rerun import SOURCE_TAG
 
@@ -41,6 +43,10 @@ class TrialRow:
     phase: str = "search"  # the run's `phase` tag: recipe (a published recipe, tried first), search,
     # confirm or final (trainables.trial.rerun: re-runs of a search trial's configuration)
     source: str = ""  # a re-run's source trial run id
+    latency_ms: float = math.nan  # batch-1 latency of its network (sweep.costs; nan: not measured)
+    throughput_img_s: float = math.nan  # images/s at the serving batch
+    feasible: bool = True  # within the study's latency budget (tag `feasible`; no budget: True)
+    pareto: bool = False  # on the Pareto front of a Pareto search (tag `pareto`, set when the study closes)
 
     def param(self, name: str, default=""):
         """A param by its plain name, also in an `all` study, where it is qualified (`cnn.lr`)."""
@@ -131,9 +137,14 @@ def trial_rows(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
                 wall_s=(r.info.end_time - r.info.start_time) / 1000 if r.info.end_time else float("nan"),
                 phase=r.data.tags.get(PHASE_TAG, "search"),
                 source=r.data.tags.get(SOURCE_TAG, ""),
+                latency_ms=r.data.metrics.get("latency_ms", math.nan),
+                throughput_img_s=r.data.metrics.get("throughput_img_s", math.nan),
+                feasible=r.data.tags.get(FEASIBLE_TAG) != "false",
+                pareto=r.data.tags.get(PARETO_TAG) == "true",
             )
         )
-    return sorted(rows, key=lambda row: OBJECTIVE.sort_key(row.best))
+    # a trial over the study's latency budget ranks after every one within it, whatever its score: never the winner
+    return sorted(rows, key=lambda row: (not row.feasible, OBJECTIVE.sort_key(row.best)))
 
 
 def _what(run, name: str) -> str:

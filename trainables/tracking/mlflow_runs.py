@@ -208,8 +208,11 @@ def claim_study(uri: str, parent_run_id: str) -> None:
     )
 
 
-def objective_histories(uri: str, experiment_id: str, parent_run_id: str) -> dict[str, list[float]]:
-    """{trial_id: objective per epoch} of every (non-superseded) trial run of a study: what ASHA's rungs held."""
+def objective_histories(
+    uri: str, experiment_id: str, parent_run_id: str, keys: Sequence[str] = (OBJECTIVE_KEY,)
+) -> dict[str, list]:
+    """{trial_id: objective per epoch} of every (non-superseded) trial run of a study: what ASHA's rungs held.
+    With several `keys` (a Pareto search's objectives, MOASHA's rungs): a tuple of their values per epoch."""
     client = MlflowClient(uri)
     out = {}
     for run in client.search_runs(
@@ -220,8 +223,11 @@ def objective_histories(uri: str, experiment_id: str, parent_run_id: str) -> dic
             and TRIAL_ID_TAG in run.data.tags
             and run.data.tags.get(PHASE_TAG, "search") in ("recipe", "search")
         ):  # the search's rungs only
-            hist = sorted(client.get_metric_history(run.info.run_id, OBJECTIVE_KEY), key=lambda m: m.step)
-            out[run.data.tags[TRIAL_ID_TAG]] = [m.value for m in hist]
+            hists = [sorted(client.get_metric_history(run.info.run_id, k), key=lambda m: m.step) for k in keys]
+            if len(keys) == 1:
+                out[run.data.tags[TRIAL_ID_TAG]] = [m.value for m in hists[0]]
+            else:  # each epoch's values, as far as every key was logged
+                out[run.data.tags[TRIAL_ID_TAG]] = [tuple(m.value for m in ms) for ms in zip(*hists)]
     return out
 
 

@@ -28,7 +28,6 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from search_spaces.space import BASE, Float
 from trainables.config import RunSettings
 from trainables.metrics import REPLAYED_KEY, RUN_ID_KEY
 from trainables.tracking import mlflow_runs
@@ -178,12 +177,7 @@ def trial_memory_gib(cfg, s: RunSettings) -> float:
     from trainables.pretrained import Weights
 
     size = s.image_size or cfg.family.image_size
-    # the architecture: its timm model and the family's own discrete knobs (scratch's width); continuous knobs
-    # (lr, dropout, drop_path) never change what a step holds in memory
-    shape = {k: cfg.values[k] for k, d in cfg.family.space.items() if k not in BASE and not isinstance(d, Float)}
-    probe = memory.probe(
-        f"{cfg.family.name}:{cfg.timm_name}:{sorted(shape.items())}",
-        lambda: cfg.family.build(cfg, len(s.classes), size, Weights("none")),
-        size,
-    )
+    # the network (its timm model and shape knobs: scratch's width); the other knobs (lr, dropout, drop_path) never
+    # change what a step holds in memory
+    probe = memory.probe(cfg.shape(size), lambda: cfg.family.build(cfg, len(s.classes), size, Weights("none")), size)
     return memory.estimate_gib(probe["params"], probe["activations"], cfg.batch_size, amp=s.amp != "off")

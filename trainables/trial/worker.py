@@ -24,7 +24,7 @@ import ray.tune
 import timm.data
 import torch
 
-from trainables import checkpoint, engine, latency
+from trainables import checkpoint, engine, latency, objectives
 from trainables.data import cache, dataset, loaders
 from trainables.metrics import (
     BEST_KEY,
@@ -169,7 +169,7 @@ def _setup(cfg, s, splits, rank: int, world: int, in_process: bool) -> dict:
     if cfg.family.channels_last:  # NHWC: faster convolutions (tensor cores on GPU, oneDNN on CPU)
         model = model.to(memory_format=torch.channels_last)
     data_path, data_tags = _loaders(splits, cfg, s, image_size, norm, rank, world, device)
-    model_tags = _model_tags(model, image_size) if rank == 0 else {}
+    model_tags = {**_model_tags(model, image_size), **_cost_tags(cfg, s, image_size)} if rank == 0 else {}
     torch.manual_seed(s.seed * 1000 + rank)  # same init on every rank, different augmentation draws
     # moves to device; wraps in DDP when world > 1
     ddp_model = model.to(device) if in_process else ray.train.torch.prepare_model(model)
@@ -202,6 +202,7 @@ def _setup(cfg, s, splits, rank: int, world: int, in_process: bool) -> dict:
         loss_fn=loss_fn,
         mix=mix,
         tags={**data_tags, **model_tags, "node_id": ray.get_runtime_context().get_node_id()},
+        costs=serving_costs(cfg, s, image_size),
     )
 
 
@@ -212,6 +213,25 @@ def _model_tags(model, image_size: int) -> dict:
     gflops = latency.count_gflops(model.eval(), image_size, torch.device("cpu"))
     model.train(was_training)
     return {"model_params": str(sum(p.numel() for p in model.parameters())), "model_gflops": f"{gflops:.4g}"}
+
+
+def serving_costs(cfg, s, image_size: int) -> dict:
+    """What the trial's network costs to serve, as every epoch reports it (the Pareto search's second objective):
+    measured once before the study's trials started (sweep.costs; empty when it could not be)."""
+    cost = s.costs.get(cfg.shape(image_size))
+    return {k: cost[k] for k in objectives.COSTS} if cost else {}
+
+
+def _cost_tags(cfg, s, image_size: int) -> dict:
+    """How the latency was measured (runtime, device, threads, precision, serving batch), and with a latency budget
+    whether the trial meets it (`feasible`: an infeasible one stops at its first rung; never the winner)."""
+    cost = s.costs.get(cfg.shape(image_size))
+    if not cost:
+        return {}
+    tags = {f"latency_{k}": str(cost[k]) for k in ("runtime", "device", "threads", "precision", "batch")}
+    if s.max_latency_ms:
+        tags[objectives.FEASIBLE_TAG] = str(objectives.feasible(cost["latency_ms"], s.max_latency_ms)).lower()
+    return tags
 
 
 def _saver(w: dict, cfg, splits: dataset.Splits, s, values: dict):
@@ -294,6 +314,7 @@ def train_loop_per_worker(config: dict) -> None:
             values.update(engine.evaluate(w["model"], w["val_loader"], w["device"], w["amp_dtype"]))
         # scheduled_lr: the LR the schedule reached this epoch (the searched peak is the param `lr`)
         values.update(
+            **w["costs"],  # constant per trial: on every epoch, as Tune's schedulers read them
             epoch=epoch + 1,
             scheduled_lr=max(g["lr"] for g in w["optimizer"].param_groups),
             time_train_s=t_train,

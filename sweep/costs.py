@@ -1,0 +1,100 @@
+"""What each network a study can train costs to serve, measured before its trials start, on a device they leave alone.
+
+A latency is only true on a device nothing else uses meanwhile: a trial never times itself (on a packed GPU or a
+busy node it would time its neighbours too). So the study measures every network of its space (SearchSpace.shapes:
+architecture x shape knobs, at the study's input side) once, in one Ray task that holds a whole GPU (GPU studies)
+or a whole node's CPUs, before Tune starts a trial; the figures ride in RunSettings.costs to every trial, which
+reports them each epoch (trainables.trial.worker.serving_costs) and tags how they were measured. The task reads
+and fills that node's cache (trainables.latency.cached: once per network, runtime, device kind, threads and batch),
+so the next study of the same networks measures nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import ray
+
+from search_spaces.space import SearchSpace
+from sweep.console import say
+from sweep.preflight import UsageError
+from trainables import latency
+from trainables.config import RunSettings
+
+BUSY = 1.0  # 1-minute load per CPU above which the measured latencies are suspect (other work shared the CPUs)
+
+
+def precision(s: RunSettings) -> str:
+    """What the trials' inference runs in: bf16 autocast on GPUs with AMP, fp32 on CPUs (trainables.engine)."""
+    return "bf16" if s.use_gpu and s.amp in ("auto", "bf16") else "fp32"
+
+
+def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
+    """In the Ray task: each network built at random init (weights do not change its cost) and measured on this
+    node's GPU, or its CPUs with every thread the task holds, and cached on this node."""
+    import torch
+
+    from trainables.pretrained import Weights
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = {}
+    for key, (cfg, size) in shapes.items():
+        cost = latency.cached(
+            key,
+            lambda cfg=cfg, size=size: cfg.family.build(cfg, num_classes, size, Weights("none")),
+            size,
+            device,
+            threads=latency.all_threads(),
+            precision=precision,
+        )
+        out[key] = dataclasses.asdict(cost)
+    return out
+
+
+def measure(s: RunSettings, space: SearchSpace) -> dict:
+    """{TrialConfig.shape: Cost as a dict} of every network of the study, from one Ray task holding a whole GPU
+    (s.use_gpu) or a whole node's CPUs (the largest node's). A study that needs them (--objectives, --max-latency-ms)
+    is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
+    shapes = {}
+    for cfg in space.shapes():
+        size = s.image_size or cfg.family.image_size
+        shapes.setdefault(cfg.shape(size), (cfg, size))
+    node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"])
+    where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of one node"
+    say(f"measuring what {len(shapes)} network(s) cost to serve, on {where}, before any trial starts (cached)")
+    t0, load = time.monotonic(), os.getloadavg()[0]  # processes running or waiting, over the last minute
+    task = ray.remote(_measure).options(
+        num_cpus=0 if s.use_gpu else node_cpus, num_gpus=1 if s.use_gpu else 0, name="artsweep-serving-costs"
+    )
+    try:
+        costs = ray.get(task.remote(shapes, len(s.classes), precision(s)))
+    except Exception as e:  # noqa: BLE001 - a network that does not build fails its trials anyway, with its error
+        if s.objectives or s.max_latency_ms:
+            raise UsageError(f"could not measure the networks' latency ({type(e).__name__}: {e})") from None
+        say(f"warning: serving costs not measured ({type(e).__name__}); trials report no latency_ms")
+        return {}
+    fastest = min(costs.values(), key=lambda c: c["latency_ms"])
+    slowest = max(costs.values(), key=lambda c: c["latency_ms"])
+    say(
+        f"serving costs in {time.monotonic() - t0:.0f} s ({fastest['device']}, {fastest['threads']} thread(s), "
+        f"{fastest['precision']}): batch-1 latency {fastest['latency_ms']:.2f} ms ({_name(costs, fastest)}) .. "
+        f"{slowest['latency_ms']:.2f} ms ({_name(costs, slowest)})"
+    )
+    if load > BUSY * node_cpus:
+        say(
+            f"warning: this machine was busy while the study started (load {load:.1f} on {node_cpus} CPUs): the "
+            f"latencies may be inflated; they are cached in {latency.cache_file()} (delete it to measure again)"
+        )
+    if s.max_latency_ms and fastest["latency_ms"] > s.max_latency_ms:
+        raise UsageError(
+            f"--max-latency-ms {s.max_latency_ms:g}: no network of the study is that fast here (the fastest, "
+            f"{_name(costs, fastest)}, takes {fastest['latency_ms']:.2f} ms); raise the budget or search smaller "
+            "architectures (--arch, --image-size)"
+        )
+    return costs
+
+
+def _name(costs: dict, cost: dict) -> str:
+    return next(k for k, c in costs.items() if c is cost)
