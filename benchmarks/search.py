@@ -89,13 +89,23 @@ def configurations(max_t: int):
     }
 
 
-def simulate(bench, make, seed: int, max_t: int, budget: int, workers: int) -> list[tuple[int, float]]:
-    """[(epochs spent, anytime best)] of one study: `workers` trials at a time, one time unit per epoch."""
-    space = {name: FloatDistribution(0.0, 1.0) for name in bench.space.keys()}
-    search, sched = make(seed, space)
+def unit_space(bench) -> dict:
+    """The benchmark's inputs as Optuna distributions (each in [0, 1])."""
+    return {name: FloatDistribution(0.0, 1.0) for name in bench.space.keys()}
+
+
+def hartmann(bench, config: dict, epoch: int, max_t: int) -> float:
+    """The negated Hartmann value of `config` after `epoch` of max_t epochs (fidelity 1..100; higher is better)."""
+    return -bench.query(config, at=max(1, round(epoch / max_t * 100))).error
+
+
+def run_trials(search, sched, evaluate, max_t: int, budget: int, workers: int):
+    """Drive a searcher and a scheduler as Ray Tune does: `workers` trials at a time, one time unit per epoch,
+    new trials while epochs are left. evaluate(config, epoch) -> the trial's result at that epoch (metric keys
+    only). Yields (epochs spent, trial id, result) after each epoch has been decided on."""
     search.set_search_properties(OBJECTIVE_KEY, "max", {})
     sched.set_search_properties(OBJECTIVE_KEY, "max")
-    running, clock, spent, n, best, curve = [], 0, 0, 0, float("-inf"), []
+    running, clock, spent, n = [], 0, 0, 0
 
     def start():
         nonlocal n
@@ -110,13 +120,10 @@ def simulate(bench, make, seed: int, max_t: int, budget: int, workers: int) -> l
     while running and spent < budget:
         clock, i, trial, config, epoch = heapq.heappop(running)
         spent += 1
-        value = -bench.query(config, at=max(1, round(epoch / max_t * 100))).error
-        result = {OBJECTIVE_KEY: value, "training_iteration": epoch}
+        result = {**evaluate(config, epoch), "training_iteration": epoch}
         decision = sched.on_trial_result(None, trial, result)
         search.on_trial_result(trial.trial_id, result)
-        if epoch == max_t:
-            best = max(best, value)
-        curve.append((spent, best))
+        yield spent, trial.trial_id, result
         if epoch == max_t or decision == "STOP":
             sched.on_trial_complete(None, trial, result)
             search.on_trial_complete(trial.trial_id, result)
@@ -124,6 +131,20 @@ def simulate(bench, make, seed: int, max_t: int, budget: int, workers: int) -> l
                 start()
         else:
             heapq.heappush(running, (clock + 1, i, trial, config, epoch + 1))
+
+
+def simulate(bench, make, seed: int, max_t: int, budget: int, workers: int) -> list[tuple[int, float]]:
+    """[(epochs spent, anytime best)] of one study."""
+    search, sched = make(seed, unit_space(bench))
+    best, curve = float("-inf"), []
+
+    def evaluate(config, epoch):
+        return {OBJECTIVE_KEY: hartmann(bench, config, epoch, max_t)}
+
+    for spent, _, result in run_trials(search, sched, evaluate, max_t, budget, workers):
+        if result["training_iteration"] == max_t:
+            best = max(best, result[OBJECTIVE_KEY])
+        curve.append((spent, best))
     return curve
 
 
@@ -162,7 +183,8 @@ def main() -> None:
     print(json.dumps(summary))
 
 
-def plot(curves, budget: int, path: str) -> None:
+def plot(curves, budget: int, path: str, what="median anytime best", ylabel="-Hartmann (higher is better)") -> None:
+    """One panel per benchmark: each configuration's median (over seeds) curve against the epochs spent."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +196,7 @@ def plot(curves, budget: int, path: str) -> None:
             xs = range(1, budget + 1)
             ys = [statistics.median(dict(curve).get(x, curve[-1][1]) for curve in rs) for x in xs]
             ax.plot(list(xs), [y if y > float("-inf") else None for y in ys], label=c)
-        ax.set(title=f"{name}: median anytime best", xlabel="epochs spent", ylabel="-Hartmann (higher is better)")
+        ax.set(title=f"{name}: {what}", xlabel="epochs spent", ylabel=ylabel)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
