@@ -17,7 +17,7 @@ import sys
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.publishing.models import PREVIOUS, model_name, promote, register
+from analysis.publishing.models import model_name, promote, register, registered_report
 from analysis.reading.confirm import best_run
 from analysis.reading.runs import trial_rows
 from trainables.tracking.mlflow_runs import check_reachable, latest_study
@@ -54,29 +54,7 @@ def main(argv=None) -> int:
         moved = promote(client, name, mv.version, a.alias) if a.alias else None
     except (LookupError, OSError, MlflowException) as e:  # no store / study / run / checkpoint: one line, exit 2
         p.exit(2, f"analysis.registry: error: {e}\n")
-    t = mv.tags
-    print(
-        f"registered models:/{mv.name}/{mv.version}: trial {client.get_run(run_id).info.run_name} "
-        f"({t['family']}/{t['arch']}, val_macro_f1 {t.get('val_macro_f1', '?')} at epoch {t['checkpoint_epoch']}), "
-        f"logged model {mv.source}"
-    )
-    if a.alias:
-        print(f"alias {a.alias} -> version {mv.version}" + (f"; version {moved} is now `{PREVIOUS}`" if moved else ""))
-    print("serve it:")
-    print(
-        f"  MLFLOW_TRACKING_URI={a.mlflow_uri} mlflow models serve -m models:/{mv.name}/{mv.version} "
-        f"--env-manager local -p 5001"
-    )
-    print("ask it (top 3 of one image; any size, the body goes through stdin):")
-    print(
-        '  (printf \'{"dataframe_split": {"columns": ["image"], "data": [["\'; base64 < painting.jpg | '
-        'tr -d \'\\n\'; printf \'"]]}, "params": {"k": 3}}\') | curl -s http://127.0.0.1:5001/invocations '
-        "-H 'Content-Type: application/json' --data-binary @-"
-    )
-    print(
-        f"or locally:  python -m analysis.predict painting.jpg --model models:/{mv.name}/{mv.version} "
-        f"--mlflow-uri {a.mlflow_uri}"
-    )
+    print(registered_report(a.mlflow_uri, mv, client.get_run(run_id).info.run_name, a.alias, moved))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The served model: the pyfunc that `mlflow models serve` answers for a registered study winner.
 
-The model is a pyfunc wrapping a trial's checkpoint (checkpoint/model.pt); predictions go through
-trainables.checkpoint.Classifier, so they apply training's exact validation preprocessing.
-analysis.publishing.models logs and registers it (with requirements() and code_paths() from here);
+The model is a pyfunc wrapping a trial's checkpoint (checkpoint/model.pt), or its ONNX export (artifact ONNX_ARTIFACT:
+the forward pass in ONNX Runtime, OnnxClassifier); predictions go through trainables.checkpoint.Classifier either
+way, so both apply training's exact validation preprocessing and answer the same request with the same response.
+analysis.publishing.models (and .onnx_model) logs and registers it (with requirements() and code_paths() from here);
 analysis.scoring_server runs it behind the real `mlflow models serve`.
 
 Request (JSON, POST /invocations; the image file's bytes base64-encoded; `params` optional, k defaults to 5):
@@ -34,11 +35,14 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array
+
+from trainables import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "classifier"  # the logged model's name inside its run
@@ -76,6 +80,11 @@ SIGNATURE = ModelSignature(
 # analysis.serving.ImageClassifier).
 CODE_PACKAGES = ("trainables", "search_spaces")
 CODE_MODULES = {"analysis": ("__init__.py", "serving.py")}
+ONNX_ARTIFACT = "onnx"  # the pyfunc artifact of an exported model: its .onnx file (analysis.publishing.onnx_model)
+# The .onnx file's metadata_props key: JSON of what preprocessing and the answer need (classes, image_size,
+# resize_policy, normalization, epoch), so the file alone serves without its checkpoint or its family's code.
+ONNX_METADATA = "artsweep"
+ONNX_RUNTIME = "onnxruntime"  # imported only when an exported model loads: a requirement of ONNX models alone
 
 
 def _raw_bytes(value) -> bytes:
@@ -183,13 +192,15 @@ def _cut(text: str) -> str:
 
 class ImageClassifier(mlflow.pyfunc.PythonModel):
     """pyfunc around a checkpoint, or several (an ensemble: artifacts checkpoint_0, checkpoint_1, ...; their
-    softmax outputs averaged): DataFrame `image` (file bytes) -> `classes`, `probabilities` (top k)."""
+    softmax outputs averaged), or an ONNX export (artifact ONNX_ARTIFACT): DataFrame `image` (file bytes) ->
+    `classes`, `probabilities` (top k)."""
 
     def load_context(self, context):
-        from trainables import checkpoint
-
         guard_scoring_server(limit("request_mib", MAX_REQUEST_BYTES // 2**20) * 2**20)
         self.max_rows, self.max_k = limit("rows", MAX_ROWS), limit("k", MAX_K)
+        if ONNX_ARTIFACT in context.artifacts:  # an export: the same preprocessing, the forward pass in ONNX Runtime
+            self.clf = OnnxClassifier.load(context.artifacts[ONNX_ARTIFACT])
+            return
         members = [
             checkpoint.load(path) for key, path in sorted(context.artifacts.items()) if key.startswith("checkpoint")
         ]
@@ -237,6 +248,50 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         )
 
 
+class OnnxForward(torch.nn.Module):
+    """An exported model's forward pass in ONNX Runtime as a module (what Classifier.logits calls): float
+    [N, 3, S, S] -> logits [N, C], on the CPU, with `threads` threads (None: ONNX Runtime's default, one per
+    physical core, as served)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime  # here, not at the top: a PyTorch model's environment need not have it
+
+        super().__init__()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input: x.detach().cpu().float().numpy()})[0])
+
+
+class OnnxClassifier(checkpoint.Classifier):
+    """A Classifier whose model is an exported graph in ONNX Runtime (OnnxForward): decoding and validation
+    preprocessing are Classifier's own (PyTorch), and so are probabilities and top_k. It has no trial config (the
+    graph is the model; `head`, which saliency maps read, does not exist): what preprocessing needs comes from
+    the .onnx file's ONNX_METADATA."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnnxClassifier:
+        forward = OnnxForward(path)
+        meta = json.loads(forward.session.get_modelmeta().custom_metadata_map[ONNX_METADATA])
+        return cls(
+            forward,
+            list(meta["classes"]),
+            int(meta["image_size"]),
+            meta["resize_policy"],
+            dict(meta["normalization"]),
+            None,  # no trial config
+            int(meta["epoch"]),
+            dict(meta.get("metrics", {})),
+        )
+
+
 def example_image() -> bytes:
     """A small real JPEG (one of the built-in dataset's renders) as the logged input example."""
     import numpy as np
@@ -248,12 +303,14 @@ def example_image() -> bytes:
     return buf.getvalue()
 
 
-def requirements() -> list[str]:
+def requirements(onnx: bool = False) -> list[str]:
     """The model's pip_requirements, installed into its environment only with --env-manager virtualenv/uv/conda
     (`local` uses this one): every distribution providing a module the served code imports, pinned to the
-    version installed here. Found by reading the code (imported_modules), so a new import cannot be left out."""
+    version installed here. Found by reading the code (imported_modules), so a new import cannot be left out.
+    `onnx`: an exported model's, which also runs ONNX Runtime and needs `onnx` for its MLmodel's onnx flavour
+    (mlflow.onnx.load_model); a PyTorch model's leave both out."""
     owners = importlib_metadata.packages_distributions()  # top-level module -> the distributions providing it
-    imported = imported_modules()
+    imported = (imported_modules() | {"onnx"}) if onnx else (imported_modules() - {ONNX_RUNTIME})
     missing = sorted(imported - set(owners))
     if missing:
         raise LookupError(f"the served model imports {missing}, which no installed distribution provides")

@@ -62,55 +62,79 @@ def log_model(
     model averaging their softmax outputs (an ensemble; owner_run_id required). Existing runs are not
     reopened or ended. Returns (mlflow ModelInfo, the checkpoint's Classifier or the Ensemble)."""
     run_ids = [run_id] if isinstance(run_id, str) else list(run_id)
-    uri = client.tracking_uri
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpts = {}
-        for i, rid in enumerate(run_ids):
-            try:
-                ckpts[rid] = client.download_artifacts(rid, artifacts.ARTIFACT, str(tmp / str(i)))
-            except (OSError, MlflowException) as e:
-                raise LookupError(f"run {rid} has no {artifacts.ARTIFACT} to log as a model ({e})") from None
+        ckpts = {rid: download_checkpoint(client, rid, tmp / str(i)) for i, rid in enumerate(run_ids)}
         members = [checkpoint.load(c) for c in ckpts.values()]
         clf = members[0] if len(members) == 1 else checkpoint.Ensemble(members)
-        (tmp / "code").mkdir()
-        owner = owner_run_id or run_ids[0]
         single = len(run_ids) == 1
+        info = log_pyfunc(
+            client,
+            owner_run_id or run_ids[0],
+            MODEL_NAME,
+            client.get_run(run_ids[0]).data.params if single else {"members": ",".join(run_ids)},
+            {"checkpoint": ckpts[run_ids[0]]}
+            if single
+            else {f"checkpoint_{i}": ckpts[rid] for i, rid in enumerate(run_ids)},
+            {
+                "classes": clf.classes,
+                "resize_policy": members[0].resize_policy,
+                "image_size": max(m.image_size for m in members),
+                "trial_run_id": ",".join(run_ids),
+                "checkpoint_epoch": ",".join(str(m.epoch) for m in members),
+            },
+            registered_model_name,
+        )
+    return info, clf
+
+
+def download_checkpoint(client: MlflowClient, run_id: str, folder: Path) -> str:
+    """The local path of trial run `run_id`'s best checkpoint (artifacts.ARTIFACT), downloaded into `folder`;
+    LookupError when the run has none."""
+    try:
+        return client.download_artifacts(run_id, artifacts.ARTIFACT, str(folder))
+    except (OSError, MlflowException) as e:
+        raise LookupError(f"run {run_id} has no {artifacts.ARTIFACT} to log as a model ({e})") from None
+
+
+def log_pyfunc(
+    client: MlflowClient,
+    owner: str,
+    name: str,
+    params: dict,
+    model_artifacts: dict,
+    metadata: dict,
+    registered_model_name: str | None,
+    flavor=mlflow.pyfunc,
+    onnx: bool = False,
+):
+    """Log analysis.serving.ImageClassifier over `model_artifacts` (its checkpoint(s), or an ONNX export) as a
+    logged model `name` of run `owner`, with the served code, signature, example and requirements (onnx: an
+    export's); optionally registered. `flavor`: mlflow.pyfunc, or a module-like object whose save_model calls
+    it and adds a flavour. Returns mlflow's ModelInfo."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "code").mkdir()
         # Model.log is what mlflow.pyfunc.log_model calls; it takes run_id, whereas pyfunc.log_model logs to the
         # active run, and start_run(run_id=...) would reopen the finished trial and rewrite its end time.
         # The LoggedModel is created here because Model.log would put it in the active (else Default)
         # experiment, not the run's.
-        logged = client.create_logged_model(
-            client.get_run(owner).info.experiment_id,
-            MODEL_NAME,
-            owner,
-            params=(client.get_run(run_ids[0]).data.params if single else {"members": ",".join(run_ids)}),
-        )
-        with using_tracking_uri(uri):
-            info = Model.log(
+        logged = client.create_logged_model(client.get_run(owner).info.experiment_id, name, owner, params=params)
+        with using_tracking_uri(client.tracking_uri):
+            return Model.log(
                 artifact_path=None,
-                name=MODEL_NAME,
-                flavor=mlflow.pyfunc,
+                name=name,
+                flavor=flavor,
                 run_id=owner,
                 model_id=logged.model_id,
                 python_model=ImageClassifier(),
-                code_paths=code_paths(tmp / "code"),
-                artifacts={"checkpoint": ckpts[run_ids[0]]}
-                if single
-                else {f"checkpoint_{i}": ckpts[rid] for i, rid in enumerate(run_ids)},
+                code_paths=code_paths(Path(tmp) / "code"),
+                artifacts=model_artifacts,
                 signature=SIGNATURE,
                 input_example=(pd.DataFrame({"image": [example_image()]}), {"k": DEFAULT_K}),
-                pip_requirements=requirements(),  # explicit: inferring them loads the model in a subprocess
-                metadata={
-                    "classes": clf.classes,
-                    "resize_policy": members[0].resize_policy,
-                    "image_size": max(m.image_size for m in members),
-                    "trial_run_id": ",".join(run_ids),
-                    "checkpoint_epoch": ",".join(str(m.epoch) for m in members),
-                },
+                pip_requirements=requirements(onnx),  # explicit: inferring them loads the model in a subprocess
+                metadata=metadata,
                 registered_model_name=registered_model_name,
             )
-    return info, clf
 
 
 def register(
@@ -120,17 +144,26 @@ def register(
     and register it as a new version of `model_name`. Existing runs are not reopened or ended."""
     client = MlflowClient(client_or_uri) if isinstance(client_or_uri, str) else client_or_uri
     info, clf = log_model(client, run_id, parent_run_id, registered_model_name=model_name)
-    version = str(info.registered_model_version)
-    tags = {
+    return tag_version(client, model_name, str(info.registered_model_version), version_tags(run_id, clf, "pytorch"))
+
+
+def version_tags(run_id: str, clf: checkpoint.Classifier, fmt: str) -> dict[str, str]:
+    """A registered version's tags: the trial it came from, its family / arch, epoch and validation metrics, and
+    its format (`pytorch`: the checkpoint; `onnx`: its export)."""
+    return {
+        "format": fmt,
         "trial_run_id": run_id,
         "family": clf.trial_config.family.name,
         "arch": clf.trial_config.arch,
         "checkpoint_epoch": str(clf.epoch),
         **{k: f"{float(v):.4f}" for k, v in clf.metrics.items() if k.startswith("val_") and isinstance(v, Real)},
     }
+
+
+def tag_version(client: MlflowClient, name: str, version: str, tags: dict) -> ModelVersion:
     for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    return client.get_model_version(model_name, version)
+        client.set_model_version_tag(name, version, key, str(value))
+    return client.get_model_version(name, version)
 
 
 def promote(client: MlflowClient, name: str, version: str, alias: str = CHAMPION) -> str | None:
@@ -151,7 +184,36 @@ def register_ensemble(client: MlflowClient, run_ids: list[str], parent_run_id: s
     of `name` and tag that version; returns the version."""
     with quiet_mlflow():
         info, _ = log_model(client, run_ids, parent_run_id, registered_model_name=name)
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    return version
+    return tag_version(client, name, str(info.registered_model_version), tags).version
+
+
+def registered_report(uri: str, mv: ModelVersion, run_name: str, alias: str | None, moved: str | None) -> str:
+    """What analysis.registry and analysis.export print once a version is registered: the version and its trial,
+    the alias moved (`moved`: the version that became PREVIOUS), how to serve and ask it."""
+    t = mv.tags
+    lines = [
+        f"registered models:/{mv.name}/{mv.version} (format={t.get('format', '?')}): trial {run_name} "
+        f"({t['family']}/{t['arch']}, val_macro_f1 {t.get('val_macro_f1', '?')} at epoch {t['checkpoint_epoch']}), "
+        f"logged model {mv.source}"
+    ]
+    if alias:
+        lines.append(
+            f"alias {alias} -> version {mv.version}" + (f"; version {moved} is now `{PREVIOUS}`" if moved else "")
+        )
+    return "\n".join([*lines, serve_instructions(uri, mv)])
+
+
+def serve_instructions(uri: str, mv: ModelVersion) -> str:
+    """How to serve a registered version and ask it (the lines analysis.registry and analysis.export print)."""
+    model = f"models:/{mv.name}/{mv.version}"
+    return "\n".join(
+        [
+            "serve it:",
+            f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m {model} --env-manager local -p 5001",
+            "ask it (top 3 of one image; any size, the body goes through stdin):",
+            '  (printf \'{"dataframe_split": {"columns": ["image"], "data": [["\'; base64 < painting.jpg | '
+            'tr -d \'\\n\'; printf \'"]]}, "params": {"k": 3}}\') | curl -s http://127.0.0.1:5001/invocations '
+            "-H 'Content-Type: application/json' --data-binary @-",
+            f"or locally:  python -m analysis.predict painting.jpg --model {model} --mlflow-uri {uri}",
+        ]
+    )
