@@ -61,6 +61,35 @@ def print_summary(s: RunSettings, closed: Closed, wall_s: float) -> int:
         f"{OBJECTIVE_KEY}={done[0].best:.4f} (epoch {done[0].best_epoch} of {done[0].epochs})"
     )
     print_costs(s, rows)
+    print_confirmation(s, conf, best)
+    for w in closed.warnings:
+        say(w)
+    knobs = {k.rsplit(".", 1)[-1]: v for k, v in best.params.items()}  # the winner's family's own names
+    print(
+        "  config: "
+        + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items()) if k not in ("family", "arch", SEED_PARAM))
+    )
+    if closed.crowned:
+        print(f"  {crowned_line(closed.crowned)}")
+    for c in closed.champions:
+        print(c.warning or champion_line(c))
+    if closed.export:
+        print(closed.export)
+    families = best_per_family(search)
+    if len(families) > 1:
+        print("families ranked by their best trial:")
+        for i, (fam, r) in enumerate(families.items(), 1):
+            print(f"  {i}. {fam:<13} {OBJECTIVE_KEY}={r.best:.4f}  ({r.arch}, {r.name})")
+    print(f"browse the study:  {browse(s)}")
+    print(
+        f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
+        f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}"
+    )
+    return 0
+
+
+def print_confirmation(s: RunSettings, conf, best) -> None:
+    """The confirmation table and the winner it chose (nothing without confirmation)."""
     if conf:
         print(
             f"confirmation ({s.confirm_seeds} new seeds each, {s.max_epochs} epochs, no early stopping), by mean "
@@ -73,28 +102,6 @@ def print_summary(s: RunSettings, closed: Closed, wall_s: float) -> int:
             f"winner: {c.source.name}'s configuration, mean {c.mean:.4f} over {len(c.values)} seeds (search rank "
             f"{c.search_rank}); its best seed's run {best.name} ({OBJECTIVE_KEY} {best.best:.4f}) is the model"
         )
-    for w in closed.warnings:
-        say(w)
-    knobs = {k.rsplit(".", 1)[-1]: v for k, v in best.params.items()}  # the winner's family's own names
-    print(
-        "  config: "
-        + " ".join(f"{k}={short(v)}" for k, v in sorted(knobs.items()) if k not in ("family", "arch", SEED_PARAM))
-    )
-    if closed.crowned:
-        print(f"  {crowned_line(closed.crowned)}")
-    for c in closed.champions:
-        print(c.warning or champion_line(c))
-    families = best_per_family(search)
-    if len(families) > 1:
-        print("families ranked by their best trial:")
-        for i, (fam, r) in enumerate(families.items(), 1):
-            print(f"  {i}. {fam:<13} {OBJECTIVE_KEY}={r.best:.4f}  ({r.arch}, {r.name})")
-    print(f"browse the study:  {browse(s)}")
-    print(
-        f"pick the winner:   python -m analysis.leaderboard | study_plots | evaluate | registry "
-        f"--experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)}"
-    )
-    return 0
 
 
 def print_costs(s: RunSettings, rows) -> None:

@@ -45,7 +45,18 @@ def studies(tmp_path_factory):
     # network), is over the budget, and every other network is within it
     latencies = sorted(c["latency_ms"] for c in settings["costs"].values())
     budget = math.sqrt(latencies[-2] * latencies[-1])
-    budgeted = tune(work, "budget", "--max-latency-ms", f"{budget:.4f}", "--num-samples", "5", "--max-epochs", "3")
+    budgeted = tune(
+        work,
+        "budget",
+        "--max-latency-ms",
+        f"{budget:.4f}",
+        "--num-samples",
+        "5",
+        "--max-epochs",
+        "3",
+        "--export",
+        "onnx",
+    )
     return dict(work=work, client=client, front=front, budgeted=budgeted, budget=budget, costs=settings["costs"])
 
 
@@ -74,6 +85,7 @@ def test_the_pareto_study_tags_draws_and_prints_its_front(studies, capsys):
 
 
 def test_a_latency_budget_crowns_a_feasible_winner_and_cuts_the_rest_at_their_first_rung(studies):
+    """Also --export onnx: the winner is exported, passes its gate and is registered as a version tagged onnx."""
     parent, runs = trial_runs(studies["client"], "budget")
     budget = studies["budget"]
     over = [r for r in runs if r.data.metrics["latency_ms"] > budget]
@@ -88,3 +100,7 @@ def test_a_latency_budget_crowns_a_feasible_winner_and_cuts_the_rest_at_their_fi
     assert winner[0].data.metrics["best_val_macro_f1"] == best_within
     assert f"latency budget {budget:.4f}"[:18] in studies["budgeted"] and "cannot win" in studies["budgeted"]
     assert "pareto.png" in {a.path for a in studies["client"].list_artifacts(parent.info.run_id)}
+    onnx = studies["client"].search_model_versions("name = 'budget-classifier'")
+    onnx = [v for v in onnx if v.tags.get("format") == "onnx"]
+    assert len(onnx) == 1 and onnx[0].tags["trial_run_id"] == winner[0].info.run_id, onnx
+    assert "as ONNX" in studies["budgeted"] and "passed its gate" in studies["budgeted"]

@@ -4,7 +4,8 @@
 2. tag and draw a Pareto search's front (analysis.publishing.pareto);
 3. score its winner (analysis.reading.confirm.best_run) on the test split, on this machine's copy of the data;
 4. crown it (analysis.publishing.winner: tag, test metrics, logged model, links);
-5. score each final fit on the test split and register it as the model's champion (analysis.publishing.champion).
+5. score each final fit on the test split and register it as the model's champion (analysis.publishing.champion);
+6. with --export onnx, export the champion (else the winner) to ONNX, gate it and register it (onnx_model).
 A step that fails leaves a warning saying how to do it later; the study's record stands without it. What
 happened comes back as a Closed, which sweep.summary prints: the summary itself never writes.
 """
@@ -17,9 +18,9 @@ from shlex import quote
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from analysis.publishing import pareto, winner
+from analysis.publishing import onnx_model, pareto, winner
 from analysis.publishing.champion import crown_final
-from analysis.publishing.models import CHAMPION, quiet_mlflow
+from analysis.publishing.models import CHAMPION, model_name, quiet_mlflow
 from analysis.reading.confirm import best_run, finals
 from analysis.reading.evaluation import test_scores
 from analysis.reading.runs import TrialRow, trial_rows
@@ -54,6 +55,7 @@ class Closed:
     crowned: Crowned | None = None  # None: not crowned (see warnings)
     warnings: list[str] = field(default_factory=list)  # about scoring and crowning the winner
     champions: list[Champion] = field(default_factory=list)  # one per final fit
+    export: str = ""  # --export: what became of the winner's (or champion's) export, as the summary's line
 
 
 def close(s: RunSettings) -> Closed:
@@ -79,7 +81,33 @@ def close(s: RunSettings) -> Closed:
         return closed
     closed.crowned = _crown(client, s, closed.best, closed.warnings)
     closed.champions = [_champion(client, s, r) for r in finals(rows)]
+    if s.export:
+        closed.export = _export(client, s, closed)
     return closed
+
+
+def _export(client: MlflowClient, s: RunSettings, closed: Closed) -> str:
+    """--export onnx: the champion (a final fit registered), else the winner, exported, gated and registered as a
+    version tagged format=onnx; the summary's line says what happened and how to do it again."""
+    champion = next((c for c in reversed(closed.champions) if c.version is not None), None)
+    row = champion.final if champion else closed.best
+    again = (
+        f"python -m analysis.export --experiment {quote(s.experiment)} --mlflow-uri {quote(s.mlflow_uri)} "
+        f"--run {row.run_id} --format onnx"
+    )
+    try:
+        with quiet_mlflow():
+            mv = onnx_model.export_and_register(client, row.run_id, model_name(s.experiment))
+    except onnx_model.GateFailed as e:
+        return f"export: {row.name} as ONNX failed its gate, not registered: {e}"
+    except Exception as e:  # noqa: BLE001 - the study's record stands; say how to export later
+        return f"warning: could not export {row.name} to ONNX ({type(e).__name__}: {str(e)[:200]}); later: {again}"
+    return (
+        f"export: {row.name} as ONNX ({mv.tags.get('exporter', '?')} exporter) passed its gate on "
+        f"{mv.tags.get('gate_images', '?')} validation images (top-1 agreement {mv.tags.get('gate_top1_agreement')}, "
+        f"max probability difference {mv.tags.get('gate_max_prob_diff')}); registered models:/{mv.name}/{mv.version} "
+        "tagged format=onnx"
+    )
 
 
 def _crown(client: MlflowClient, s: RunSettings, best: TrialRow, warnings: list[str]) -> Crowned | None:
