@@ -47,6 +47,22 @@ def test_unknown_experiment(capsys, name, tmp_path):
     assert code == 2 and "no MLflow experiment named 'nope'" in err and len(err.splitlines()) == 1, err
 
 
+def test_export_refuses_an_unreachable_store_a_missing_one_and_an_unknown_run(capsys, monkeypatch, tmp_path):
+    """analysis.export names a run, not an experiment: the same refusals, each one line and exit code 2."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    code, err = _run(capsys, "export", "--run", "x", "--format", "onnx", "--mlflow-uri", "http://127.0.0.1:9")
+    assert code == 2 and "127.0.0.1:9" in err and len(err.splitlines()) == 1, err
+    code, err = _run(
+        capsys, "export", "--run", "x", "--format", "onnx", "--mlflow-uri", f"sqlite:///{tmp_path / 'none.db'}"
+    )
+    assert code == 2 and "no MLflow store at" in err and not (tmp_path / "none.db").exists(), err
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()
+    capsys.readouterr()
+    code, err = _run(capsys, "export", "--run", "0123", "--format", "onnx", "--mlflow-uri", uri)
+    assert code == 2 and "0123" in err and len(err.splitlines()) == 1, err
+
+
 def test_evaluation_names_images_missing_on_this_machine(tmp_path):
     cfg = get_family("scratch").config("simple_cnn", width=0.25)
     model = cfg.family.build(cfg, 2, 32, Weights("none"))
