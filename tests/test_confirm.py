@@ -6,6 +6,7 @@ python -m pytest tests/test_confirm.py -q
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -88,6 +89,15 @@ def test_confirm_points_take_the_best_distinct_configurations_with_new_distinct_
     seeds = [r.seed for r in reruns]
     assert len(set(seeds)) == 6 and 7 not in seeds  # new seeds, each once: never the search's
     assert {r.phase for r in reruns} == {CONFIRM} and {r.epochs for r in reruns} == {5}
+
+
+def test_a_trial_over_the_latency_budget_is_never_confirmed_nor_the_winner():
+    over = dataclasses.replace(row("over", 0.9), feasible=False)  # the most accurate, but too slow to serve
+    rows = [over, row("a", 0.6), row("b", 0.5)]
+    known = {"over": {"lr": 0.3}, "a": {"lr": 0.1}, "b": {"lr": 0.2}}
+    points = confirm_points(rows, known, k=2, seeds=1, base_seed=0, epochs=4)
+    assert [split({RERUN_KEY: p})[1].source_name for p in points] == ["a", "b"]
+    assert best_run(rows).name == "a" and best_run([over]) is None
 
 
 def test_the_final_fit_trains_for_the_median_peak_epoch_of_the_winner():
