@@ -61,32 +61,35 @@ def measure(s: RunSettings, space: SearchSpace) -> dict:
     for cfg in space.shapes():
         size = s.image_size or cfg.family.image_size
         shapes.setdefault(cfg.shape(size), (cfg, size))
-    node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"])
-    where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of one node"
-    say(f"measuring what {len(shapes)} network(s) cost to serve, on {where}, before any trial starts (cached)")
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
     t0, load = time.monotonic(), os.getloadavg()[0]  # processes running or waiting, over the last minute
-    task = ray.remote(_measure).options(
-        num_cpus=0 if s.use_gpu else node_cpus, num_gpus=1 if s.use_gpu else 0, name="artsweep-serving-costs"
-    )
-    try:
-        costs = ray.get(task.remote(shapes, len(s.classes), precision(s)))
-    except Exception as e:  # noqa: BLE001 - a network that does not build fails its trials anyway, with its error
-        if s.objectives or s.max_latency_ms:
-            raise UsageError(f"could not measure the networks' latency ({type(e).__name__}: {e})") from None
-        say(f"warning: serving costs not measured ({type(e).__name__}); trials report no latency_ms")
-        return {}
+    costs = _known_here(s, shapes, nodes)  # nothing to measure: no task (no process importing torch) to start
+    if costs is None:
+        where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of one node"
+        say(f"measuring what {len(shapes)} network(s) cost to serve, on {where}, before any trial starts (cached)")
+        task = ray.remote(_measure).options(
+            num_cpus=0 if s.use_gpu else node_cpus, num_gpus=1 if s.use_gpu else 0, name="artsweep-serving-costs"
+        )
+        try:
+            costs = ray.get(task.remote(shapes, len(s.classes), precision(s)))
+        except Exception as e:  # noqa: BLE001 - a network that does not build fails its trials anyway, with its error
+            if s.objectives or s.max_latency_ms:
+                raise UsageError(f"could not measure the networks' latency ({type(e).__name__}: {e})") from None
+            say(f"warning: serving costs not measured ({type(e).__name__}); trials report no latency_ms")
+            return {}
+        if load > BUSY * node_cpus:
+            say(
+                f"warning: this machine was busy while the study started (load {load:.1f} on {node_cpus} CPUs): the "
+                f"latencies may be inflated; they are cached in {latency.cache_file()} (delete it to measure again)"
+            )
     fastest = min(costs.values(), key=lambda c: c["latency_ms"])
     slowest = max(costs.values(), key=lambda c: c["latency_ms"])
     say(
-        f"serving costs in {time.monotonic() - t0:.0f} s ({fastest['device']}, {fastest['threads']} thread(s), "
-        f"{fastest['precision']}): batch-1 latency {fastest['latency_ms']:.2f} ms ({_name(costs, fastest)}) .. "
-        f"{slowest['latency_ms']:.2f} ms ({_name(costs, slowest)})"
+        f"serving costs of {len(costs)} network(s) in {time.monotonic() - t0:.0f} s ({fastest['device']}, "
+        f"{fastest['threads']} thread(s), {fastest['precision']}): batch-1 latency {fastest['latency_ms']:.2f} ms "
+        f"({_name(costs, fastest)}) .. {slowest['latency_ms']:.2f} ms ({_name(costs, slowest)})"
     )
-    if load > BUSY * node_cpus:
-        say(
-            f"warning: this machine was busy while the study started (load {load:.1f} on {node_cpus} CPUs): the "
-            f"latencies may be inflated; they are cached in {latency.cache_file()} (delete it to measure again)"
-        )
     if s.max_latency_ms and fastest["latency_ms"] > s.max_latency_ms:
         raise UsageError(
             f"--max-latency-ms {s.max_latency_ms:g}: no network of the study is that fast here (the fastest, "
@@ -94,6 +97,18 @@ def measure(s: RunSettings, space: SearchSpace) -> dict:
             "architectures (--arch, --image-size)"
         )
     return costs
+
+
+def _known_here(s: RunSettings, shapes: dict, nodes: list) -> dict | None:
+    """Every figure from this machine's cache, when the study's only node is this machine and its trials use its
+    CPUs (the task would run here, with this machine's threads, and read the same cache); else None."""
+    if s.use_gpu or len(nodes) != 1 or nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
+        return None
+    found = {
+        key: latency.lookup(key, size, "cpu", threads=latency.all_threads(), precision=precision(s))
+        for key, (_, size) in shapes.items()
+    }
+    return None if None in found.values() else {k: dataclasses.asdict(c) for k, c in found.items()}
 
 
 def _name(costs: dict, cost: dict) -> str:

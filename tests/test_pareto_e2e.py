@@ -106,3 +106,14 @@ def test_a_latency_budget_crowns_a_feasible_winner_and_cuts_the_rest_at_their_fi
     onnx = [v for v in onnx if v.tags.get("format") == "onnx"]
     assert len(onnx) == 1 and onnx[0].tags["trial_run_id"] == winner[0].info.run_id, onnx
     assert "as ONNX" in studies["budgeted"] and "passed its gate" in studies["budgeted"]
+
+
+def test_a_budget_no_network_meets_is_refused_before_anything_is_recorded(studies):
+    work = studies["work"]
+    cmd = [sys.executable, str(ROOT / "tune.py"), "--family", "scratch", "--smoke", "--experiment", "refused"]
+    cmd += ["--mlflow-uri", f"sqlite:///{work}/mlflow.db", "--storage", str(work / "ray"), "--no-dashboard"]
+    proc = subprocess.run([*cmd, "--max-latency-ms", "0.0001"], cwd=work, capture_output=True, text=True, timeout=300)
+    fastest = min(c["latency_ms"] for c in studies["costs"].values())
+    assert proc.returncode == 2 and "no network of the study is that fast here" in proc.stderr, proc.stderr[-2000:]
+    assert f"takes {fastest:.2f} ms" in proc.stderr and "Traceback" not in proc.stderr
+    assert studies["client"].get_experiment_by_name("refused") is None  # refused before the study's record

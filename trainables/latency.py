@@ -127,6 +127,23 @@ def cost_key(name: str, image_size: int, device: torch.device | str, batch: int,
     return f"{name}|{image_size}px|{precision}|{RUNTIME}|{device_kind(torch.device(device))}|{threads}t|b{batch}"
 
 
+def lookup(
+    name: str,
+    image_size: int,
+    device: torch.device | str = "cpu",
+    *,
+    batch: int = SERVING_BATCH,
+    threads: int = 1,
+    precision: str = "fp32",
+    cache: Path | None = None,
+) -> Cost | None:
+    """The cached measurement of cost_key(...) on this machine, or None when it was never measured here."""
+    cache = cache or cache_file()
+    table = json.loads(cache.read_text()) if cache.is_file() else {}
+    found = table.get(cost_key(name, image_size, device, batch, threads, precision))
+    return Cost(**found) if found else None
+
+
 def cached(
     name: str,
     build: Callable[[], nn.Module],
