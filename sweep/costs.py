@@ -16,6 +16,7 @@ import os
 import time
 
 import ray
+import torch
 
 from search_spaces.space import SearchSpace
 from sweep.console import say
@@ -57,10 +58,7 @@ def measure(s: RunSettings, space: SearchSpace) -> dict:
     """{TrialConfig.shape: Cost as a dict} of every network of the study, from one Ray task holding a whole GPU
     (s.use_gpu) or a whole node's CPUs (the largest node's). A study that needs them (--objectives, --max-latency-ms)
     is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
-    shapes = {}
-    for cfg in space.shapes():
-        size = s.image_size or cfg.family.image_size
-        shapes.setdefault(cfg.shape(size), (cfg, size))
+    shapes = _shapes(s, space)
     nodes = [n for n in ray.nodes() if n["Alive"]]
     node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
     t0, load = time.monotonic(), os.getloadavg()[0]  # processes running or waiting, over the last minute
@@ -90,13 +88,37 @@ def measure(s: RunSettings, space: SearchSpace) -> dict:
         f"{fastest['threads']} thread(s), {fastest['precision']}): batch-1 latency {fastest['latency_ms']:.2f} ms "
         f"({_name(costs, fastest)}) .. {slowest['latency_ms']:.2f} ms ({_name(costs, slowest)})"
     )
+    _check_budget(s, costs)
+    return costs
+
+
+def refuse_before_ray(s: RunSettings, space: SearchSpace, address: str | None) -> None:
+    """A latency budget no network meets, refused before Ray starts when the study will run on this machine's CPUs
+    and this machine's cache knows every network's latency (else measure() refuses it once it has measured)."""
+    if not s.max_latency_ms or address or os.environ.get("RAY_ADDRESS") or s.use_gpu or torch.cuda.is_available():
+        return  # another machine, or this one's GPU (measured in bf16 there): not the cached CPU figures
+    costs = _cached_here(s, _shapes(s, space))
+    if costs is not None:
+        _check_budget(s, costs)
+
+
+def _check_budget(s: RunSettings, costs: dict) -> None:
+    fastest = min(costs.values(), key=lambda c: c["latency_ms"])
     if s.max_latency_ms and fastest["latency_ms"] > s.max_latency_ms:
         raise UsageError(
             f"--max-latency-ms {s.max_latency_ms:g}: no network of the study is that fast here (the fastest, "
             f"{_name(costs, fastest)}, takes {fastest['latency_ms']:.2f} ms); raise the budget or search smaller "
             "architectures (--arch, --image-size)"
         )
-    return costs
+
+
+def _shapes(s: RunSettings, space: SearchSpace) -> dict:
+    """{TrialConfig.shape: (a config of that network, input side)} of every network the study can train."""
+    shapes = {}
+    for cfg in space.shapes():
+        size = s.image_size or cfg.family.image_size
+        shapes.setdefault(cfg.shape(size), (cfg, size))
+    return shapes
 
 
 def _known_here(s: RunSettings, shapes: dict, nodes: list) -> dict | None:
@@ -104,6 +126,11 @@ def _known_here(s: RunSettings, shapes: dict, nodes: list) -> dict | None:
     CPUs (the task would run here, with this machine's threads, and read the same cache); else None."""
     if s.use_gpu or len(nodes) != 1 or nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
         return None
+    return _cached_here(s, shapes)
+
+
+def _cached_here(s: RunSettings, shapes: dict) -> dict | None:
+    """Every network's CPU figures from this machine's cache with all its threads; None when one is missing."""
     found = {
         key: latency.lookup(key, size, "cpu", threads=latency.all_threads(), precision=precision(s))
         for key, (_, size) in shapes.items()

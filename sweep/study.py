@@ -235,6 +235,7 @@ class Study:
         included: a --time-budget counts from there). `verbose`: Ray's output interleaves with the study's."""
         t0 = process_start() if started is None else started
         splits, report = prepare_data(s, space, source)
+        costs.refuse_before_ray(s, space, address)
         plan = start_ray(s, address, dashboard, verbose)
         serving = measure_costs(s.replace(classes=tuple(splits.classes), use_gpu=plan.use_gpu), space)
         exp_id, parent = mlflow_runs.setup_study(
