@@ -17,6 +17,7 @@ from pathlib import Path
 
 from search_spaces import ALL, FAMILIES
 from sweep.settings import DEMO, SMOKE, UsageError
+from trainables.process import run_and_exit
 from trainables.tracking.credentials import CredentialsError, check_uri
 
 
@@ -224,4 +225,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

@@ -15,8 +15,6 @@ analysis.predict take it unchanged.
 
 from __future__ import annotations
 
-import sys
-
 from analysis.publishing.artifacts import ENSEMBLE, log_ensemble
 from analysis.publishing.models import register_ensemble
 from analysis.reading.ensemble import member_probabilities, members, table
@@ -24,6 +22,7 @@ from analysis.reading.runs import open_study, study_parser
 from trainables import checkpoint
 from trainables.data.dataset import DataError
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.process import run_and_exit
 
 
 def main(argv=None) -> int:
@@ -80,4 +79,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     # ImageClassifier comes from analysis.serving, so cloudpickle stores it by reference to that module
-    sys.exit(main())
+    run_and_exit(main)

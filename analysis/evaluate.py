@@ -16,7 +16,6 @@ terminal, plain lines elsewhere.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from analysis.reading.evaluation import evaluate, load_trial
 from analysis.reading.runs import open_study, study_parser
 from trainables.data import dataset
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.process import run_and_exit
 
 
 def main(argv=None) -> int:
@@ -72,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

@@ -20,7 +20,6 @@ a run without a checkpoint or split manifest, images not on this machine, an unr
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -35,6 +34,7 @@ from analysis.publishing.onnx_model import (
     export_and_register,
 )
 from trainables.data.dataset import DataError
+from trainables.process import run_and_exit
 from trainables.tracking.mlflow_runs import check_reachable
 
 
@@ -105,4 +105,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     # ImageClassifier comes from analysis.serving, so cloudpickle stores it by reference to that module
     # (what the model's code/ folder provides) even when this file runs as __main__.
-    sys.exit(main())
+    run_and_exit(main)

@@ -27,6 +27,7 @@ from analysis.reading import board, front
 from analysis.reading.confirm import searched
 from analysis.reading.runs import open_study, study_parser
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.process import run_and_exit
 
 
 def _columns(s: str) -> list[str]:
@@ -106,4 +107,4 @@ def _pareto(study, rows) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_and_exit(main)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trainables import checkpoint
 from trainables.data.decode import BadImage
+from trainables.process import run_and_exit
 
 
 def load(model_uri: str | None, checkpoint_path: str | None, mlflow_uri: str | None) -> checkpoint.Classifier:
@@ -66,4 +67,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit(main)

@@ -12,7 +12,6 @@ analysis.scoring_server runs it.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -20,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from analysis.publishing.models import model_name, promote, register, registered_report
 from analysis.reading.confirm import best_run
 from analysis.reading.runs import trial_rows
+from trainables.process import run_and_exit
 from trainables.tracking.mlflow_runs import check_reachable, latest_study
 
 
@@ -61,4 +61,4 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     # ImageClassifier comes from analysis.serving, so cloudpickle stores it by reference to that module
     # (what the model's code/ folder provides) even when this file runs as __main__.
-    sys.exit(main())
+    run_and_exit(main)

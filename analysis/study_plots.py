@@ -23,6 +23,7 @@ from analysis.reading.confirm import searched
 from analysis.reading.optuna_study import read_space
 from analysis.reading.plots import fetch_histories, max_epochs, plot_study
 from analysis.reading.runs import open_study, study_parser, with_histories
+from trainables.process import run_and_exit
 
 
 def main(argv=None) -> int:
@@ -50,4 +51,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_and_exit(main)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from analysis.reading.runs import study_parser
 from trainables.config import RunSettings
+from trainables.process import run_and_exit
 from trainables.tracking import mlflow_runs
 from trainables.tracking.outbox import pending, refusals, send_pending
 
@@ -50,4 +51,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_and_exit(main)

@@ -120,3 +120,27 @@ def test_any_experiment_name_gets_a_safe_unique_run_folder():
 
     a, b = run_name("my study/2026 (v1)", "0a1b2c3d4e"), run_name("my study/2026 (v1)", "ffff0000aa")
     assert a != b and "/" not in a and " " not in a and a.startswith("my_study_2026_v1")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_a_command_ends_with_its_code_and_the_collector_frozen(ends):
+    """run_and_exit: main's code (or its exception) goes out unchanged, and however main ended, every object is in
+    the collector's permanent generation, so the interpreter's last collections skip them."""
+    import gc
+
+    from trainables.process import run_and_exit
+
+    def main():
+        if ends == "raises":
+            raise KeyboardInterrupt
+        return 3
+
+    gc.unfreeze()
+    try:
+        with pytest.raises(SystemExit if ends == "returns" else KeyboardInterrupt) as e:
+            run_and_exit(main)
+        assert ends == "raises" or e.value.code == 3
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
