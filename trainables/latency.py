@@ -138,9 +138,7 @@ def lookup(
     cache: Path | None = None,
 ) -> Cost | None:
     """The cached measurement of cost_key(...) on this machine, or None when it was never measured here."""
-    cache = cache or cache_file()
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-    found = table.get(cost_key(name, image_size, device, batch, threads, precision))
+    found = _table(cache or cache_file()).get(cost_key(name, image_size, device, batch, threads, precision))
     return Cost(**found) if found else None
 
 
@@ -157,13 +155,21 @@ def cached(
 ) -> Cost:
     """measure(build(), ...) once per cost_key on this machine; later calls read the table (a JSON file, written
     whole through a temporary name, so a reader never sees half of it)."""
+    known = dict(batch=batch, threads=threads, precision=precision)
+    found = lookup(name, image_size, device, **known, cache=cache)
+    if found:
+        return found
+    cost = measure(build(), image_size, device, **known)
     cache = cache or cache_file()
-    key = cost_key(name, image_size, device, batch, threads, precision)
-    table = json.loads(cache.read_text()) if cache.is_file() else {}
-    if key not in table:
-        table[key] = asdict(measure(build(), image_size, device, batch=batch, threads=threads, precision=precision))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-        tmp.replace(cache)
-    return Cost(**table[key])
+    table = _table(cache)  # read again: another process may have added its networks meanwhile
+    table[cost_key(name, image_size, device, batch, threads, precision)] = asdict(cost)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+    tmp.replace(cache)
+    return cost
+
+
+def _table(cache: Path) -> dict:
+    """{cost_key: Cost as a dict} of every network measured on this machine."""
+    return json.loads(cache.read_text()) if cache.is_file() else {}
