@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from search_spaces import ALL, FAMILIES
-from sweep.settings import DEMO, SMOKE, UsageError
+from sweep.defaults import DEMO, SMOKE
+from sweep.errors import UsageError
 from trainables.process import run_and_exit
-from trainables.tracking.credentials import CredentialsError, check_uri
 
 
 class _Parser(argparse.ArgumentParser):
@@ -191,7 +191,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"{SMOKE['max_epochs']} epochs, {SMOKE['image_size']} px, {SMOKE['max_train_images']} images/epoch, CPU-sized "
         "stand-in architectures, no pretrained weights (explicit flags win)",
     )
-    a = p.parse_args(argv)
+    a = p.parse_args(argv)  # --help exits here, having loaded none of torch, Ray and MLflow
+    from trainables.tracking.credentials import CredentialsError, check_uri
+
     try:  # before anything prints or stores the URI
         check_uri(a.mlflow_uri)
     except CredentialsError as e:

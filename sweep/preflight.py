@@ -11,16 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from search_spaces.space import SearchSpace
+from sweep.errors import UsageError
 from trainables.config import RunSettings
 from trainables.data import cache
 from trainables.paths import local_path
 from trainables.pretrained import WeightsError, available
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # px: below 16 a stride-16 ViT has one patch; 1024 is 4x ViT-L/14's 518
-
-
-class UsageError(ValueError):
-    """The flags ask for something that cannot work; the message says what to change."""
 
 
 def image_size(s: RunSettings, num_images: int) -> None:
