@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
@@ -117,4 +118,5 @@ def test_a_budget_no_network_meets_is_refused_before_anything_is_recorded(studie
     assert proc.returncode == 2 and "no network of the study is that fast here" in proc.stderr, proc.stderr[-2000:]
     assert f"takes {fastest:.2f} ms" in proc.stderr and "Traceback" not in proc.stderr
     assert studies["client"].get_experiment_by_name("refused") is None  # refused before the study's record ...
-    assert not list((work / "ray").glob(".ray-*.log"))  # ... and before Ray (this machine's cache knew them all)
+    if not torch.cuda.is_available():  # ... and before Ray: this machine's cache knew every network's CPU latency
+        assert not list((work / "ray").glob(".ray-*.log"))
