@@ -56,3 +56,15 @@ def test_each_configuration_is_measured_once_per_machine(tmp_path, monkeypatch):
     assert built == [16, 64] and first == again and other.params > first.params
     keys = sorted(json.loads(table.read_text()))
     assert len(keys) == 2 and all("|8px|fp32|torch-eager|cpu: " in k and k.endswith("|1t|b4") for k in keys)
+
+
+def test_a_damaged_table_is_measured_again_and_rewritten(tmp_path, monkeypatch):
+    """A cache that is not a JSON table (cut short, hand-edited) stops nothing: lookups miss, cached() measures and
+    writes a whole table in its place."""
+    monkeypatch.setattr(latency, "MIN_RUN_S", 0.05)
+    table = tmp_path / "latency.json"
+    for damaged in ('{"mlp-16|8px', "[1, 2]"):
+        table.write_text(damaged)
+        assert latency.lookup("mlp-16", 8, batch=4, cache=table) is None
+        cost = latency.cached("mlp-16", lambda: mlp(16), 8, batch=4, cache=table)
+        assert latency.lookup("mlp-16", 8, batch=4, cache=table) == cost and len(json.loads(table.read_text())) == 1

@@ -171,5 +171,10 @@ def cached(
 
 
 def _table(cache: Path) -> dict:
-    """{cost_key: Cost as a dict} of every network measured on this machine."""
-    return json.loads(cache.read_text()) if cache.is_file() else {}
+    """{cost_key: Cost as a dict} of every network measured on this machine; empty when the file is missing or not
+    a table (hand-edited, or written by something else): its networks are then measured again and it is rewritten."""
+    try:
+        table = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return table if isinstance(table, dict) else {}
