@@ -123,6 +123,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--mlflow-uri): finished trials stay, interrupted ones start again, the rest of its --num-samples run, all "
         "in the same MLflow parent run; other flags are taken from the study",
     )
+    arg(
+        "--set",
+        action="append",
+        dest="pins",
+        metavar="KNOB=VALUE",
+        help="fix a knob of the search space instead of searching it, for every trial, recipe and confirmation "
+        "(repeatable): --set width=0.25 --set batch_size=64; a value outside the knob's range or choices is refused "
+        "before anything starts; recorded with each trial run as a param",
+    )
     arg("--no-early-stopping", action="store_true", help="every trial runs --max-epochs (no ASHA)")
     arg("--no-recipes", action="store_true", help="don't start with the families' published recipes (docs/recipes.md)")
     arg(

@@ -12,7 +12,7 @@ import importlib
 import os
 
 from search_spaces import cnn, hybrid, scratch, transformers
-from search_spaces.space import Family, SearchSpace, pinned
+from search_spaces.space import Family, SearchSpace, pin, pinned
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (scratch.FAMILY, cnn.FAMILY, transformers.FAMILY, hybrid.FAMILY)}
 ALL = "all"  # --family all: one study across every family under one budget
@@ -66,8 +66,9 @@ def _check_importable(name: str, module: str) -> None:
         )
 
 
-def search_space(family: str, arch: str | None = None, standins: bool = False) -> SearchSpace:
-    """The study's space for --family (a name or `all`), --arch and --standins; ValueError on bad input."""
+def search_space(family: str, arch: str | None = None, standins: bool = False, pins=()) -> SearchSpace:
+    """The study's space for --family (a name or `all`), --arch, --standins and --set (KNOB=VALUE texts, or the
+    {knob: value} a study recorded); ValueError on bad input."""
     families = tuple(FAMILIES.values()) if family == ALL else (get_family(family),)
     pinned(families, arch)
-    return SearchSpace(families, standins, arch)
+    return SearchSpace(families, standins, arch, pin(families, pins))

@@ -163,8 +163,16 @@ class TrialConfig:
     where absence has a meaning, e.g. layer_decay 0 = off). params() are the searched values under their
     study names: exactly the Optuna params, the Tune config and the MLflow params of the trial."""
 
-    def __init__(self, family: Family, values: Mapping[str, Any], searched: Iterable[str] = (), prefix: str = ""):
+    def __init__(
+        self,
+        family: Family,
+        values: Mapping[str, Any],
+        searched: Iterable[str] = (),
+        prefix: str = "",
+        pinned: Iterable[str] = (),
+    ):
         self.family, self.values, self.searched, self.prefix = family, dict(values), tuple(searched), prefix
+        self.pinned = tuple(pinned)  # knobs the study fixed with --set: recorded with the trial as its arch is
         unknown = sorted(set(values) - set(family.params()) - {"arch"})
         if unknown:
             raise ValueError(
@@ -197,7 +205,7 @@ class TrialConfig:
         return {**out, **{self.prefix + k: self.values[k] for k in self.searched}}
 
     def replace(self, **values) -> "TrialConfig":
-        return TrialConfig(self.family, {**self.values, **values}, self.searched, self.prefix)
+        return TrialConfig(self.family, {**self.values, **values}, self.searched, self.prefix, self.pinned)
 
     def __repr__(self) -> str:
         return f"TrialConfig({self.family.name}, {self.values})"
@@ -211,6 +219,7 @@ class SearchSpace:
     families: tuple  # Family values
     standins: bool = False
     arch: Optional[str] = None  # --arch pins one architecture of a single family
+    pins: tuple = ()  # --set: (knob, value) pairs fixed in every family that has the knob (checked by `pin`)
 
     @property
     def qualified(self) -> bool:
@@ -222,8 +231,13 @@ class SearchSpace:
     def _prefix(self, fam: Family) -> str:
         return f"{fam.name}." if self.qualified else ""
 
+    def _params(self, fam: Family) -> dict[str, Any]:
+        """The family's space in this study: its architectures (stand-ins, --arch), the knobs --set fixes."""
+        params = fam.params(self.standins, self.arch)
+        return {**params, **{k: v for k, v in self.pins if k in params}}
+
     def _split(self, fam: Family) -> tuple[dict, dict]:
-        p = fam.params(self.standins, self.arch)
+        p = self._params(fam)
         return (
             {k: v for k, v in p.items() if isinstance(v, BaseDistribution)},
             {k: v for k, v in p.items() if not isinstance(v, BaseDistribution)},
@@ -248,7 +262,8 @@ class SearchSpace:
             raise ValueError(
                 f"unknown trial config keys {unknown} for family {fam.name!r}; searched: {sorted(searched)}"
             )
-        return TrialConfig(fam, {**fixed, **own}, searched=list(searched), prefix=prefix)
+        pinned = [k for k, _ in self.pins if k in fixed]
+        return TrialConfig(fam, {**fixed, **own}, searched=list(searched), prefix=prefix, pinned=pinned)
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """Every searched parameter of the study under its study name (the `family` choice included)."""
@@ -262,12 +277,13 @@ class SearchSpace:
         (Family.shape_params), the other values at the space's centre."""
         out = []
         for fam in self.families:
-            params = fam.params(self.standins, self.arch)
+            params = self._params(fam)
             grid = [{}]
             for k in ("arch", *fam.shape_params):
                 choices = params[k].choices if isinstance(params[k], Choice) else (params[k],)
                 grid = [{**g, k: v} for g in grid for v in choices]
-            out += [fam.config(standins=self.standins, **g) for g in grid]
+            fixed = {k: v for k, v in self.pins if k in params}
+            out += [fam.config(standins=self.standins, **{**fixed, **g}) for g in grid]
         return out
 
     def to_json(self) -> dict:
@@ -309,6 +325,67 @@ class SearchSpace:
         )
 
 
+def pin(families: Sequence[Family], settings: Iterable[str] | Mapping[str, Any]) -> tuple:
+    """--set KNOB=VALUE (or a {knob: value} a study recorded) as the (knob, value) pairs SearchSpace.pins holds: each
+    value read as its knob's type and checked against every family that has the knob. ValueError saying what is
+    wrong: a knob no family has, `arch` (pinned with --arch), a value outside a range or not among the choices."""
+    pairs = settings.items() if isinstance(settings, Mapping) else [_knob_value(text) for text in settings]
+    out = {}
+    for name, raw in pairs:
+        if name == "arch":
+            raise ValueError("--set cannot fix arch: pin an architecture with --arch")
+        owners = [f for f in families if name in f.params()]
+        if not owners:
+            known = sorted({k for f in families for k in f.params()} - {"arch"})
+            raise ValueError(f"--set {name}: no knob {name!r} in {_names(families)}; its knobs: {', '.join(known)}")
+        for fam in owners:
+            dist = fam.params()[name]
+            value = _read(dist, raw)
+            if not _admits(dist, value):
+                raise ValueError(f"--set {name}={raw}: {name} in family {fam.name!r} is {_describe(dist)}")
+        out[name] = value
+    return tuple(out.items())
+
+
+def _knob_value(text: str) -> tuple[str, str]:
+    name, eq, value = text.partition("=")
+    if not (eq and name.strip() and value.strip()):
+        raise ValueError(f"--set takes KNOB=VALUE (e.g. --set width=0.25), got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _read(dist, raw):
+    """A --set value (text, or a recorded value) as its knob's type: a choice or fixed value as the one it names."""
+    if not isinstance(raw, str):
+        return raw
+    if isinstance(dist, (Float, Int)):
+        try:
+            return int(raw) if isinstance(dist, Int) else float(raw)
+        except ValueError:
+            raise ValueError(f"--set: {raw!r} is not a number ({_describe(dist)})") from None
+    values = dist.choices if isinstance(dist, Choice) else (dist,)
+    return next((v for v in values if str(v) == raw or _number(raw) == v), raw)
+
+
+def _number(raw: str):
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _describe(dist) -> str:
+    if isinstance(dist, Choice):
+        return f"one of {', '.join(map(str, dist.choices))}"
+    if isinstance(dist, (Float, Int)):
+        return f"between {dist.low:g} and {dist.high:g}"
+    return f"fixed at {dist}"
+
+
+def _names(families: Sequence[Family]) -> str:
+    return f"family {families[0].name!r}" if len(families) == 1 else "any family"
+
+
 def pinned(families: Sequence[Family], arch: str | None) -> None:
     """ValueError naming the choices when --arch is not an architecture of the (single) family."""
     if arch is None:
@@ -320,4 +397,16 @@ def pinned(families: Sequence[Family], arch: str | None) -> None:
         raise ValueError(f"--arch {arch!r} is not in family {families[0].name!r}: {', '.join(known)}")
 
 
-__all__ = ["BASE", "Choice", "Family", "Float", "Int", "SearchSpace", "TrialConfig", "pinned", "replace", "suggest"]
+__all__ = [
+    "BASE",
+    "Choice",
+    "Family",
+    "Float",
+    "Int",
+    "SearchSpace",
+    "TrialConfig",
+    "pin",
+    "pinned",
+    "replace",
+    "suggest",
+]

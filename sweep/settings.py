@@ -20,7 +20,7 @@ from trainables.config import RunSettings
 from trainables.data import dataset, storage
 from trainables.data.builtin_dataset import ensure_builtin_dataset
 from trainables.data.scan import scan
-from trainables.tracking import mlflow_runs
+from trainables.tracking import mlflow_runs, new_store
 
 
 def _positive(a: argparse.Namespace) -> None:
@@ -78,7 +78,7 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
     goals = _objectives(a)
     standins = a.standins or a.smoke
     try:
-        space = search_space(a.family, a.arch, standins)
+        space = search_space(a.family, a.arch, standins, a.pins or ())
     except ValueError as e:
         raise UsageError(str(e)) from None
     data_dir = data_location(a.data) if a.data else str(ensure_builtin_dataset())
@@ -106,6 +106,7 @@ def from_flags(a: argparse.Namespace, workdir: Path) -> tuple[RunSettings, Searc
         or (SMOKE["image_size"] if a.smoke else DEMO["builtin_image_size"] if a.data is None else 0),
         arch=a.arch,
         standins=standins,
+        pins=dict(space.pins),
         seed=a.seed,
         amp=a.amp,
         pretrained=a.pretrained or ("none" if a.smoke else "timm"),
@@ -157,6 +158,7 @@ def check_tracking(uri: str, experiment: str | None = None) -> None:
     the URI) and, given `experiment`, lets this user write to it."""
     try:
         with preflight.store_lock(uri):  # a new SQLite store gets its schema from one process at a time
+            new_store.seed(uri)  # a new SQLite store: a copy of MLflow's empty one (its migrations take 3-4 s)
             mlflow_runs.check_reachable(uri)
         if experiment:
             mlflow_runs.check_writable(uri, experiment)
@@ -166,4 +168,4 @@ def check_tracking(uri: str, experiment: str | None = None) -> None:
 
 def space_of(s: RunSettings) -> SearchSpace:
     """The search space a study was started with (for --resume)."""
-    return search_space(s.family, s.arch, s.standins)
+    return search_space(s.family, s.arch, s.standins, s.pins)

@@ -179,6 +179,7 @@ def prepare_data(s: RunSettings, space: SearchSpace, source: dataset.Source) -> 
         f"{s.family}: {f'{s.num_samples} trials' if s.num_samples else 'trials while the budget lasts'} "
         f"x <= {s.max_epochs} epochs, {s.image_size or 'family default'} px, "
         f"{'stand-in' if s.standins else 'real'} architectures, {weights(s, space)}"
+        + "".join(f", {k}={v} fixed" for k, v in s.pins.items())
     )
     return splits, report
 

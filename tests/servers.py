@@ -22,6 +22,7 @@ from pathlib import Path
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from trainables.net import free_port
+from trainables.tracking import new_store
 
 BIN = Path(sys.executable).parent
 
@@ -68,6 +69,7 @@ class MlflowServer:
 
     def start(self) -> "MlflowServer":
         auth = ["--app-name", "basic-auth"] if self.auth else []
+        new_store.seed(f"sqlite:///{self.db}")  # a new file starts as MLflow's empty store, as tune.py's do
         self.proc = subprocess.Popen(
             [
                 str(BIN / "mlflow"),

@@ -29,6 +29,9 @@ def run_main(capsys, *argv):
         (["--workers-per-trial", "0"], "--workers-per-trial must be a positive integer"),
         (["--arch", "resnet9000"], "is not in family 'scratch'"),
         (["--num-samples", "two"], "invalid int value"),
+        (["--set", "width=0.3"], "width in family 'scratch' is one of 0.25, 0.5, 1.0"),
+        (["--set", "depth=4"], "no knob 'depth' in family 'scratch'"),
+        (["--set", "lr"], "--set takes KNOB=VALUE"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, argv, needle):

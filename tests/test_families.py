@@ -55,6 +55,38 @@ def test_arch_can_be_pinned(name):
         assert "arch" not in config and space.trial_config(config).arch == arch
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_set_fixes_each_searched_knob_in_every_trial_recipe_and_shape(name):
+    """--set KNOB=VALUE, for every searched knob of every family: no longer proposed, the value in every trial's
+    config, the recipes and the networks whose costs are measured, and recorded with the trial's run params."""
+    from trainables.trial.driver import run_params
+
+    for knob, dist in search_space(name).distributions().items():
+        if knob == "arch":
+            continue
+        value = dist.choices[0] if isinstance(dist, Choice) else dist.high
+        space = search_space(name, pins=[f"{knob}={value}"])
+        assert knob not in space.distributions() and space.pins == ((knob, value),)
+        cfg = space.trial_config(space(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()))
+        assert getattr(cfg, knob) == value and run_params(cfg)[knob] == value and knob not in cfg.params()
+        assert all(knob not in point for point in space.first_points() or ())
+        assert all(shape.values[knob] == value for shape in space.shapes())
+        assert search_space(name, pins={knob: value}) == space  # as --resume reads it back from the settings
+
+
+def test_set_refuses_what_no_trial_could_use():
+    with pytest.raises(ValueError, match="lr in family 'scratch' is between 0.0001 and 0.003"):
+        search_space("scratch", pins=["lr=0.5"])
+    with pytest.raises(ValueError, match="warmup_epochs in family 'scratch' is fixed at 0.5"):
+        search_space("scratch", pins=["warmup_epochs=2"])
+    with pytest.raises(ValueError, match="not a number"):
+        search_space("scratch", pins=["lr=fast"])
+    with pytest.raises(ValueError, match="--arch"):
+        search_space("scratch", pins=["arch=deep_cnn"])
+    with pytest.raises(ValueError, match="lr in family 'transformers'"):  # `all`: every family that has the knob
+        search_space(ALL, standins=True, pins=["lr=1e-3"])
+
+
 def test_all_names_every_knob_once_per_family_in_one_tpe_study():
     """Families give `arch` and `batch_size` different choices; `all` qualifies every name, so Optuna's
     study, the Tune config and the MLflow params agree and TPE models each family's knobs apart."""

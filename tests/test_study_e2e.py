@@ -9,6 +9,7 @@ import pytest
 
 from analysis.reading.confirm import best_run, searched
 from analysis.reading.runs import trial_rows, with_histories
+from tests.conftest import STUDY_PINS
 from trainables.tracking.mlflow_runs import latest_study
 
 pytestmark = pytest.mark.e2e
@@ -199,7 +200,8 @@ def test_the_winners_checkpoint_is_a_logged_model_of_its_run(study, tmp_path):
 
 
 def test_the_first_trials_are_the_familys_published_recipes(study, capsys):
-    """scratch's recipes (seed 000's DeepCNN, then SimpleCNN) run before TPE proposes anything, tagged phase=recipe."""
+    """scratch's recipes (seed 000's DeepCNN, then SimpleCNN) run before TPE proposes anything, tagged phase=recipe:
+    their values, but for the knobs the study fixed with --set (also params of every trial)."""
     from analysis import leaderboard
     from search_spaces import FAMILIES
 
@@ -213,7 +215,7 @@ def test_the_first_trials_are_the_familys_published_recipes(study, capsys):
     got = [r for r in first if r.data.tags["phase"] == "recipe"]
     assert len(got) == len(recipes) == sum(r.data.tags["phase"] == "recipe" for r in runs)
     for run, recipe in zip(got, recipes):
-        assert {k: run.data.params[k] for k in recipe} == {k: str(v) for k, v in recipe.items()}
+        assert {k: run.data.params[k] for k in recipe} == {k: str(v) for k, v in {**recipe, **STUDY_PINS}.items()}
     later = sorted(r.data.tags["phase"] for r in children if r.data.tags["phase"] not in ("recipe", "search"))
     assert later == ["confirm"] * 4 + ["final"]  # then the confirmation runs and the final fit (test_phases_e2e)
     assert leaderboard.main(["--experiment", "e2e", "--mlflow-uri", study.uri, "--no-log"]) == 0

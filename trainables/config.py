@@ -28,6 +28,7 @@ class RunSettings:
     label: str = ""  # --label: the CSV or Parquet column the classes come from ("" = `label`, or a folder's names)
     arch: Optional[str] = None  # --arch: one pinned architecture, None = searched
     standins: bool = False  # search the families' CPU-sized stand-in architectures
+    pins: dict = field(default_factory=dict)  # --set: knob -> the value every trial of the study uses (not searched)
     seed: int = 0  # seeds the split, the sampler, init and Optuna's TPE
     amp: str = "auto"  # auto | bf16 | fp16 | off (see engine.amp_setup)
     pretrained: str = "timm"  # timm: pretrained weights (online, HF cache or weights_dir); none: random init

@@ -145,10 +145,12 @@ def _config_resources(s: RunSettings, space, config: dict) -> dict:
 
 
 def run_params(cfg) -> dict:
-    """The trial run's params: its searched values under their study names, and what it trains (family, arch),
-    also where the study fixed them. Params, not tags: filter with `params.family = 'cnn'` in the MLflow UI."""
+    """The trial run's params: its searched values under their study names, and what it trains (family, arch, the
+    knobs --set fixed), also where the study fixed them. Params, not tags: filter with `params.family = 'cnn'` in
+    the MLflow UI."""
     searched = cfg.params()
     what = {"family": cfg.family.name, cfg.prefix + "arch": cfg.arch}  # `cnn.arch` in a --family all study
+    what.update({cfg.prefix + k: cfg.values[k] for k in cfg.pinned})
     return {**{k: v for k, v in what.items() if k not in searched}, **searched}
 
 
