@@ -45,6 +45,8 @@ def test_two_class_study_on_csv_manifest_shares_split_and_cache(tiny_folder, tmp
         "2",
         "--max-epochs",
         "1",
+        "--set",
+        "width=0.25",  # the smallest networks: what is tested is the data's path
         "--experiment",
         "csv",
         "--mlflow-uri",

@@ -5,7 +5,6 @@ Loader processes change nothing: 0 and 2 give the same training and the same val
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from trainables.pretrained import Weights
 pytestmark = pytest.mark.integration
 
 SIZE, WORLD, CPU = 32, 2, torch.device("cpu")
-CACHE = Path(tempfile.mkdtemp(prefix="artsweep-ddp-cache-"))  # both ranks share it, as trials on a node do
 CFG = get_family("scratch").config("simple_cnn", width=0.25, lr=2e-3, batch_size=16, dropout=0.1)
 
 
@@ -33,9 +31,10 @@ def _model(n_classes):
     return CFG.family.build(CFG, n_classes, SIZE, Weights("none"))
 
 
-def _data_path(splits, rank=0, world=1, workers=0):
-    """The trial's own data path (trainables.data.loaders), on CPU."""
-    images = cache.open_or_build(splits.paths, SIZE, root=CACHE)[0]
+def _data_path(splits, cache_dir, rank=0, world=1, workers=0):
+    """The trial's own data path (trainables.data.loaders), on CPU, its decode cache in `cache_dir` (both ranks
+    share it, as trials on a node do)."""
+    images = cache.open_or_build(splits.paths, SIZE, root=Path(cache_dir))[0]
     return loaders.make(
         images,
         splits,
@@ -55,10 +54,10 @@ def _data_path(splits, rank=0, world=1, workers=0):
     )
 
 
-def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, loaders.Loaders]:
+def _train(model, splits, cache_dir, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, loaders.Loaders]:
     torch.manual_seed(rank)
     random.seed(rank)  # timm's random erasing draws from Python's generator (the worker seeds it too)
-    path = _data_path(splits, rank, world, workers)
+    path = _data_path(splits, cache_dir, rank, world, workers)
     opt = engine.make_optimizer(model, CFG.lr, CFG.weight_decay)
     sched = engine.make_scheduler(opt, len(path.train), epochs, 0.5)
     train_model = DDP(model) if world > 1 else model
@@ -71,13 +70,13 @@ def _train(model, splits, rank=0, world=1, workers=0, epochs=2) -> tuple[dict, l
     return {**train, "steps": step}, path
 
 
-def _rank_main(rank, root, port, out):
+def _rank_main(rank, root, port, out, cache_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     torch.set_num_threads(1)
     splits = dataset.make_splits(scan(root), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
-    train, path = _train(model, splits, rank, WORLD)
+    train, path = _train(model, splits, cache_dir, rank, WORLD)
     val = engine.evaluate(model, path.val, CPU)
     torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
@@ -86,9 +85,14 @@ def _rank_main(rank, root, port, out):
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tiny_folder, tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ddp-cache")
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_folder, tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_rank_main, args=(str(tiny_folder), free_port(), str(out)), nprocs=WORLD, join=True)
+    mp.spawn(_rank_main, args=(str(tiny_folder), free_port(), str(out), str(cache_dir)), nprocs=WORLD, join=True)
     return out
 
 
@@ -102,25 +106,25 @@ def test_weights_identical_across_ranks_after_training(ddp_run):
     assert moved, "training changed no weight"
 
 
-def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder):
+def test_reported_metrics_equal_whole_split_in_one_process(ddp_run, tiny_folder, cache_dir):
     reports = [json.loads((ddp_run / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert reports[0] == reports[1]  # every rank reports the same all-reduced dict
     splits = dataset.make_splits(scan(tiny_folder), 0.25, 0.0, seed=0)
     model = _model(len(splits.classes))
     model.load_state_dict(torch.load(ddp_run / "rank0.pt"))
-    single = engine.evaluate(model, _data_path(splits).val, CPU)
+    single = engine.evaluate(model, _data_path(splits, cache_dir).val, CPU)
     for k, v in single.items():
         assert reports[0][k] == pytest.approx(v, abs=1e-6), k
     assert reports[0]["steps"] > 0 and reports[0]["train_loss"] > 0
 
 
-def test_loader_processes_change_nothing(tiny_folder):
+def test_loader_processes_change_nothing(tiny_folder, cache_dir):
     """Each draw's crop is seeded by the sampler, not by the loader process that runs it."""
     splits = dataset.make_splits(scan(tiny_folder), 0.25, 0.0, seed=0)
     results = []
     for workers in (0, 2):
         model = _model(len(splits.classes))
-        train, path = _train(model, splits, workers=workers)
+        train, path = _train(model, splits, cache_dir, workers=workers)
         results.append({**train, **engine.evaluate(model, path.val, CPU)})
     assert results[0] == results[1]
     assert results[0]["steps"] > 0 and 0 <= results[0]["val_macro_f1"] <= 1

@@ -66,6 +66,8 @@ def test_a_killed_worker_resumes_its_trial_from_the_last_epoch(tmp_path):
         str(EPOCHS),
         "--workers-per-trial",
         "2",
+        "--set",
+        "width=0.5",  # epochs of ~3 s: long enough to be caught in, a quarter of the full width's
         "--experiment",
         "kill-worker",
         "--mlflow-uri",
@@ -105,6 +107,8 @@ def test_the_study_outlasts_a_tracking_server_stopped_for_40_seconds(tmp_path):
         "2",
         "--max-epochs",
         "2",
+        "--set",
+        "width=0.25",  # the smallest networks: the trials end during the outage, the closing waits for the server
         "--experiment",
         "outage",
         "--mlflow-uri",

@@ -42,8 +42,10 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "stack"
-# the cheapest study with both later phases: 2 trials of 1 epoch, the best confirmed with 1 new seed, a final fit
+# the cheapest study with both later phases: 2 trials of 1 epoch of the smallest networks, the best confirmed with 1
+# new seed, a final fit
 STUDY_FLAGS = ["--num-samples", "2", "--max-epochs", "1", "--confirm", "1", "--confirm-seeds", "1", "--final-fit"]
+STUDY_FLAGS += ["--set", "width=0.25"]
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from types import SimpleNamespace
 
 import mlflow
 import numpy as np
-import onnx
 import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models.model import MLMODEL_FILE_NAME
@@ -171,6 +170,8 @@ def to_onnx(model: torch.nn.Module, image_size: int, path: Path, exporter: str) 
 
 def add_metadata(path: Path, clf: checkpoint.Classifier, run_id: str, exporter: str) -> None:
     """Store what serving needs besides the graph in the file (analysis.serving.OnnxClassifier reads it)."""
+    import onnx  # ~1 s of imports (ml_dtypes): only where a study or a command exports
+
     model = onnx.load(str(path))
     meta = {
         "classes": clf.classes,
@@ -285,6 +286,8 @@ def _save_with_onnx_flavour(path, mlflow_model, **kwargs):
     copy of the .onnx file: mlflow.onnx.load_model gives the graph, while the pyfunc flavour, which `mlflow models
     serve` and analysis.predict load, stays analysis.serving.ImageClassifier (mlflow.onnx's own pyfunc would take a
     float tensor, not image files)."""
+    import onnx
+
     mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **kwargs)
     data = mlflow_model.flavors["python_function"]["artifacts"][ONNX_ARTIFACT]["path"]
     mlflow_model.add_flavor("onnx", onnx_version=onnx.__version__, data=data, providers=["CPUExecutionProvider"])
