@@ -107,8 +107,6 @@ def test_the_study_outlasts_a_tracking_server_stopped_for_40_seconds(tmp_path):
         "2",
         "--max-epochs",
         "2",
-        "--set",
-        "width=0.25",  # the smallest networks: the trials end during the outage, the closing waits for the server
         "--experiment",
         "outage",
         "--mlflow-uri",
