@@ -81,6 +81,9 @@ def test_a_study_stopped_by_ctrl_c_then_killed_resumes_to_exactly_its_trials(tmp
             "1",
             "--confirm-seeds",
             str(SEEDS),
+            "--set",
+            "width=0.5",  # a quarter of the full width's epoch: trials and re-runs still last seconds, so each
+            # signal lands while the next one trains (taken from the study's record on --resume)
             *common,
         ),
         client,
@@ -116,4 +119,5 @@ def test_a_study_stopped_by_ctrl_c_then_killed_resumes_to_exactly_its_trials(tmp
     [conf] = confirmed(rows)
     assert len(conf.runs) == SEEDS and len({r.params["seed"] for r in conf.runs}) == SEEDS
     assert "winner: " in last.stdout and f"confirmation ({SEEDS} new seeds each" in last.stdout
+    assert {r.data.params["width"] for r in finished} == {"0.5"}  # --set came back with each --resume
     assert not _children(client, "RUNNING")[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    """This machine's artsweep cache: the built-in data set, decode caches, memory probes, pending MLflow writes
-    and Ray's log of a study whose storage is remote. Read at each call, so a changed `ARTSWEEP_CACHE` counts."""
+    """This machine's artsweep cache: the built-in data set, decode caches, memory probes, latency figures, pending
+    MLflow writes, MLflow's empty SQLite store and Ray's log of a study whose storage is remote. Read at each call, so a changed `ARTSWEEP_CACHE` counts."""
     return Path(os.environ.get("ARTSWEEP_CACHE", Path.home() / ".cache" / "artsweep"))
 
 
