@@ -213,10 +213,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse_args(argv)
     from sweep.settings import from_flags
-    from sweep.study import Study
     from trainables.tracking.mlflow_runs import default_uri
 
     try:
+        checked = None if a.resume else from_flags(a, Path.cwd())  # refused here without the study's imports (~4 s)
+        from sweep.study import Study  # Ray Tune, the closing's reports
+
         study = (
             Study.resume(
                 a.experiment or f"artsweep-{a.family}",
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
                 verbose=a.verbose,
             )
             if a.resume
-            else Study.start(*from_flags(a, Path.cwd()), a.address, not a.no_dashboard, verbose=a.verbose)
+            else Study.start(*checked, a.address, not a.no_dashboard, verbose=a.verbose)
         )
     except UsageError as e:
         sys.stderr.write(f"tune.py: error: {e}\n")

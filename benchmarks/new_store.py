@@ -52,7 +52,9 @@ def main() -> None:
         "copied_s": round(statistics.median(copied), 3),
         "speedup": round(statistics.median(built) / statistics.median(copied), 1),
     }
-    print(f"new SQLite store: MLflow builds it in {result['built_by_mlflow_s']} s, the copy takes {result['copied_s']} s")
+    print(
+        f"new SQLite store: MLflow builds it in {result['built_by_mlflow_s']} s, the copy takes {result['copied_s']} s"
+    )
     print(json.dumps(result))
 
 
