@@ -104,6 +104,22 @@ def nodes_of(dashboard: str, auth: dict) -> list[dict]:
         return []
 
 
+def no_placement_groups(dashboard: str, auth: dict, wait_s: float = 60) -> bool:
+    """Whether the cluster holds no placement group that is not removed (within `wait_s`): nothing left of a study
+    shapes where the next one's trials go."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = ray("list", "placement-groups", f"--address={dashboard}", "--format=json", env=auth)
+        try:
+            if not [g for g in json.loads(out.stdout) if g.get("state") != "REMOVED"]:
+                return True
+        except ValueError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
 def post(url: str, body: dict, token: str | None = None, wait_s: float = 30) -> int:
     """The HTTP status of a JSON POST (with a bearer token when given); a node's agent starts listening a few
     seconds after the node joins, so a refused connection is retried for `wait_s`."""
@@ -142,8 +158,11 @@ def stop_node(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
-@pytest.fixture  # one cluster per test: a study's leftovers (placement groups) never shape the next test
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """Two nodes on loopback, token-authenticated, for both tests (a cluster takes ~45 s to start on 2 cores): the
+    first test's study is a Ray job, whose placement groups and actors Ray removes when it ends (the second test
+    waits for that: `no_placement_groups`); the second takes a node away, so it runs last, in file order."""
     work = tmp_path_factory.mktemp("multinode")
     secrets = work / "secrets"
     subprocess.run(["bash", ROOT / "cluster" / "secrets.sh", secrets], check=True, capture_output=True)
@@ -295,6 +314,7 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
     """SIGKILL the non-head node (its process tree: raylet and workers) while a trial trains there: that trial's
     workers restart on the head from its last epoch (once the head has room), and both trials finish."""
     client, experiment = MlflowClient(cluster.mlflow_uri), "lose-node"
+    assert no_placement_groups(cluster.dashboard, cluster.auth), "an earlier study's placement groups outlived it"
     cmd = [
         sys.executable,
         str(ROOT / "tune.py"),
