@@ -231,10 +231,14 @@ class SearchSpace:
     def _prefix(self, fam: Family) -> str:
         return f"{fam.name}." if self.qualified else ""
 
+    def _pinned(self, fam: Family) -> dict[str, Any]:
+        """The knobs --set fixes that `fam` has, with their values."""
+        own = fam.params()
+        return {k: v for k, v in self.pins if k in own}
+
     def _params(self, fam: Family) -> dict[str, Any]:
         """The family's space in this study: its architectures (stand-ins, --arch), the knobs --set fixes."""
-        params = fam.params(self.standins, self.arch)
-        return {**params, **{k: v for k, v in self.pins if k in params}}
+        return {**fam.params(self.standins, self.arch), **self._pinned(fam)}
 
     def _split(self, fam: Family) -> tuple[dict, dict]:
         p = self._params(fam)
@@ -262,7 +266,7 @@ class SearchSpace:
             raise ValueError(
                 f"unknown trial config keys {unknown} for family {fam.name!r}; searched: {sorted(searched)}"
             )
-        pinned = [k for k, _ in self.pins if k in fixed]
+        pinned = list(self._pinned(fam))
         return TrialConfig(fam, {**fixed, **own}, searched=list(searched), prefix=prefix, pinned=pinned)
 
     def distributions(self) -> dict[str, BaseDistribution]:
@@ -282,8 +286,7 @@ class SearchSpace:
             for k in ("arch", *fam.shape_params):
                 choices = params[k].choices if isinstance(params[k], Choice) else (params[k],)
                 grid = [{**g, k: v} for g in grid for v in choices]
-            fixed = {k: v for k, v in self.pins if k in params}
-            out += [fam.config(standins=self.standins, **{**fixed, **g}) for g in grid]
+            out += [fam.config(standins=self.standins, **{**self._pinned(fam), **g}) for g in grid]
         return out
 
     def to_json(self) -> dict:

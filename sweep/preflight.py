@@ -14,7 +14,7 @@ from search_spaces.space import SearchSpace
 from sweep.errors import UsageError
 from trainables.config import RunSettings
 from trainables.data import cache
-from trainables.paths import local_path
+from trainables.paths import local_path, sqlite_file
 from trainables.pretrained import WeightsError, available
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024  # px: below 16 a stride-16 ViT has one patch; 1024 is 4x ViT-L/14's 518
@@ -92,10 +92,10 @@ def weights(space: SearchSpace, s: RunSettings) -> None:
 def store_lock(uri: str):
     """Serialise the first use of a new SQLite store: MLflow's schema migration races when two processes create
     one at once and can leave it unusable. Other stores need no lock."""
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_file(uri)
+    if db is None:
         yield
         return
-    db = Path(uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_COUNTS = {"impressionism": 40, "pointillism": 24, "cubism": 12, "pop_art": 8}  # 5:1, 84 images
 TIERS = frozenset({"unit", "integration", "e2e"})
 # the shared study fixes scratch's width at its smallest (--set): every path runs as at full width, and its epochs
-# take 1-2 s instead of ~10 (measured: the study's set-up fell from 351 s to about 170 s on 2 cores)
+# take 1-2 s instead of ~10 (the study's set-up: 351 s on 6fdd7c3, 131 s on a2c1208; 2 cores, docs/benchmarks.md)
 STUDY_PINS = {"width": 0.25}
 
 
@@ -132,10 +132,10 @@ def _tune(work: Path, uri: str, *flags: str, timeout: int) -> str:
 @pytest.fixture(scope="session")
 def study(tmp_path_factory) -> Study:
     """One real smoke study for every test that needs one: local Ray, Optuna + ASHA, 6 trials (1 worker each, 2 at
-    a time: 2-worker DDP trials are the faults and DDP tests'; width fixed by STUDY_PINS), 4 epochs, then its 2 best configurations confirmed
-    with 2 new seeds each and the winner's final fit, recorded by a real `mlflow server` (SQLite store, proxied
-    artifacts) as a team's tracking server would. The analysis and MLflow UI tests read its runs, checkpoints and
-    logged model. A 1-trial study with a final fit runs first in the same experiment, so the study's champion has
+    a time: 2-worker DDP trials are the faults and DDP tests'; width fixed by STUDY_PINS), 4 epochs, then its 2 best
+    configurations confirmed with 2 new seeds each and the winner's final fit, recorded by a real `mlflow server`
+    (SQLite store, proxied artifacts) as a team's tracking server would. The analysis and MLflow UI tests read its
+    runs, checkpoints and logged model. A 1-trial study with a final fit runs first in the same experiment, so the study's champion has
     a previous one. (1 worker: 2-worker trials, one at a time, took 60 s longer, which the suite's 30 min lacked.)
     Read-only: at the session's end its store and artifacts must be as the study left them (a test that writes
     takes `study_copy`), else the teardown fails naming what changed."""

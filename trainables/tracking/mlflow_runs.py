@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from trainables.metrics import OBJECTIVE_KEY
+from trainables.paths import sqlite_file
 from trainables.tracking import (
     credentials,
     mlflow_ui,
@@ -64,7 +65,7 @@ def check_reachable(uri: str, must_exist: bool = False) -> None:
     for a URI that holds a password, or a server that refuses the credentials). `must_exist`: a SQLite file that
     is not there is an error (reading a study), not a new empty store (starting one)."""
     credentials.check_uri(uri)
-    if must_exist and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+    if must_exist and (db := sqlite_file(uri)) is not None and not db.exists():
         raise ConnectionError(
             f"no MLflow store at {uri}; run this where tune.py ran (it writes ./mlflow.db) "
             "or pass the study's --mlflow-uri"

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from trainables.paths import cache_root
+from trainables.paths import cache_root, sqlite_file
 
 log = logging.getLogger("artsweep")
 
@@ -27,20 +27,19 @@ log = logging.getLogger("artsweep")
 def seed(uri: str) -> bool:
     """Put the empty store in place of a SQLite store that does not exist yet; True when it did. Other URIs (a
     server, PostgreSQL), an existing file, or any failure: False, and MLflow builds or opens the store as usual."""
-    if not uri.startswith("sqlite:///"):
-        return False
-    db = Path(uri[len("sqlite:///") :])
-    if db.exists():
+    db = sqlite_file(uri)
+    if db is None or db.exists():
         return False
     try:
         empty = template()
         db.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=db.parent, prefix=f".{db.name}.", delete=False) as tmp:
-            shutil.copyfileobj(open(empty, "rb"), tmp)
+        fd, tmp = tempfile.mkstemp(dir=db.parent, prefix=f".{db.name}.")
+        os.close(fd)
         try:
-            os.link(tmp.name, db)  # never over a store another process made meanwhile
+            shutil.copyfile(empty, tmp)
+            os.link(tmp, db)  # never over a store another process made meanwhile
         finally:
-            os.unlink(tmp.name)
+            os.unlink(tmp)
         return True
     except Exception as e:  # noqa: BLE001 - a speed-up only: MLflow builds the store instead
         log.debug("artsweep: new MLflow store built by MLflow (%s: %s)", type(e).__name__, e)
