@@ -2,9 +2,10 @@
 
 A latency is only true on a device nothing else uses meanwhile: a trial never times itself (on a packed GPU or a
 busy node it would time its neighbours too). So the study measures every network of its space (SearchSpace.shapes:
-architecture x shape knobs, at the study's input side) once, in one Ray task that holds a whole GPU (GPU studies)
-or a whole node's CPUs, before Tune starts a trial; the figures ride in RunSettings.costs to every trial, which
-reports them each epoch (trainables.trial.worker.serving_costs) and tags how they were measured. The task reads
+architecture x shape knobs, at the study's input side) once, before Tune starts a trial: in one Ray task that holds
+a whole GPU (GPU studies) or a whole node's CPUs, or in the driver itself when the study's only node is this
+machine's CPUs (nothing else runs on them yet). The figures ride in RunSettings.costs to every trial, which reports
+them each epoch (trainables.trial.worker.serving_costs) and tags how they were measured. The measuring process reads
 and fills that node's cache (trainables.latency.cached: once per network, runtime, device kind, threads and batch),
 so the next study of the same networks measures nothing.
 """
@@ -33,7 +34,7 @@ def precision(s: RunSettings) -> str:
 
 
 def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
-    """In the Ray task: each network built at random init (weights do not change its cost) and measured on this
+    """In the Ray task (or the driver, on this machine's CPUs): each network built at random init (weights do not change its cost) and measured on this
     node's GPU, or its CPUs with every thread the task holds, and cached on this node."""
     import torch
 
@@ -56,21 +57,24 @@ def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
 
 def measure(s: RunSettings, space: SearchSpace) -> dict:
     """{TrialConfig.shape: Cost as a dict} of every network of the study, from one Ray task holding a whole GPU
-    (s.use_gpu) or a whole node's CPUs (the largest node's). A study that needs them (--objectives, --max-latency-ms)
+    (s.use_gpu) or a whole node's CPUs (the largest node's), or from this process on this machine's CPUs. A study that needs them (--objectives, --max-latency-ms)
     is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
     shapes = _shapes(s, space)
     nodes = [n for n in ray.nodes() if n["Alive"]]
     node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
     t0, load = time.monotonic(), os.getloadavg()[0]  # processes running or waiting, over the last minute
-    costs = _known_here(s, shapes, nodes)  # nothing to measure: no task (no process importing torch) to start
+    here = _here(s, nodes)
+    costs = _cached_here(s, shapes) if here else None  # nothing to measure
     if costs is None:
-        where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of one node"
+        where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of {'this machine' if here else 'one node'}"
         say(f"measuring what {len(shapes)} network(s) cost to serve, on {where}, before any trial starts (cached)")
         task = ray.remote(_measure).options(
             num_cpus=0 if s.use_gpu else node_cpus, num_gpus=1 if s.use_gpu else 0, name="artsweep-serving-costs"
         )
         try:
-            costs = ray.get(task.remote(shapes, len(s.classes), precision(s)))
+            args = (shapes, len(s.classes), precision(s))
+            # here: the torch this process has loaded, where a task would start a process and import it first
+            costs = _measure(*args) if here else ray.get(task.remote(*args))
         except Exception as e:  # noqa: BLE001 - a network that does not build fails its trials anyway, with its error
             if s.objectives or s.max_latency_ms:
                 raise UsageError(f"could not measure the networks' latency ({type(e).__name__}: {e})") from None
@@ -121,12 +125,10 @@ def _shapes(s: RunSettings, space: SearchSpace) -> dict:
     return shapes
 
 
-def _known_here(s: RunSettings, shapes: dict, nodes: list) -> dict | None:
-    """Every figure from this machine's cache, when the study's only node is this machine and its trials use its
-    CPUs (the task would run here, with this machine's threads, and read the same cache); else None."""
-    if s.use_gpu or len(nodes) != 1 or nodes[0]["NodeID"] != ray.get_runtime_context().get_node_id():
-        return None
-    return _cached_here(s, shapes)
+def _here(s: RunSettings, nodes: list) -> bool:
+    """Whether the study's only node is this machine and its trials use its CPUs: the task would run here, with
+    this machine's threads, and read and fill the same cache, so the driver measures (or reads) them itself."""
+    return not s.use_gpu and len(nodes) == 1 and nodes[0]["NodeID"] == ray.get_runtime_context().get_node_id()
 
 
 def _cached_here(s: RunSettings, shapes: dict) -> dict | None:

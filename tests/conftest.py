@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer, forget_artifact_locations
 from trainables.data.builtin_dataset import render
+from trainables.tracking.mlflow_runs import latest_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_COUNTS = {"impressionism": 40, "pointillism": 24, "cubism": 12, "pop_art": 8}  # 5:1, 84 images
@@ -105,15 +106,16 @@ class Study:
     uri: str  # MLflow tracking URI: the real `mlflow server` below
     work: Path  # tune.py's working directory (ray_results)
     server: MlflowServer  # still running for the whole session
+    first: str = ""  # the parent run of the `--family all` study that ran first in the same experiment
     experiment: str = "e2e"
 
 
-def _tune(work: Path, uri: str, *flags: str, timeout: int) -> str:
+def _tune(work: Path, uri: str, *flags: str, timeout: int, family: str = "scratch") -> str:
     cmd = [
         sys.executable,
         str(ROOT / "tune.py"),
         "--family",
-        "scratch",
+        family,
         "--smoke",
         "--experiment",
         "e2e",
@@ -135,15 +137,21 @@ def study(tmp_path_factory) -> Study:
     a time: 2-worker DDP trials are the faults and DDP tests'; width fixed by STUDY_PINS), 4 epochs, then its 2 best
     configurations confirmed with 2 new seeds each and the winner's final fit, recorded by a real `mlflow server`
     (SQLite store, proxied artifacts) as a team's tracking server would. The analysis and MLflow UI tests read its
-    runs, checkpoints and logged model. A 1-trial study with a final fit runs first in the same experiment, so the study's champion has
-    a previous one. (1 worker: 2-worker trials, one at a time, took 60 s longer, which the suite's 30 min lacked.)
+    runs, checkpoints and logged model. (1 worker: 2-worker trials, one at a time, took 60 s longer.)
+    Before it, in the same experiment, a `--family all` study (one 1-epoch trial per family, then a final fit), so
+    the study's champion has a previous one; tests/test_families_e2e.py reads that study (`first`, its output in
+    first.txt): one study's fixed costs (~40 s on 2 cores) instead of two.
     Read-only: at the session's end its store and artifacts must be as the study left them (a test that writes
     takes `study_copy`), else the teardown fails naming what changed."""
+    from search_spaces import ALL, FAMILIES
+
     work = tmp_path_factory.mktemp("study")
     server = MlflowServer(work).start()
-    narrow = [f for k, v in STUDY_PINS.items() for f in ("--set", f"{k}={v}")]
-    first = _tune(work, server.uri, *narrow, "--num-samples", "1", "--max-epochs", "1", "--final-fit", timeout=300)
+    every = ("--num-samples", str(len(FAMILIES)), "--max-epochs", "1", "--final-fit")  # one trial per family
+    first = _tune(work, server.uri, *every, timeout=600, family=ALL)
     (work / "first.txt").write_text(first)
+    first_parent = latest_study(MlflowClient(server.uri), "e2e")[1].info.run_id
+    narrow = [f for k, v in STUDY_PINS.items() for f in ("--set", f"{k}={v}")]
     out = _tune(
         work,
         server.uri,
@@ -161,7 +169,7 @@ def study(tmp_path_factory) -> Study:
     )
     (work / "out.txt").write_text(out)
     built = server.record()
-    yield Study(out, MlflowClient(server.uri), server.uri, work, server)
+    yield Study(out, MlflowClient(server.uri), server.uri, work, server, first_parent)
     changed = server.changes_since(built)
     server.stop()
     assert not changed, f"a test wrote to the shared study (its writers use `study_copy`): {changed}"

@@ -1,67 +1,36 @@
-"""`tune.py --smoke --family all` on CPU-sized stand-ins: every family in one real study (real Ray, real MLflow).
-Follows the registry, so a new family gets its smoke run without a new test. A single family's study is the
-shared study's (scratch) and tests/test_new_family.py's; one study per family cost 75 s each and repeated them."""
-
-import subprocess
-import sys
-from pathlib import Path
+"""`tune.py --smoke --family all` on CPU-sized stand-ins: every family in one real study (real Ray, a real `mlflow
+server`), the shared study's first. Follows the registry, so a new family gets its smoke run without a new test. A
+single family's study is the shared study's (scratch) and tests/test_new_family.py's; one study per family cost 75 s
+each and repeated them."""
 
 import pytest
-from mlflow.tracking import MlflowClient
 from ray.tune import ExperimentAnalysis
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.reading import optuna_study
+from analysis.reading.confirm import searched
 from analysis.reading.runs import trial_rows
-from search_spaces import ALL, FAMILIES
-from trainables.tracking.mlflow_runs import latest_study, read_settings
+from search_spaces import FAMILIES
+from trainables.tracking.mlflow_runs import SETTINGS, read_artifact_json
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def smoke(family, tmp_path, samples):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cmd = [
-        sys.executable,
-        str(ROOT / "tune.py"),
-        "--family",
-        family,
-        "--smoke",
-        "--num-samples",
-        str(samples),
-        "--max-epochs",
-        "1",
-        "--experiment",
-        f"smoke-{family}",
-        "--mlflow-uri",
-        uri,
-        "--storage",
-        str(tmp_path / "ray_results"),
-        "--no-dashboard",
-    ]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    client = MlflowClient(uri)
-    exp, parent = latest_study(client, f"smoke-{family}")
-    return out, trial_rows(client, exp.experiment_id, parent.info.run_id), client, parent
-
-
-def test_all_runs_every_family_in_one_study_and_ranks_them(tmp_path):
+def test_all_runs_every_family_in_one_study_and_ranks_them(study):
     """One study over every family (one trial each: `--family all` starts with each family's defaults), so a new
     family gets its smoke run here without a new test: each trial trains that family's CPU stand-in and its run
-    names the architecture it trained."""
-    out, rows, client, parent = smoke(ALL, tmp_path, samples=len(FAMILIES))
+    names the architecture it trained. It is the shared study's first (tests/conftest.py), with a final fit."""
+    client, out = study.client, (study.work / "first.txt").read_text()
+    parent = client.get_run(study.first)
+    rows = searched(trial_rows(client, parent.info.experiment_id, study.first))
+    assert len(rows) == len(FAMILIES)
     assert {r.family for r in rows} == set(FAMILIES)
     assert all(r.status == "FINISHED" and r.epochs == 1 for r in rows), rows
     for r in rows:  # a family with one stand-in has it fixed, not searched: then the arch is a tag only
         assert r.arch in FAMILIES[r.family].arch_choices(standins=True), (r.family, r.arch)
         assert r.params.get(f"{r.family}.arch", r.arch) == r.arch
     # one name per parameter: Optuna's study, Tune's results, the MLflow params and the importance plot
-    experiment = str(
-        tmp_path / "ray_results" / read_settings(f"sqlite:///{tmp_path / 'mlflow.db'}", f"smoke-{ALL}")["run_name"]
-    )
+    experiment = str(study.work / "ray_results" / read_artifact_json(client, study.first, SETTINGS)["run_name"])
     searcher = OptunaSearch()
     searcher.restore_from_dir(experiment)
     optuna_names = sorted(sorted(t.params) for t in searcher._ot_study.trials)

@@ -217,6 +217,9 @@ def cluster(tmp_path_factory):
         server.wait(timeout=30)
 
 
+STUDY_EPOCHS = 4
+
+
 def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_nodes(cluster):
     work, mlflow_uri, dashboard = cluster.work, cluster.mlflow_uri, cluster.dashboard
     # a node that lacks the token (the worker's own start command without its RAY_AUTH_* variables) tries to join
@@ -246,7 +249,9 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
             "--num-samples",
             "4",
             "--max-epochs",  # trials of a few epochs: a 1-epoch trial can end before the other node's actor
-            "3",  # is up, and Tune then gives the next trial to the head's free actor (reuse_actors)
+            str(STUDY_EPOCHS),  # is up, and Tune then gives the next trial to the head's free actor (reuse_actors)
+            "--set",  # half-width networks: ~3 s an epoch on a 1-CPU node instead of ~20 at full width
+            "width=0.5",
             "--no-early-stopping",
             "--experiment",
             "multinode",
@@ -267,7 +272,7 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
     client = MlflowClient(mlflow_uri)
     exp, parent = latest_study(client, "multinode")
     rows = trial_rows(client, exp.experiment_id, parent.info.run_id)
-    assert len(rows) == 4 and all(r.status == "FINISHED" and r.epochs == 3 for r in rows)
+    assert len(rows) == 4 and all(r.status == "FINISHED" and r.epochs == STUDY_EPOCHS for r in rows)
     nodes = {client.get_run(r.run_id).data.tags["node_id"] for r in rows}
     assert len(nodes) == 2, "trials ran on one node only"
     for r in rows:  # artifacts went through the server
@@ -307,7 +312,7 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
     assert len(nodes_of(dashboard, cluster.auth)) == 2 and not (work / "pwned").exists()
 
 
-EPOCHS = 6
+EPOCHS = 8  # half-width networks, ~3 s an epoch: the kill lands between epochs 2 and 6
 
 
 def test_a_lost_node_takes_no_trial_with_it(cluster):
@@ -325,6 +330,8 @@ def test_a_lost_node_takes_no_trial_with_it(cluster):
         "2",
         "--max-epochs",
         str(EPOCHS),
+        "--set",
+        "width=0.5",
         "--no-early-stopping",
         "--experiment",
         experiment,
