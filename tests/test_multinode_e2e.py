@@ -250,7 +250,7 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
             "4",
             "--max-epochs",  # trials of a few epochs: a 1-epoch trial can end before the other node's actor
             str(STUDY_EPOCHS),  # is up, and Tune then gives the next trial to the head's free actor (reuse_actors)
-            "--set",  # half-width networks: ~3 s an epoch on a 1-CPU node instead of ~20 at full width
+            "--set",  # half-width networks: ~8 s an epoch on a 1-CPU node instead of ~22 at full width
             "width=0.5",
             "--no-early-stopping",
             "--experiment",
@@ -312,7 +312,7 @@ def test_without_the_token_nothing_gets_in_and_with_it_a_study_runs_on_both_node
     assert len(nodes_of(dashboard, cluster.auth)) == 2 and not (work / "pwned").exists()
 
 
-EPOCHS = 8  # half-width networks, ~3 s an epoch: the kill lands between epochs 2 and 6
+EPOCHS = 6  # half-width networks: the kill lands between epochs 2 and 4
 
 
 def test_a_lost_node_takes_no_trial_with_it(cluster):
