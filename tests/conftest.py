@@ -33,10 +33,14 @@ STUDY_PINS = {"width": 0.25}
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(items):
+    check_tiers(items)  # before -m and -k deselect
+    yield
+    items[:] = study_readers_later(items)
+
+
+def check_tiers(items) -> None:
     """Refuse to run when a test is in no tier or in several: checked before `-m` deselects, so a test without
-    a tier fails every run instead of silently running in none. Then, on what is selected, the modules that need
-    no study first (the shared study builds meanwhile: `_build_study`), then those reading the shared study, then
-    the rest (studies of their own, timed or faulted, with the CPUs to themselves)."""
+    a tier fails every run instead of silently running in none."""
     wrong = [(item.nodeid, sorted(TIERS & {m.name for m in item.iter_markers()})) for item in items]
     wrong = [f"  {nodeid}: {', '.join(tiers) or 'no tier'}" for nodeid, tiers in wrong if len(tiers) != 1]
     if wrong:
@@ -44,9 +48,15 @@ def pytest_collection_modifyitems(items):
             f"{len(wrong)} test(s) not in exactly one of the tiers {sorted(TIERS)} (pyproject.toml markers; "
             "a module-level `pytestmark` or a mark per test):\n" + "\n".join(wrong)
         )
-    yield  # -m and -k deselect here
+
+
+def study_readers_later(items) -> list:
+    """The selected tests, whole modules in file order within each group: first the modules with neither an e2e
+    test nor a reader of the shared study (the study builds meanwhile: `StudyBuild`), then those reading it, then
+    the rest (studies of their own, timed or faulted, with the CPUs to themselves). A module never splits, so its
+    module-scoped fixtures are set up once."""
     modules: dict[str, list] = {}
-    for item in items:  # whole modules move, in file order within each group: module fixtures are set up once
+    for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
 
     def group(tests) -> int:
@@ -54,7 +64,7 @@ def pytest_collection_modifyitems(items):
             return 1
         return 2 if any(t.get_closest_marker("e2e") for t in tests) else 0
 
-    items[:] = [t for tests in sorted(modules.values(), key=group) for t in tests]
+    return [t for tests in sorted(modules.values(), key=group) for t in tests]
 
 
 def _needs_study(item) -> bool:
