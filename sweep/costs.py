@@ -34,8 +34,9 @@ def precision(s: RunSettings) -> str:
 
 
 def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
-    """In the Ray task (or the driver, on this machine's CPUs): each network built at random init (weights do not change its cost) and measured on this
-    node's GPU, or its CPUs with every thread the task holds, and cached on this node."""
+    """In the Ray task (or the driver, on this machine's CPUs): each network built at random init (weights do not
+    change its cost) and measured on this node's GPU, or its CPUs with every thread the task holds, and cached on
+    this node."""
     import torch
 
     from trainables.pretrained import Weights
@@ -57,8 +58,8 @@ def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
 
 def measure(s: RunSettings, space: SearchSpace) -> dict:
     """{TrialConfig.shape: Cost as a dict} of every network of the study, from one Ray task holding a whole GPU
-    (s.use_gpu) or a whole node's CPUs (the largest node's), or from this process on this machine's CPUs. A study that needs them (--objectives, --max-latency-ms)
-    is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
+    (s.use_gpu) or a whole node's CPUs (the largest node's), or from this process on this machine's CPUs. A study
+    that needs them (--objectives, --max-latency-ms) is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
     shapes = _shapes(s, space)
     nodes = [n for n in ray.nodes() if n["Alive"]]
     node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in nodes)
@@ -68,13 +69,17 @@ def measure(s: RunSettings, space: SearchSpace) -> dict:
     if costs is None:
         where = "one GPU" if s.use_gpu else f"{node_cpus} CPUs of {'this machine' if here else 'one node'}"
         say(f"measuring what {len(shapes)} network(s) cost to serve, on {where}, before any trial starts (cached)")
-        task = ray.remote(_measure).options(
-            num_cpus=0 if s.use_gpu else node_cpus, num_gpus=1 if s.use_gpu else 0, name="artsweep-serving-costs"
-        )
+        args = (shapes, len(s.classes), precision(s))
         try:
-            args = (shapes, len(s.classes), precision(s))
-            # here: the torch this process has loaded, where a task would start a process and import it first
-            costs = _measure(*args) if here else ray.get(task.remote(*args))
+            if here:  # the torch this process has loaded, where a task would start a process and import it first
+                costs = _measure(*args)
+            else:
+                task = ray.remote(_measure).options(
+                    num_cpus=0 if s.use_gpu else node_cpus,
+                    num_gpus=1 if s.use_gpu else 0,
+                    name="artsweep-serving-costs",
+                )
+                costs = ray.get(task.remote(*args))
         except Exception as e:  # noqa: BLE001 - a network that does not build fails its trials anyway, with its error
             if s.objectives or s.max_latency_ms:
                 raise UsageError(f"could not measure the networks' latency ({type(e).__name__}: {e})") from None
