@@ -4,11 +4,12 @@ unit (no process, server or Ray: enforced here), integration (processes or serve
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing.process
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,11 +17,11 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  its first import in a process runs `ldconfig` (cuda.pathfinder): here, not in a unit test
 from mlflow.tracking import MlflowClient
 
 from tests.servers import MlflowServer, forget_artifact_locations
 from trainables.data.builtin_dataset import render
-from trainables.tracking import new_store
 from trainables.tracking.mlflow_runs import STUDY_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +35,8 @@ STUDY_PINS = {"width": 0.25}
 @pytest.hookimpl(hookwrapper=True)
 def pytest_collection_modifyitems(items):
     check_tiers(items)  # before -m and -k deselect
+    items[:] = in_groups(items)  # before xdist reads the groups (its hook adds them to the test ids)
     yield
-    items[:] = study_readers_later(items)
 
 
 def check_tiers(items) -> None:
@@ -50,28 +51,65 @@ def check_tiers(items) -> None:
         )
 
 
-def study_readers_later(items) -> list:
-    """The selected tests, whole modules in file order within each group: first the modules with neither an e2e
-    test nor a reader of the shared study (the study builds meanwhile: `StudyBuild`), then those reading it, then
-    the rest (studies of their own, timed or faulted, with the CPUs to themselves). A module never splits, so its
-    module-scoped fixtures are set up once."""
+SHARED_STUDY = "shared-study"  # the xdist group of every module reading the shared study: built once, on one worker
+
+
+def in_groups(items) -> list:
+    """Whole modules, each an xdist group (`--dist loadgroup`: a module runs on one worker, so its module-scoped
+    fixtures are set up once), the modules reading the shared study in one group (it is built once), in the order
+    the workers take them (`--no-loadscope-reorder`), longest work first: the shared study (its build, then its
+    readers: the run's longest chain), the modules with studies of their own, those starting processes, the unit
+    modules, and last the modules holding a test that must run `alone` (it waits for the other worker's test)."""
     modules: dict[str, list] = {}
     for item in items:
         modules.setdefault(item.nodeid.split("::")[0], []).append(item)
 
-    def group(tests) -> int:
+    def rank(tests) -> int:
         if any(_needs_study(t) for t in tests):
-            return 1
-        return 2 if any(t.get_closest_marker("e2e") for t in tests) else 0
+            return 0
+        marks = {m.name for t in tests for m in t.iter_markers()}
+        return 4 if "alone" in marks else 1 if "e2e" in marks else 2 if "integration" in marks else 3
 
-    return [t for tests in sorted(modules.values(), key=group) for t in tests]
+    ordered = []
+    for module, tests in sorted(modules.items(), key=lambda kv: rank(kv[1])):
+        group = SHARED_STUDY if rank(tests) == 0 else module
+        for t in tests:
+            t.add_marker(pytest.mark.xdist_group(group))
+        ordered += tests
+    return ordered
 
 
 def _needs_study(item) -> bool:
     return "study" in getattr(item, "fixturenames", ())  # the closure: study_copy's users too
 
 
-start_process = subprocess.Popen._execute_child  # as the unit tests' patch finds it
+@contextmanager
+def turn(lock: Path, alone: bool):
+    """A test's turn on the machine among the xdist workers: a test `alone` waits until no other worker runs a
+    test and keeps the others waiting until it ends (an exclusive flock), any other test shares it. `lock` + ".gate"
+    is taken first, exclusively by a test alone and briefly shared by the others, so a worker that runs tests back
+    to back cannot keep a test alone waiting."""
+    with open(f"{lock}.gate", "a") as gate, open(lock, "a") as held:
+        fcntl.flock(gate, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(held, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item):
+    """Under xdist (a worker has a `workerinput`), every test takes its `turn`: setup, call and teardown."""
+    run = getattr(item.config, "workerinput", {}).get("testrunuid")
+    if run is None:  # in-process (-n 0, -p no:xdist): one test at a time anyway
+        yield
+        return
+    with turn(Path(tempfile.gettempdir()) / f"artsweep-tests-{run}.lock", item.get_closest_marker("alone") is not None):
+        yield
 
 
 class StartsAProcess(RuntimeError):
@@ -88,13 +126,8 @@ def _no_processes(item):
     def refuse(*args, **kwargs):
         raise StartsAProcess(f"{item.nodeid} is marked unit but starts a process: mark it integration")
 
-    def refuse_here(self, *args, **kwargs):  # the shared study's builder thread goes on meanwhile
-        if threading.current_thread().name == StudyBuild.NAME:
-            return start_process(self, *args, **kwargs)
-        refuse()
-
     with ExitStack() as stack:
-        stack.enter_context(mock.patch.object(subprocess.Popen, "_execute_child", refuse_here))  # Popen, run, Ray
+        stack.enter_context(mock.patch.object(subprocess.Popen, "_execute_child", refuse))  # Popen, run, Ray
         stack.enter_context(mock.patch.object(multiprocessing.process.BaseProcess, "start", refuse))  # pools, spawn
         stack.enter_context(mock.patch.object(os, "fork", refuse))
         yield
@@ -147,8 +180,8 @@ class Study:
     experiment: str = "e2e"
 
 
-def _tune(work: Path, uri: str, *flags: str, timeout: int, family: str = "scratch", env=None, procs=None) -> str:
-    """tune.py's output (stdout + stderr) after it succeeded; `procs` collects the process while it runs."""
+def _tune(work: Path, uri: str, *flags: str, timeout: int, family: str = "scratch") -> str:
+    """tune.py's output (stdout + stderr) after it succeeded."""
     cmd = [
         sys.executable,
         str(ROOT / "tune.py"),
@@ -164,75 +197,13 @@ def _tune(work: Path, uri: str, *flags: str, timeout: int, family: str = "scratc
         "--no-dashboard",
         *flags,
     ]
-    with subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        if procs is not None:
-            procs.append(proc)
-        out = proc.communicate(timeout=timeout)[0]
-    assert proc.returncode == 0, out[-4000:]
-    return out
-
-
-class StudyBuild(threading.Thread):
-    """The shared study's two tune.py runs (see `study`), in a thread started before the first test: the modules
-    that need no study run meanwhile (pytest_collection_modifyitems puts them first), on the CPU time a study leaves
-    idle (imports, start-ups and closings use one core of two: ~30 % of 2 cores went unused over a whole run)."""
-
-    NAME = "artsweep-shared-study"  # the unit tests' process check lets this thread start processes
-
-    def __init__(self, work: Path):
-        super().__init__(name=self.NAME, daemon=True)
-        self.env = dict(os.environ)  # as the session started: the tests change theirs meanwhile
-        new_store.seed(f"sqlite:///{work / 'server.db'}")  # here too: the cache folder from this environment
-        self.server = MlflowServer(work, env=self.env)
-        self.work, self.uri = work, self.server.uri
-        self.procs: list[subprocess.Popen] = []
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        from search_spaces import ALL, FAMILIES
-
-        try:
-            self.server.start()
-            every = ("--num-samples", str(len(FAMILIES)), "--max-epochs", "1", "--final-fit")  # a trial per family
-            first = _tune(self.work, self.uri, *every, timeout=600, family=ALL, env=self.env, procs=self.procs)
-            (self.work / "first.txt").write_text(first)
-            narrow = [f for k, v in STUDY_PINS.items() for f in ("--set", f"{k}={v}")]
-            flags = ("--num-samples", "6", "--max-epochs", "4", "--confirm", "2", "--confirm-seeds", "2", "--final-fit")
-            out = _tune(self.work, self.uri, *narrow, *flags, timeout=1200, env=self.env, procs=self.procs)
-            (self.work / "out.txt").write_text(out)
-        except BaseException as e:  # noqa: BLE001 - raised again in the test that waits for the study
-            self.error = e
-
-    def wait(self) -> str:
-        """The main study's output, once both runs ended; what failed in the thread is raised here."""
-        self.join()
-        if self.error is not None:
-            raise self.error
-        return (self.work / "out.txt").read_text()
-
-    def cancel(self) -> None:
-        """End a run still going (a session that stopped early): tune.py's local Ray ends with its driver."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _build_study(request, tmp_path_factory):
-    """Start building the shared study before the first test, when a selected test needs it (else nothing)."""
-    if not any(_needs_study(item) for item in request.session.items):
-        yield None
-        return
-    build = StudyBuild(tmp_path_factory.mktemp("study"))
-    build.start()
-    yield build
-    build.cancel()
-    build.join(timeout=60)
-    build.server.stop()
+    proc = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return proc.stdout
 
 
 @pytest.fixture(scope="session")
-def study(_build_study) -> Study:
+def study(tmp_path_factory) -> Study:
     """One real smoke study for every test that needs one: local Ray, Optuna + ASHA, 6 trials (1 worker each, 2 at
     a time: 2-worker DDP trials are the faults and DDP tests'; width fixed by STUDY_PINS), 4 epochs, then its 2 best
     configurations confirmed with 2 new seeds each and the winner's final fit, recorded by a real `mlflow server`
@@ -240,21 +211,31 @@ def study(_build_study) -> Study:
     runs, checkpoints and logged model. (1 worker: 2-worker trials, one at a time, took 60 s longer.)
     Before it, in the same experiment, a `--family all` study (one 1-epoch trial per family, then a final fit), so
     the study's champion has a previous one; tests/test_families_e2e.py reads that study (`first`, its output in
-    first.txt): one study's fixed costs (~40 s on 2 cores) instead of two. Both are built while the tests that need
-    no study run (StudyBuild).
+    first.txt): one study's fixed costs (~40 s on 2 cores) instead of two. Its readers are one xdist group
+    (`in_groups`), the first one a worker takes: the other worker runs the rest of the suite meanwhile.
     Read-only: at the session's end its store and artifacts must be as the study left them (a test that writes
     takes `study_copy`), else the teardown fails naming what changed."""
-    build = _build_study
-    out, server = build.wait(), build.server
-    client = MlflowClient(server.uri)
-    exp = client.get_experiment_by_name("e2e")
-    first = client.search_runs(
-        [exp.experiment_id], f"tags.`{STUDY_TAG}` = '1'", order_by=["attributes.start_time ASC"], max_results=1
-    )[0]
-    built = server.record()
-    yield Study(out, client, server.uri, server.work, server, first.info.run_id)
-    changed = server.changes_since(built)
-    assert not changed, f"a test wrote to the shared study (its writers use `study_copy`): {changed}"
+    from search_spaces import ALL, FAMILIES
+
+    server = MlflowServer(tmp_path_factory.mktemp("study")).start()
+    work = server.work
+    try:
+        every = ("--num-samples", str(len(FAMILIES)), "--max-epochs", "1", "--final-fit")  # a trial per family
+        (work / "first.txt").write_text(_tune(work, server.uri, *every, timeout=600, family=ALL))
+        narrow = [f for k, v in STUDY_PINS.items() for f in ("--set", f"{k}={v}")]
+        flags = ("--num-samples", "6", "--max-epochs", "4", "--confirm", "2", "--confirm-seeds", "2", "--final-fit")
+        out = _tune(work, server.uri, *narrow, *flags, timeout=1200)
+        client = MlflowClient(server.uri)
+        exp = client.get_experiment_by_name("e2e")
+        first = client.search_runs(
+            [exp.experiment_id], f"tags.`{STUDY_TAG}` = '1'", order_by=["attributes.start_time ASC"], max_results=1
+        )[0]
+        built = server.record()
+        yield Study(out, client, server.uri, work, server, first.info.run_id)
+        changed = server.changes_since(built)
+        assert not changed, f"a test wrote to the shared study (its writers use `study_copy`): {changed}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

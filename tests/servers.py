@@ -60,9 +60,8 @@ class MlflowServer:
     MLflow's basic-auth app, `auth` being the permission of a user on what it was granted nothing on
     ("NO_PERMISSIONS", "READ", ...), its admin `self.admin` (name, password made here), users from add_user()."""
 
-    def __init__(self, work: Path, auth: str | None = None, env: dict | None = None):
+    def __init__(self, work: Path, auth: str | None = None):
         self.work, self.port, self.proc = Path(work), free_port(), None
-        self.env = env  # the server's environment (default: this process's when it starts)
         self.uri = f"http://127.0.0.1:{self.port}"
         self.db, self.artifacts = self.work / "server.db", self.work / "artifacts"
         self.auth, self.admin = auth, ("admin", secrets.token_urlsafe(16))
@@ -91,7 +90,7 @@ class MlflowServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             # no GenAI job runners (two huey consumer processes, ~250 MB each): nothing here uses them
-            env={**(self.env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self._auth_env()},
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self._auth_env()},
         )
         wait_http(f"{self.uri}/health")
         return self

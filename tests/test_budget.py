@@ -158,6 +158,7 @@ def test_resume_carries_the_spend_over():
 
 
 @pytest.mark.e2e
+@pytest.mark.alone  # its wall time is the claim: no other worker's study shares the CPUs meanwhile
 def test_a_time_budgeted_study_ends_inside_it_and_records_its_spend(tmp_path):
     """A real smoke study with --time-budget and no --num-samples: as many trials as fit, every one ended at an
     epoch boundary (its logged epochs are the epochs it reached), within 10 % of the budget from the command's

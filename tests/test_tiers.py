@@ -1,5 +1,6 @@
 """The test tiers hold (tests/conftest.py): a run stops when a test is in no tier or in several, and a unit test
-cannot start a process."""
+cannot start a process; the xdist workers take whole modules in the order and groups of `in_groups`, and a test
+`alone` has the machine to itself (`turn`)."""
 
 import multiprocessing
 import subprocess
@@ -8,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import StartsAProcess, StudyBuild, check_tiers, study_readers_later
+from tests.conftest import SHARED_STUDY, StartsAProcess, check_tiers, in_groups, turn
 
 pytestmark = pytest.mark.unit
 
@@ -25,49 +26,72 @@ def test_a_test_in_no_tier_or_in_two_stops_the_run():
         check_tiers([ok, _item("none", "gpu"), _item("two", "unit", "e2e")])
 
 
-def _test(nodeid: str, tier: str, *fixtures: str) -> SimpleNamespace:
-    """What the ordering reads of a test: its id, its fixtures' closure and its tier."""
-    return SimpleNamespace(
-        nodeid=nodeid, fixturenames=fixtures, get_closest_marker=lambda name: name if name == tier else None
-    )
+class _Test(SimpleNamespace):
+    """What the grouping reads of a test: its id, its fixtures' closure and its marks; it adds an xdist_group."""
+
+    def __init__(self, nodeid: str, marks: tuple, fixtures: tuple = ()):
+        super().__init__(nodeid=nodeid, fixturenames=fixtures, marks=[SimpleNamespace(name=m) for m in marks])
+
+    def iter_markers(self, name=None):
+        return [m for m in self.marks if name in (None, m.name)]
+
+    def add_marker(self, mark):
+        self.marks.append(SimpleNamespace(name=mark.name, args=mark.args))
+
+    @property
+    def group(self) -> str:
+        return self.iter_markers("xdist_group")[0].args[0]
 
 
-def test_modules_without_studies_first_then_the_shared_studys_readers_then_studies_of_their_own():
+def test_whole_modules_as_groups_the_study_first_then_by_tier_and_alone_last():
     tests = [
-        _test("a.py::e2e_own", "e2e", "tmp_path"),
-        _test("a.py::unit", "unit"),
-        _test("b.py::reads", "integration", "study_copy", "study"),
-        _test("b.py::unit", "unit"),
-        _test("c.py::one", "unit"),
-        _test("d.py::proc", "integration", "tmp_path"),
-        _test("e.py::e2e_reads", "e2e", "study"),
+        _Test("a.py::e2e_own", ("e2e",), ("tmp_path",)),
+        _Test("a.py::unit", ("unit",)),
+        _Test("b.py::reads", ("integration",), ("study_copy", "study")),
+        _Test("b.py::unit", ("unit",)),
+        _Test("c.py::one", ("unit",)),
+        _Test("d.py::proc", ("integration",), ("tmp_path",)),
+        _Test("e.py::e2e_reads", ("e2e",), ("study",)),
+        _Test("f.py::timed", ("e2e", "alone")),
+        _Test("f.py::unit", ("unit",)),
     ]
-    order = [t.nodeid for t in study_readers_later(tests)]
-    assert order == [
-        "c.py::one",
-        "d.py::proc",  # no study at all: they run while the shared study builds
-        "b.py::reads",
-        "b.py::unit",  # a module moves whole
-        "e.py::e2e_reads",
-        "a.py::e2e_own",
-        "a.py::unit",
+    order = in_groups(tests)
+    assert [(t.nodeid, t.group) for t in order] == [
+        ("b.py::reads", SHARED_STUDY),  # its readers: one group, and the first a worker takes
+        ("b.py::unit", SHARED_STUDY),  # a module moves whole
+        ("e.py::e2e_reads", SHARED_STUDY),
+        ("a.py::e2e_own", "a.py"),  # studies of their own
+        ("a.py::unit", "a.py"),
+        ("d.py::proc", "d.py"),  # processes
+        ("c.py::one", "c.py"),  # unit
+        ("f.py::timed", "f.py"),  # alone: last
+        ("f.py::unit", "f.py"),
     ]
 
 
-def test_only_the_shared_studys_builder_thread_starts_processes_beside_a_unit_test():
-    done = {}
+def _hold(lock, alone, entered, release):
+    with turn(lock, alone):
+        entered.set()
+        release.wait(10)
 
-    def run(name):
-        try:
-            done[name] = subprocess.run(["true"]).returncode
-        except StartsAProcess as e:
-            done[name] = e
 
-    for name in (StudyBuild.NAME, "another"):
-        thread = threading.Thread(target=run, args=(name,), name=name)
-        thread.start()
-        thread.join()
-    assert done[StudyBuild.NAME] == 0 and isinstance(done["another"], StartsAProcess)
+def test_a_test_alone_waits_for_the_running_test_and_the_next_waits_for_it(tmp_path):
+    """Three workers' turns (threads: flock locks belong to each open file, so they contend as processes do)."""
+    lock, ev = tmp_path / "turn.lock", {k: (threading.Event(), threading.Event()) for k in ("running", "alone", "next")}
+    start = {k: threading.Thread(target=_hold, args=(lock, k == "alone", *ev[k])) for k in ev}
+    start["running"].start()
+    assert ev["running"][0].wait(5)
+    start["alone"].start()
+    assert not ev["alone"][0].wait(0.5)  # a test is running: the one alone waits
+    start["next"].start()
+    assert not ev["next"][0].wait(0.5)
+    ev["running"][1].set()  # the running test ends: the one alone goes first, though the next one asked too
+    assert ev["alone"][0].wait(5) and not ev["next"][0].wait(0.5)
+    ev["alone"][1].set()
+    assert ev["next"][0].wait(5)
+    ev["next"][1].set()
+    for thread in start.values():
+        thread.join(5)
 
 
 def test_a_unit_test_cannot_start_a_process():
