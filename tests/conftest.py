@@ -9,7 +9,6 @@ import multiprocessing.process
 import os
 import subprocess
 import sys
-import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,12 +102,12 @@ def turn(lock: Path, alone: bool):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item):
-    """Under xdist (a worker has a `workerinput`), every test takes its `turn`: setup, call and teardown."""
-    run = getattr(item.config, "workerinput", {}).get("testrunuid")
-    if run is None:  # in-process (-n 0, -p no:xdist): one test at a time anyway
+    """Under xdist (a worker has a `workerinput`), every test takes its `turn`: setup, call and teardown. The lock
+    lies in the run's temporary folder, which holds each worker's (xdist gives a worker `<run's>/popen-gwN`)."""
+    if not hasattr(item.config, "workerinput"):  # in-process (-n 0, -p no:xdist): one test at a time anyway
         yield
         return
-    with turn(Path(tempfile.gettempdir()) / f"artsweep-tests-{run}.lock", item.get_closest_marker("alone") is not None):
+    with turn(Path(item.config.option.basetemp).parent / "turn.lock", item.get_closest_marker("alone") is not None):
         yield
 
 
