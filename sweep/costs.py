@@ -59,7 +59,8 @@ def _measure(shapes: dict, num_classes: int, precision: str) -> dict:
 def measure(s: RunSettings, space: SearchSpace) -> dict:
     """{TrialConfig.shape: Cost as a dict} of every network of the study, from one Ray task holding a whole GPU
     (s.use_gpu) or a whole node's CPUs (the largest node's), or from this process on this machine's CPUs. A study
-    that needs them (--objectives, --max-latency-ms) is refused when they cannot be measured; any other goes on without them (its trials report no latency)."""
+    that needs them (--objectives, --max-latency-ms) is refused when they cannot be measured; any other goes on
+    without them (its trials report no latency)."""
     shapes = _shapes(s, space)
     nodes = [n for n in ray.nodes() if n["Alive"]]
     node_cpus = max(int(n["Resources"].get("CPU", 0)) for n in nodes)

@@ -69,12 +69,12 @@ def in_groups(items) -> list:
         marks = {m.name for t in tests for m in t.iter_markers()}
         return 4 if "alone" in marks else 1 if "e2e" in marks else 2 if "integration" in marks else 3
 
+    ranks = {module: rank(tests) for module, tests in modules.items()}
     ordered = []
-    for module, tests in sorted(modules.items(), key=lambda kv: rank(kv[1])):
-        group = SHARED_STUDY if rank(tests) == 0 else module
-        for t in tests:
-            t.add_marker(pytest.mark.xdist_group(group))
-        ordered += tests
+    for module in sorted(modules, key=ranks.get):  # stable: file order within a rank
+        for t in modules[module]:
+            t.add_marker(pytest.mark.xdist_group(SHARED_STUDY if ranks[module] == 0 else module))
+        ordered += modules[module]
     return ordered
 
 
