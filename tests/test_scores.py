@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
 from analysis.reading import scores
+from trainables import metrics
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +36,22 @@ def test_point_metrics_match_sklearn_and_intervals_hold_the_estimate():
         assert m[k]["ci_low"] <= m[k]["value"] <= m[k]["ci_high"]
     # ~600 images: a macro F1 interval several points wide, not zero and not the whole range
     assert 0.02 < m["test_macro_f1"]["ci_high"] - m["test_macro_f1"]["ci_low"] < 0.2
+
+
+@pytest.mark.parametrize("metric", [m for m in metrics.METRICS.values() if m.resampled], ids=lambda m: m.name)
+def test_every_resampled_metric_equals_its_own_function_on_each_resample(metric):
+    """The bootstrap scores many resamples at once (Metric.resampled); each must be the metric's own
+    (scikit-learn's) value on that resample: with classes absent from a resample, never predicted, and tied
+    scores (top-5 breaks ties as scikit-learn does)."""
+    logits, targets = _preds(n=90, acc=0.4, seed=3)
+    logits[::7] = np.round(logits[::7])  # ties in the ranking
+    targets = np.where(targets == 5, 4, targets)  # class f is never true
+    rows = np.random.default_rng(1).integers(0, len(targets), (40, len(targets)))
+    rows[0] = np.flatnonzero(targets < 2)[np.arange(len(targets)) % np.count_nonzero(targets < 2)]  # 2 classes only
+    got = metric.resampled(logits, targets)(rows)
+    assert got.shape == (len(rows),)
+    assert got == pytest.approx([metric.fn(logits[r], targets[r]) for r in rows], abs=1e-12)
+    assert metric.resampled(logits, targets)(rows.reshape(4, 10, -1)).shape == (4, 10)  # any leading shape
 
 
 def test_intervals_narrow_with_more_images():

@@ -31,6 +31,10 @@ class Metric:
     fn: Callable[[np.ndarray, np.ndarray], float]
     mode: str = "max"  # "max": higher is better; "min": lower is better
     min_classes: int = 2  # reported only for at least this many classes (top-5: 6)
+    # the same metric on many resamples of one split at once, for bootstrap intervals: resampled(logits, targets)
+    # gives f(idx [..., N] image indices) -> values [...], equal to fn(logits[i], targets[i]) for each row i of idx
+    # (tests/test_scores.py checks every one against fn); None: fn is called once per resample
+    resampled: Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]] | None = None
 
     def key(self, split: str = "val") -> str:
         return f"{split}_{self.name}"
@@ -83,6 +87,55 @@ def top5(logits, targets) -> float:
     return float(top_k_accuracy_score(targets, logits, k=5, labels=np.arange(logits.shape[1])))
 
 
+def _confusions(logits, targets):
+    """idx [..., N] -> confusion counts [..., C, C] ([true, predicted]) of each resample: one bincount for all."""
+    pred, c = _pred(logits), logits.shape[1]
+
+    def counts(idx: np.ndarray) -> np.ndarray:
+        rows = np.asarray(idx).reshape(-1, np.shape(idx)[-1])
+        codes = (np.arange(len(rows))[:, None] * c + targets[rows]) * c + pred[rows]
+        return np.bincount(codes.ravel(), minlength=len(rows) * c * c).reshape(*np.shape(idx)[:-1], c, c)
+
+    return counts
+
+
+def _f1_per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F1 [..., C], support [..., C]) from confusion counts: 2 tp / (2 tp + fp + fn), 0 where a class is neither
+    true nor predicted (scikit-learn's zero_division=0)."""
+    tp, support = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1)
+    both = support + cm.sum(-2)  # true + predicted = 2 tp + fp + fn
+    return np.divide(2 * tp, both, out=np.zeros(both.shape), where=both > 0), support
+
+
+def _resampled_macro_f1(logits, targets):
+    counts = _confusions(logits, targets)
+    return lambda idx: _f1_per_class(counts(idx))[0].mean(-1)  # every class, as macro_f1's labels=arange(C)
+
+
+def _resampled_weighted_f1(logits, targets):
+    counts = _confusions(logits, targets)
+
+    def weighted(idx):
+        f1, support = _f1_per_class(counts(idx))
+        return (f1 * support).sum(-1) / support.sum(-1)  # absent classes weigh 0, as scikit-learn leaves them out
+
+    return weighted
+
+
+def _resampled_hits(hit: np.ndarray):
+    return lambda idx: hit[np.asarray(idx)].mean(-1)
+
+
+def _resampled_accuracy(logits, targets):
+    return _resampled_hits(_pred(logits) == targets)
+
+
+def _resampled_top5(logits, targets):
+    # top_k_accuracy_score's own ranking (a stable sort, reversed), so ties break as it breaks them
+    top = np.argsort(logits, axis=1, kind="mergesort")[:, ::-1][:, :5]
+    return _resampled_hits((top == targets[:, None]).any(1))
+
+
 def loss(logits, targets) -> float:
     """Plain cross-entropy (no label smoothing), comparable across trials."""
     import torch
@@ -97,10 +150,10 @@ def loss(logits, targets) -> float:
 METRICS = {
     m.name: m
     for m in (
-        Metric("macro_f1", macro_f1),
-        Metric("accuracy", accuracy),
-        Metric("top5", top5, min_classes=6),
-        Metric("weighted_f1", weighted_f1),
+        Metric("macro_f1", macro_f1, resampled=_resampled_macro_f1),
+        Metric("accuracy", accuracy, resampled=_resampled_accuracy),
+        Metric("top5", top5, min_classes=6, resampled=_resampled_top5),
+        Metric("weighted_f1", weighted_f1, resampled=_resampled_weighted_f1),
         Metric("loss", loss, mode="min"),
     )
 }

@@ -23,27 +23,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+BOOT_BATCH = 100  # resamples evaluated at once: 100 x N image indices (13 MB for WikiArt's 16k test images)
+
+
 def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
-    """{test_accuracy: {value, ci_low, ci_high}, ...}: 95 % percentile-bootstrap intervals over test
-    images (scipy.stats.bootstrap, resampling images with replacement)."""
+    """{test_accuracy: {value, ci_low, ci_high}, ...}: the value is the metric's own function (scikit-learn's);
+    95 % percentile-bootstrap intervals over test images (scipy.stats.bootstrap, resampling images with
+    replacement), each batch of resamples scored at once by the metric's `resampled` form (1,000 resamples in
+    tens of ms instead of one scikit-learn call each: ~20 s of every study's closing on 2 cores)."""
     out = {}
     rng = np.random.default_rng(seed)
-    for name in (m.name for m in metrics.applicable(logits.shape[1]) if m.name in POINT):
-        fn = metrics.METRICS[name].fn
-        value = fn(logits, targets)
+    for m in (m for m in metrics.applicable(logits.shape[1]) if m.name in POINT):
+        value = m.fn(logits, targets)
         entry = {"value": value, "ci_low": value, "ci_high": value}
         if n_boot > 1 and len(targets) > 1:
+            if m.resampled:
+                by_rows = m.resampled(logits, targets)
+                statistic, vectorized = (lambda idx, axis=-1: by_rows(idx)), True  # scipy: resamples on axis -1
+            else:
+                statistic, vectorized = (lambda idx, fn=m.fn: fn(logits[idx], targets[idx])), False
             res = stats.bootstrap(
                 (np.arange(len(targets)),),
-                lambda idx, fn=fn: fn(logits[idx], targets[idx]),
+                statistic,
                 n_resamples=n_boot,
-                vectorized=False,
+                batch=BOOT_BATCH,
+                vectorized=vectorized,
                 method="percentile",
                 confidence_level=0.95,
                 random_state=rng,
             )
             entry.update(ci_low=float(res.confidence_interval.low), ci_high=float(res.confidence_interval.high))
-        out[metrics.METRICS[name].key("test")] = entry
+        out[m.key("test")] = entry
     return out
 
 
