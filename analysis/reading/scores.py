@@ -38,8 +38,8 @@ def point_metrics(logits: np.ndarray, targets: np.ndarray, n_boot: int = 1000, s
         entry = {"value": value, "ci_low": value, "ci_high": value}
         if n_boot > 1 and len(targets) > 1:
             if m.resampled:
-                by_rows = m.resampled(logits, targets)
-                statistic, vectorized = (lambda idx, axis=-1: by_rows(idx)), True  # scipy: resamples on axis -1
+                by_rows = m.resampled(logits, targets)  # scipy passes the resamples' axis: always the last
+                statistic, vectorized = (lambda idx, axis=-1, f=by_rows: f(idx)), True
             else:
                 statistic, vectorized = (lambda idx, fn=m.fn: fn(logits[idx], targets[idx])), False
             res = stats.bootstrap(
