@@ -55,7 +55,10 @@ def shared_storage_problems(machines: int, mlflow_uri: str, storage: str) -> lis
     return problems
 
 
-VERSIONS_TIMEOUT_S = 60.0  # a node's first task starts a worker process that imports torch: seconds, not minutes
+# a node's first task starts a worker process that imports torch: seconds on an idle node, but Ray runs its
+# workers at a low priority (nice), so on a node whose CPUs other programs keep busy it can take minutes (a 60 s
+# limit ran out on a 1-CPU test node while another study shared the machine's 2 cores, 2026-12-04)
+VERSIONS_TIMEOUT_S = 180.0
 HEAD_RESOURCE = "node:__internal_head__"  # what Ray gives the head node alone
 
 
