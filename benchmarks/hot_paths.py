@@ -5,7 +5,7 @@ python benchmarks/hot_paths.py [--resamples 1000] [--draws 2000]
 bootstrap  the test split's 95 % intervals (analysis.reading.scores.point_metrics: accuracy, top-5, macro and
            weighted F1): one scikit-learn call per resample and metric (before) against each batch of resamples
            scored at once from confusion counts (Metric.resampled, now), on the built-in set's test split size
-           (142 images, 4 classes) and WikiArt's (16,200 images, 27 classes; the per-resample path on 50 resamples,
+           (142 images, 8 classes) and WikiArt's (16,200 images, 27 classes; the per-resample path on 50 resamples,
            scaled to --resamples). Both must give the same intervals (max difference printed).
 draws      the loader's per-image draw (trainables.data.loaders.CachedImages with a seed, strong augmentation,
            48 px cached to 32 px): torch.manual_seed per draw (before: on a CUDA build of torch it also queues an
@@ -112,7 +112,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)  # a loader process's share
     results = {
-        "bootstrap_builtin": bootstrap(142, 4, a.resamples, a.resamples),
+        "bootstrap_builtin": bootstrap(142, 8, a.resamples, a.resamples),
         "bootstrap_wikiart": bootstrap(16_200, 27, a.resamples, min(50, a.resamples)),
         "draws": draws(a.draws),
     }
